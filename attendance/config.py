@@ -1,0 +1,265 @@
+"""The one configuration object.
+
+Sources, lowest priority first: defaults < ``attendance.toml`` in the workspace
+< environment variables ``ATTENDANCE_<FIELD>`` < command-line overrides.
+Unknown keys and out-of-range values are rejected with a message echoing them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from attendance.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CONFIG_FILENAME = "attendance.toml"
+ENV_PREFIX = "ATTENDANCE_"
+APP_NAME = "facenet-attendance"
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value is unknown, malformed or out of range."""
+
+
+def _default_cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir(APP_NAME))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every tunable of the product. Paths are absolute once loaded."""
+
+    # --- workspace and data -------------------------------------------------
+    root: Path = field(default_factory=Path.cwd)
+    images_dir: Path = Path("images")
+    pre_images_dir: Path = Path("pre_images")
+    db_path: Path = Path("attendance.db")
+    gallery_path: Path = Path("gallery.sqlite")
+    # --- model --------------------------------------------------------------
+    weights: Path | None = None  # explicit weight file (.h5 checkpoint or converted .npz)
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    model_version: str = "pretrained"  # active model: "pretrained" or a fine-tuned version id
+    embed_batch: int = 32
+    flip_average: bool = True  # average the embeddings of a crop and its mirror image
+    # --- preprocessing ------------------------------------------------------
+    alignment: str = "landmarks"  # "landmarks" (5-point similarity) or "margin" (box + margin)
+    margin: int = 32  # pixels of margin around the MTCNN box for alignment="margin" (at 160 px)
+    min_face_px: int = 20  # smallest face side, in input pixels, that preprocessing accepts
+    min_detection_score: float = 0.90
+    # --- matching -----------------------------------------------------------
+    threshold: float = 1.10  # Euclidean distance on unit vectors; beyond it: Unknown
+    match_mode: str = "nearest"  # "nearest" (per image) or "template" (per identity mean)
+    # --- recogniser ---------------------------------------------------------
+    detect_width: int = 320  # frames are downscaled to this width for detection
+    detect_every: int = 3  # run the detector every n-th frame; track in between
+    confirm_k: int = 3  # an identity is marked after winning k ...
+    confirm_m: int = 5  # ... of the last m observations of one track
+    refresh_seconds: float = 1.0  # re-embed a confirmed track at most this often
+    cooldown_seconds: float = 60.0  # continuous mode: per-person quiet period between events
+    db_timeout_seconds: float = 10.0
+    # --- scanner ------------------------------------------------------------
+    target_shots: int = 35
+    min_shots: int = 30
+    min_sharpness: float = 60.0  # variance of the Laplacian on the face
+    min_scan_face_px: int = 80
+    # --- training -----------------------------------------------------------
+    train_identities: int = 4  # P identities per batch
+    train_images: int = 4  # K images per identity
+    train_margin: float = 0.2
+    train_epochs: int = 10
+    learning_rate: float = 1e-4
+    trainable_from: str = "Block8_1"  # freeze everything before this block
+    seed: int = 0
+
+    # ------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def models_dir(self) -> Path:
+        """Where fine-tuned model versions live (inside the workspace)."""
+        return self.root / "models"
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes`` applied (validated)."""
+        return load_config(self.root, overrides=changes, env={}, base=self)
+
+
+_PATH_FIELDS = {"images_dir", "pre_images_dir", "db_path", "gallery_path", "weights", "cache_dir"}
+_CHOICES = {
+    "alignment": ("landmarks", "margin"),
+    "match_mode": ("nearest", "template"),
+}
+# (minimum, maximum) inclusive
+_RANGES: dict[str, tuple[float, float]] = {
+    "embed_batch": (1, 1024),
+    "margin": (0, 160),
+    "min_face_px": (8, 4096),
+    "min_detection_score": (0.0, 1.0),
+    "threshold": (0.0, 2.0),
+    "detect_width": (64, 4096),
+    "detect_every": (1, 100),
+    "confirm_k": (1, 100),
+    "confirm_m": (1, 100),
+    "refresh_seconds": (0.0, 3600.0),
+    "cooldown_seconds": (0.0, 86400.0),
+    "db_timeout_seconds": (0.0, 3600.0),
+    "target_shots": (1, 1000),
+    "min_shots": (1, 1000),
+    "min_sharpness": (0.0, 1e6),
+    "min_scan_face_px": (8, 4096),
+    "train_identities": (2, 1000),
+    "train_images": (2, 1000),
+    "train_margin": (0.0, 2.0),
+    "train_epochs": (1, 10000),
+    "learning_rate": (0.0, 1.0),
+    "seed": (0, 2**31 - 1),
+}
+
+
+def _validate(cfg: Config) -> None:
+    for name, choices in _CHOICES.items():
+        value = getattr(cfg, name)
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    for name, (lo, hi) in _RANGES.items():
+        value = getattr(cfg, name)
+        if not lo <= value <= hi:
+            raise ConfigError(f"{name}={value!r} is out of range [{lo}, {hi}]")
+    if cfg.confirm_k > cfg.confirm_m:
+        raise ConfigError(f"confirm_k={cfg.confirm_k} must not exceed confirm_m={cfg.confirm_m}")
+    if cfg.min_shots > cfg.target_shots:
+        raise ConfigError(
+            f"min_shots={cfg.min_shots} must not exceed target_shots={cfg.target_shots}"
+        )
+    if not cfg.model_version or "/" in cfg.model_version or "\\" in cfg.model_version:
+        raise ConfigError(f"model_version={cfg.model_version!r} is not a valid version name")
+
+
+_FIELD_TYPES = {f.name: f for f in fields(Config)}
+
+
+def _coerce(name: str, value: Any, root: Path) -> Any:
+    """Turn a raw value (TOML, environment string or flag) into the field's type."""
+    if name not in _FIELD_TYPES:
+        known = ", ".join(sorted(_FIELD_TYPES))
+        raise ConfigError(f"unknown configuration key {name!r} (known keys: {known})")
+    default = _FIELD_TYPES[name].default
+    if default is dataclasses.MISSING:
+        default = _FIELD_TYPES[name].default_factory()  # type: ignore[misc]
+    try:
+        if name in _PATH_FIELDS:
+            if value is None or value == "":
+                return None if name == "weights" else default
+            path = Path(os.path.expanduser(str(value)))
+            return path if path.is_absolute() else root / path
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if isinstance(default, int):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError("expected an integer")
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            return float(value)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError("expected a string")
+            return value
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}={value!r} is invalid: {exc}") from None
+    raise ConfigError(f"{name}={value!r} cannot be set")  # pragma: no cover
+
+
+def read_toml(root: Path) -> dict[str, Any]:
+    """The workspace's ``attendance.toml`` as a flat dict ({} when absent)."""
+    path = root / CONFIG_FILENAME
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
+    for key, value in data.items():
+        if isinstance(value, dict):
+            raise ConfigError(f"{path}: sections are not supported ([{key}]); use flat keys")
+    return data
+
+
+def load_config(
+    root: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    base: Config | None = None,
+) -> Config:
+    """Build the configuration for workspace ``root`` (default: ``$ATTENDANCE_ROOT`` or cwd)."""
+    env = os.environ if env is None else env
+    if root is None:
+        root = env.get(ENV_PREFIX + "ROOT") or Path.cwd()
+    root = Path(os.path.expanduser(str(root))).resolve()
+    values: dict[str, Any] = {}
+    if base is None:
+        for key, raw in read_toml(root).items():
+            values[key] = _coerce(key, raw, root)
+        for name, raw in env.items():
+            if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "ROOT":
+                continue
+            key = name[len(ENV_PREFIX) :].lower()
+            if key not in _FIELD_TYPES:
+                raise ConfigError(f"unknown environment variable {name}={raw!r}")
+            values[key] = _coerce(key, raw, root)
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            values[key] = _coerce(key, raw, root)
+    values.pop("root", None)
+    if base is not None:
+        return dataclasses.replace(base, **values)
+    defaults = {
+        name: root / getattr(Config, name)
+        for name in ("images_dir", "pre_images_dir", "db_path", "gallery_path")
+    }
+    return Config(root=root, **{**defaults, **values})
+
+
+def write_config_value(root: Path, key: str, value: float | int | str | bool) -> Path:
+    """Set one key in the workspace's ``attendance.toml`` atomically (used by calibration)."""
+    from attendance.fsutil import atomic_write_text
+
+    _coerce(key, value, root)  # validates the key and type
+    data = read_toml(root)
+    data[key] = value
+    lines = ["# facenet-attendance workspace configuration"]
+    for name, val in data.items():
+        lines.append(f"{name} = {_toml_value(val)}")
+    path = root / CONFIG_FILENAME
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'

@@ -1,0 +1,51 @@
+"""Shared fixtures. Real weights and sample photos are acquired once into the user cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from attendance.config import Config, load_config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """The weights/sample cache: ``$ATTENDANCE_CACHE_DIR`` or the user cache directory."""
+    env = {k: v for k, v in os.environ.items() if k == "ATTENDANCE_CACHE_DIR"}
+    return load_config("/", env=env).cache_dir
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, cache_dir: Path) -> Config:
+    """A fresh, empty workspace using the shared cache."""
+    return load_config(tmp_path, overrides={"cache_dir": str(cache_dir)}, env={})
+
+
+@pytest.fixture(scope="session")
+def sample_dir(cache_dir: Path) -> Path:
+    """``<cache>/sample`` with ``train/<name>/*.jpg`` and ``val/<name>/*.jpg`` (5 people)."""
+    from attendance.sample import ensure_sample_data
+
+    return ensure_sample_data(cache_dir)
+
+
+@pytest.fixture(scope="session")
+def embedder(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The real pretrained FaceNet embedder (weights acquired and converted on first use)."""
+    from model.embedder import Embedder
+
+    root = tmp_path_factory.mktemp("embedder-ws")
+    cfg = load_config(root, overrides={"cache_dir": str(cache_dir)}, env={})
+    return Embedder.from_config(cfg)
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """One shared MTCNN detector (its start-up costs seconds)."""
+    from preprocess.detect import FaceDetector
+
+    return FaceDetector()
