@@ -1,0 +1,1 @@
+"""Recognition stage: embeddings gallery, matching, tracking, attendance database, live loop."""

@@ -1,0 +1,652 @@
+"""The attendance database: one row per person and day, plus an audit trail of sightings.
+
+Schema (``PRAGMA user_version`` = 1), created idempotently::
+
+    attendance(EmpName TEXT, Date TEXT 'YYYY-MM-DD', Status 'Present'|'Absent',
+               Time TEXT 'HH:MM:SS' (entry), LastSeen TEXT 'HH:MM:SS', UNIQUE(EmpName, Date))
+    events(id INTEGER PRIMARY KEY, Timestamp TEXT ISO-8601 local, EmpName TEXT,
+           Distance REAL, Source TEXT, Action TEXT)
+
+Several processes (recognisers, ``close-day``, ``report``) may share one file: the journal is
+WAL, every write is one short ``BEGIN IMMEDIATE`` transaction and waits up to ``timeout``
+seconds for a competing writer. Failures become :class:`DatabaseError` (a ``UserError``) naming
+the file and what to do; :class:`PendingWriter` keeps sightings that could not be saved and
+retries them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import math
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from attendance.errors import UserError
+from attendance.names import validate_name
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+PRESENT = "Present"
+ABSENT = "Absent"
+
+# values of events.Action
+ACTION_PRESENT = "present"  # first sighting of the day: a new Present row
+ACTION_ABSENT_TO_PRESENT = "absent_to_present"  # day closed before the person arrived
+ACTION_SEEN = "seen"  # a later sighting: LastSeen (or an earlier entry time) updated
+ACTION_ABSENT = "absent"  # close-day marked the person Absent
+
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS attendance (
+        EmpName  TEXT NOT NULL,
+        Date     TEXT NOT NULL
+                 CHECK (Date GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]'),
+        Status   TEXT NOT NULL CHECK (Status IN ('Present', 'Absent')),
+        Time     TEXT,
+        LastSeen TEXT,
+        UNIQUE (EmpName, Date)
+    )""",
+    "CREATE INDEX IF NOT EXISTS attendance_by_date ON attendance (Date)",
+    """CREATE TABLE IF NOT EXISTS events (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        Timestamp TEXT NOT NULL,
+        EmpName   TEXT NOT NULL,
+        Distance  REAL,
+        Source    TEXT NOT NULL,
+        Action    TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS events_by_time ON events (Timestamp)",
+)
+_LEGACY_COLUMNS = {"EmpName", "Date", "Status", "Time"}
+_LEGACY_TABLE = "attendance_v0"
+
+
+# --- errors ---------------------------------------------------------------------------------
+class DatabaseError(UserError):
+    """The attendance database cannot be used; the message names the file and what to do."""
+
+    retryable = False
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class DatabaseLocked(DatabaseError):
+    """Another program held the write lock for longer than the timeout."""
+
+    retryable = True
+
+
+class DatabaseUnwritable(DatabaseError):
+    """The file or its folder cannot be written (permissions, read-only medium, disk full)."""
+
+    retryable = True
+
+
+class DatabaseCorrupt(DatabaseError):
+    """The file is not an SQLite database or is damaged."""
+
+
+# --- records --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AttendanceRow:
+    """One row of the ``attendance`` table."""
+
+    name: str
+    date: str  # YYYY-MM-DD
+    status: str  # PRESENT or ABSENT
+    time: str | None  # entry time HH:MM:SS (None when Absent)
+    last_seen: str | None  # HH:MM:SS of the latest sighting (None when Absent)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of the ``events`` audit trail."""
+
+    id: int
+    timestamp: str  # ISO-8601 local time, milliseconds
+    name: str
+    distance: float | None
+    source: str
+    action: str
+
+
+@dataclass(frozen=True)
+class MarkResult:
+    """What :meth:`AttendanceDB.mark_present` did."""
+
+    name: str
+    date: str
+    action: str  # ACTION_PRESENT, ACTION_ABSENT_TO_PRESENT or ACTION_SEEN
+    entry_time: str  # the row's Time after the write
+    last_seen: str  # the row's LastSeen after the write
+    event_id: int
+
+    @property
+    def new_present(self) -> bool:
+        """True when this sighting made the person Present for the day (first of the day)."""
+        return self.action in (ACTION_PRESENT, ACTION_ABSENT_TO_PRESENT)
+
+
+# --- helpers --------------------------------------------------------------------------------
+def iso_date(value: dt.date | str) -> str:
+    """``value`` as ``YYYY-MM-DD``; raises ``ValueError`` for anything else."""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return dt.date.fromisoformat(str(value)).isoformat()
+
+
+def _local(when: dt.datetime) -> dt.datetime:
+    """Naive local time: aware datetimes are converted, naive ones are taken as local."""
+    if when.tzinfo is not None:
+        return when.astimezone().replace(tzinfo=None)
+    return when
+
+
+def _check_mark(distance: float | None, source: str) -> float | None:
+    if distance is not None:
+        distance = float(distance)
+        if not math.isfinite(distance) or distance < 0:
+            raise ValueError(f"distance={distance!r} must be a finite number >= 0")
+    if not source or not isinstance(source, str):
+        raise ValueError(f"source={source!r} must be a non-empty string")
+    return distance
+
+
+def _where(
+    column: str,
+    date: dt.date | str | None,
+    start: dt.date | str | None,
+    end: dt.date | str | None,
+    name: str | None,
+) -> tuple[str, list[str]]:
+    """A WHERE clause over a date ``column`` (SQL expression) and EmpName, with parameters."""
+    if date is not None and (start is not None or end is not None):
+        raise ValueError("give either date or start/end, not both")
+    clauses: list[str] = []
+    params: list[str] = []
+    if date is not None:
+        clauses.append(f"{column} = ?")
+        params.append(iso_date(date))
+    if start is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(iso_date(start))
+    if end is not None:
+        clauses.append(f"{column} <= ?")
+        params.append(iso_date(end))
+    if name is not None:
+        clauses.append("EmpName = ?")
+        params.append(validate_name(name))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+# --- the database ---------------------------------------------------------------------------
+class AttendanceDB:
+    """The attendance SQLite file. Use as a context manager; one instance per thread.
+
+    ``create=False`` refuses to make a new file (for read-only commands such as ``report``).
+    """
+
+    def __init__(self, path: str | Path, timeout: float = 10.0, *, create: bool = True) -> None:
+        self.path = Path(path)
+        self.timeout = float(timeout)
+        if self.path.is_dir():
+            raise DatabaseError(
+                f"{self.path} is a folder, not a database file; set db_path to a file name",
+                self.path,
+            )
+        if not self.path.exists():
+            if not create:
+                raise DatabaseError(
+                    f"{self.path} does not exist: no attendance recorded yet "
+                    "(run `attendance recognize` first, or check --workspace)",
+                    self.path,
+                )
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseUnwritable(
+                    f"cannot create the folder of {self.path} ({exc.strerror}); "
+                    "check the workspace path and its permissions",
+                    self.path,
+                ) from None
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "opening it") from None
+        try:
+            self._setup()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str | Path, timeout: float = 10.0, *, create: bool = True) -> AttendanceDB:
+        """Open (and if needed create or upgrade) the database at ``path``."""
+        return cls(path, timeout, create=create)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._conn.close()
+
+    def __enter__(self) -> AttendanceDB:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- error handling and transactions -----------------------------------------------------
+    def _translate(self, exc: sqlite3.Error, doing: str) -> DatabaseError:
+        """Turn an sqlite3 error into a one-line :class:`DatabaseError` saying what to do."""
+        text = str(exc)
+        low = f"{text} {getattr(exc, 'sqlite_errorname', '')}".lower()
+        if "locked" in low or "busy" in low:
+            return DatabaseLocked(
+                f"{self.path} stayed locked by another program for more than "
+                f"{self.timeout:g} s while {doing}; close the other program or raise "
+                "db_timeout_seconds, then try again",
+                self.path,
+            )
+        if any(key in low for key in ("not a database", "malformed", "corrupt", "notadb")):
+            return DatabaseCorrupt(
+                f"{self.path} is damaged or not an attendance database ({text}); "
+                "move it aside (it is left untouched) and run again to start a new one",
+                self.path,
+            )
+        if any(
+            key in low
+            for key in ("readonly", "read-only", "unable to open", "i/o", "full", "permission")
+        ):
+            return DatabaseUnwritable(
+                f"cannot write {self.path} while {doing} ({text}); check the permissions of "
+                "the file and its folder and the free disk space",
+                self.path,
+            )
+        return DatabaseError(f"{self.path}: {doing} failed ({text})", self.path)
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:  # the transaction may already be gone
+                log.debug("rollback of %s failed: %s", self.path, exc)
+
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """One short write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._translate(exc, doing) from None
+        try:
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._translate(exc, doing) from None
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _read(self, sql: str, params: Iterable[object] = (), doing: str = "reading") -> list:
+        try:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise self._translate(exc, doing) from None
+
+    # -- schema ------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        self._enable_wal()
+        self._read("PRAGMA synchronous = FULL", doing="configuring it")
+        if self._user_version() == SCHEMA_VERSION:
+            return
+        with self._transaction("creating its tables") as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:  # another process created it meanwhile
+                return
+            if version > SCHEMA_VERSION:
+                raise DatabaseError(
+                    f"{self.path} uses schema version {version}, newer than this program's "
+                    f"{SCHEMA_VERSION}; upgrade facenet-attendance",
+                    self.path,
+                )
+            self._create_schema(conn)
+            conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+        log.info("created attendance database schema v%d in %s", SCHEMA_VERSION, self.path)
+
+    def _user_version(self) -> int:
+        return int(self._read("PRAGMA user_version", doing="opening it")[0][0])
+
+    def _enable_wal(self) -> None:
+        """Switch to WAL; a fresh file opened by two processes at once may need a retry."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise self._translate(exc, "opening it") from None
+                time.sleep(0.01)
+            except sqlite3.Error as exc:
+                raise self._translate(exc, "opening it") from None
+        if str(mode).lower() != "wal":
+            log.warning(
+                "%s: WAL journal unavailable (mode %s); concurrency is reduced", self.path, mode
+            )
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        """Create the tables inside the caller's transaction, upgrading a legacy table."""
+        tables = {
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not row[0].startswith("sqlite_")
+        }
+        legacy = False
+        if "attendance" in tables:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(attendance)")}
+            if not columns >= _LEGACY_COLUMNS or "LastSeen" in columns:
+                raise DatabaseError(
+                    f"{self.path} has an 'attendance' table with unexpected columns "
+                    f"({', '.join(sorted(columns))}); set db_path to another file",
+                    self.path,
+                )
+            if _LEGACY_TABLE in tables:
+                raise DatabaseError(
+                    f"{self.path} already holds a table {_LEGACY_TABLE!r}; "
+                    "set db_path to another file",
+                    self.path,
+                )
+            conn.execute(f"ALTER TABLE attendance RENAME TO {_LEGACY_TABLE}")
+            legacy = True
+        elif tables - {"events"}:
+            raise DatabaseError(
+                f"{self.path} belongs to another program (tables: {', '.join(sorted(tables))}); "
+                "set db_path to another file",
+                self.path,
+            )
+        for statement in _TABLES:
+            conn.execute(statement)
+        if legacy:
+            # one row per (person, day): Present wins, earliest entry, latest sighting.
+            # The old rows stay in attendance_v0, so nothing is lost.
+            conn.execute(
+                f"""INSERT INTO attendance (EmpName, Date, Status, Time, LastSeen)
+                SELECT EmpName, Date,
+                       CASE WHEN SUM(Status = 'Present') > 0 THEN 'Present' ELSE 'Absent' END,
+                       MIN(CASE WHEN Status = 'Present' THEN Time END),
+                       MAX(CASE WHEN Status = 'Present' THEN Time END)
+                FROM {_LEGACY_TABLE} GROUP BY EmpName, Date"""
+            )
+            log.warning(
+                "%s: upgraded a legacy attendance table (old rows kept in %s)",
+                self.path,
+                _LEGACY_TABLE,
+            )
+
+    # -- writes ------------------------------------------------------------------------------
+    def mark_present(
+        self, name: str, when: dt.datetime, distance: float | None, source: str
+    ) -> MarkResult:
+        """Record a confirmed sighting of ``name`` at ``when`` (local time).
+
+        The first sighting of the day inserts a Present row with the entry time; later ones
+        update LastSeen (and the entry time, if an earlier sighting arrives late); an Absent
+        row written by close-day becomes Present. Every call appends one event.
+        """
+        name = validate_name(name)
+        distance = _check_mark(distance, source)
+        stamp = _local(when)
+        day = stamp.date().isoformat()
+        clock = stamp.strftime("%H:%M:%S")
+        with self._transaction(f"recording {name!r}") as conn:
+            row = conn.execute(
+                "SELECT Status, Time, LastSeen FROM attendance WHERE EmpName = ? AND Date = ?",
+                (name, day),
+            ).fetchone()
+            if row is None:
+                action, entry, last = ACTION_PRESENT, clock, clock
+                conn.execute(
+                    "INSERT INTO attendance (EmpName, Date, Status, Time, LastSeen) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (name, day, PRESENT, entry, last),
+                )
+            else:
+                status, old_entry, old_last = row
+                if status == ABSENT or not old_entry:
+                    action, entry, last = ACTION_ABSENT_TO_PRESENT, clock, clock
+                else:
+                    action = ACTION_SEEN
+                    entry = min(old_entry, clock)
+                    last = max(old_last or old_entry, clock)
+                conn.execute(
+                    "UPDATE attendance SET Status = ?, Time = ?, LastSeen = ? "
+                    "WHERE EmpName = ? AND Date = ?",
+                    (PRESENT, entry, last, name, day),
+                )
+            cursor = conn.execute(
+                "INSERT INTO events (Timestamp, EmpName, Distance, Source, Action) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (stamp.isoformat(timespec="milliseconds"), name, distance, source, action),
+            )
+            event_id = int(cursor.lastrowid or 0)
+        log.debug("%s %s on %s at %s (event %d)", name, action, day, clock, event_id)
+        return MarkResult(name, day, action, entry, last, event_id)
+
+    def close_day(self, date: dt.date | str, enrolled: Iterable[str]) -> int:
+        """Mark every ``enrolled`` person without a row on ``date`` Absent; idempotent.
+
+        Returns how many Absent rows were inserted. Each gets an event with Action ``absent``
+        and Source ``close-day:<date>``.
+        """
+        day = iso_date(date)
+        names = sorted({validate_name(name) for name in enrolled})
+        now = dt.datetime.now().isoformat(timespec="milliseconds")
+        inserted = 0
+        with self._transaction(f"closing {day}") as conn:
+            for name in names:
+                cursor = conn.execute(
+                    "INSERT INTO attendance (EmpName, Date, Status, Time, LastSeen) "
+                    "VALUES (?, ?, ?, NULL, NULL) ON CONFLICT (EmpName, Date) DO NOTHING",
+                    (name, day, ABSENT),
+                )
+                if cursor.rowcount == 1:
+                    inserted += 1
+                    conn.execute(
+                        "INSERT INTO events (Timestamp, EmpName, Distance, Source, Action) "
+                        "VALUES (?, ?, NULL, ?, ?)",
+                        (now, name, f"close-day:{day}", ACTION_ABSENT),
+                    )
+        log.debug("closed %s: %d marked Absent", day, inserted)
+        return inserted
+
+    # -- reads -------------------------------------------------------------------------------
+    def rows(
+        self,
+        date: dt.date | str | None = None,
+        start: dt.date | str | None = None,
+        end: dt.date | str | None = None,
+        name: str | None = None,
+    ) -> list[AttendanceRow]:
+        """Attendance rows of one ``date`` or the inclusive range ``start``..``end``."""
+        where, params = _where("Date", date, start, end, name)
+        found = self._read(
+            "SELECT EmpName, Date, Status, Time, LastSeen FROM attendance"
+            f"{where} ORDER BY Date, EmpName",
+            params,
+        )
+        return [AttendanceRow(*row) for row in found]
+
+    def events(
+        self,
+        date: dt.date | str | None = None,
+        start: dt.date | str | None = None,
+        end: dt.date | str | None = None,
+        name: str | None = None,
+    ) -> list[Event]:
+        """Audit events whose timestamp falls on ``date`` or in ``start``..``end``."""
+        where, params = _where("substr(Timestamp, 1, 10)", date, start, end, name)
+        found = self._read(
+            "SELECT id, Timestamp, EmpName, Distance, Source, Action FROM events"
+            f"{where} ORDER BY id",
+            params,
+        )
+        return [Event(*row) for row in found]
+
+
+# --- never drop a sighting --------------------------------------------------------------------
+@dataclass(frozen=True)
+class PendingMark:
+    """A sighting waiting to be written."""
+
+    name: str
+    when: dt.datetime
+    distance: float | None
+    source: str
+
+
+class PendingWriter:
+    """Wraps :class:`AttendanceDB` so sightings survive a locked or unwritable database.
+
+    A ``mark_present`` that fails with a retryable :class:`DatabaseError` is queued (in order)
+    with a warning; the queue is retried on the next call (at most every ``retry_interval``
+    seconds, since each attempt may wait the database timeout) and by :meth:`flush`. A
+    non-retryable error (corrupt file) keeps the sighting queued and is raised. :meth:`close`
+    makes a last attempt and raises if anything is still unsaved, after logging each item.
+    """
+
+    def __init__(
+        self,
+        db: AttendanceDB,
+        retry_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.retry_interval = float(retry_interval)
+        self._clock = clock
+        self._queue: deque[PendingMark] = deque()
+        self._last_failure: float | None = None
+        self.last_error: DatabaseError | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Number of sightings not yet saved."""
+        return len(self._queue)
+
+    def pending(self) -> list[PendingMark]:
+        """The unsaved sightings, oldest first."""
+        return list(self._queue)
+
+    def mark_present(
+        self, name: str, when: dt.datetime, distance: float | None, source: str
+    ) -> MarkResult | None:
+        """Save this sighting (after any backlog); ``None`` when it had to be queued."""
+        mark = PendingMark(validate_name(name), when, _check_mark(distance, source), source)
+        waiting = bool(self._queue)
+        self._queue.append(mark)
+        if waiting and not self._retry_due():
+            log.warning(
+                "attendance database unavailable; %d sighting(s) queued (%s)",
+                len(self._queue),
+                self.last_error,
+            )
+            return None
+        written = self._drain()
+        return written[-1] if written and not self._queue else None
+
+    def flush(self) -> list[MarkResult]:
+        """Try to save the whole backlog now; returns what was written."""
+        return self._drain()
+
+    def _retry_due(self) -> bool:
+        return (
+            self._last_failure is None or self._clock() - self._last_failure >= self.retry_interval
+        )
+
+    def _drain(self) -> list[MarkResult]:
+        written: list[MarkResult] = []
+        recovering = self._last_failure is not None
+        while self._queue:
+            mark = self._queue[0]
+            try:
+                result = self.db.mark_present(mark.name, mark.when, mark.distance, mark.source)
+            except DatabaseError as exc:
+                self._last_failure = self._clock()
+                self.last_error = exc
+                log.warning(
+                    "attendance not saved yet, %d sighting(s) queued: %s", len(self._queue), exc
+                )
+                if exc.retryable:
+                    return written
+                raise
+            self._queue.popleft()
+            written.append(result)
+        if recovering:
+            log.info(
+                "attendance database available again; saved %d queued sighting(s)", len(written)
+            )
+        self._last_failure = None
+        self.last_error = None
+        return written
+
+    def close(self) -> None:
+        """Last attempt to save the backlog, then close the database.
+
+        Raises :class:`DatabaseError` listing the count if sightings remain unsaved; each one is
+        logged first, so nothing disappears silently.
+        """
+        try:
+            if self._queue:
+                # _drain has logged the failure; the remaining backlog is reported below
+                with contextlib.suppress(DatabaseError):
+                    self._drain()
+        finally:
+            self.db.close()
+        if self._queue:
+            for mark in self._queue:
+                log.error(
+                    "unsaved sighting: %s at %s (distance %s, source %s)",
+                    mark.name,
+                    mark.when.isoformat(timespec="seconds"),
+                    mark.distance,
+                    mark.source,
+                )
+            raise DatabaseError(
+                f"{len(self._queue)} sighting(s) could not be saved to {self.db.path} "
+                f"({self.last_error}); they are listed in the log above",
+                self.db.path,
+            )
+
+    def __enter__(self) -> PendingWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except DatabaseError as error:  # do not mask the exception already in flight
+            log.error("%s", error)

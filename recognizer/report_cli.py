@@ -1,0 +1,115 @@
+"""``attendance report``: one day's attendance, or a per-person summary over a date range."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from attendance.config import Config
+from attendance.errors import UserError
+from attendance.fsutil import atomic_write_text
+from recognizer.close_day_cli import enrolled_identities
+from recognizer.db import ABSENT, PRESENT, AttendanceDB
+from recognizer.report import (
+    DAY_COLUMNS,
+    RANGE_COLUMNS,
+    DateError,
+    day_records,
+    format_table,
+    parse_date,
+    people,
+    range_records,
+    summarize,
+    to_csv,
+)
+
+HELP = "show attendance for a day, or per person over --from/--to; optionally save it as CSV"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's flags."""
+    parser.add_argument(
+        "--date", metavar="YYYY-MM-DD", help="the day to show (default: today; also 'yesterday')"
+    )
+    parser.add_argument(
+        "--from", dest="start", metavar="YYYY-MM-DD", help="first day of a per-person summary"
+    )
+    parser.add_argument(
+        "--to", dest="end", metavar="YYYY-MM-DD", help="last day of the summary (default: today)"
+    )
+    parser.add_argument(
+        "--csv", metavar="FILE", help="also write the report to FILE as UTF-8 CSV with a header"
+    )
+
+
+def _write_csv(path: Path, text: str) -> None:
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write CSV {path} ({exc.strerror or exc}); choose another --csv path"
+        ) from None
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Print the report table (and write the CSV)."""
+    today = dt.date.today()
+    if args.date and (args.start or args.end):
+        raise DateError("give either --date or --from/--to, not both")
+    if args.end and not args.start:
+        raise DateError(f"--to {args.end!r} needs --from as well")
+    note = ""
+    if args.start:
+        start = parse_date(args.start, "--from", today)
+        end = parse_date(args.end, "--to", today) if args.end else today
+        if start > end:
+            raise DateError(
+                f"--from {start.isoformat()} is after --to {end.isoformat()}; swap them"
+            )
+        with AttendanceDB.open(cfg.db_path, cfg.db_timeout_seconds, create=False) as db:
+            rows = db.rows(start=start, end=end)
+        columns, records = RANGE_COLUMNS, range_records(summarize(rows))
+        shown, right = columns, ("days_present", "days_absent")
+        days = len({row.date for row in rows})
+        title = (
+            f"Attendance {start.isoformat()} .. {end.isoformat()}: "
+            f"{people(len(records))}, {days} day(s) with records"
+        )
+    else:
+        day = parse_date(args.date, "--date", today) if args.date else today
+        with AttendanceDB.open(cfg.db_path, cfg.db_timeout_seconds, create=False) as db:
+            rows = db.rows(day)
+        columns, records = DAY_COLUMNS, day_records(rows)
+        shown, right = tuple(c for c in columns if c[0] != "date"), ()
+        present = sum(row.status == PRESENT for row in rows)
+        absent = sum(row.status == ABSENT for row in rows)
+        title = f"Attendance on {day.isoformat()}: {present} Present, {absent} Absent"
+        missing = set(enrolled_identities(cfg)) - {row.name for row in rows}
+        if missing:
+            note = (
+                f"{people(len(missing))} enrolled but not recorded yet; "
+                f"`attendance close-day --date {day.isoformat()}` marks them Absent"
+            )
+    print(title)
+    print(format_table(records, shown, right=right) if records else "No records.")
+    if note:
+        print(note)
+    if args.csv:
+        path = Path(args.csv)
+        _write_csv(path, to_csv(records, columns))
+        print(f"Wrote {len(records)} row(s) to {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry point (``python -m recognizer.report_cli``)."""
+    from attendance.cli import run_single
+
+    return run_single("recognizer.report_cli", "attendance report", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
