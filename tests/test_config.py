@@ -1,0 +1,177 @@
+"""Configuration layering, validation, identity names and atomic writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from attendance.cli import config_from_args, main
+from attendance.config import ConfigError, load_config, write_config_value
+from attendance.fsutil import atomic_open, atomic_write_text, remove_stale_temps, sha256_file
+from attendance.names import InvalidName, person_dir, validate_name
+
+# --- configuration ------------------------------------------------------------------
+
+
+def test_defaults_live_in_the_workspace(tmp_path):
+    cfg = load_config(tmp_path, env={})
+    assert cfg.root == tmp_path.resolve()
+    assert cfg.images_dir == tmp_path.resolve() / "images"
+    assert cfg.pre_images_dir == tmp_path.resolve() / "pre_images"
+    assert cfg.db_path == tmp_path.resolve() / "attendance.db"
+    assert cfg.weights is None and cfg.alignment == "landmarks"
+
+
+def test_layering_defaults_toml_env_flags(tmp_path):
+    (tmp_path / "attendance.toml").write_text(
+        'threshold = 0.9\ndb_path = "data/a.db"\nconfirm_m = 7\n'
+    )
+    cfg = load_config(tmp_path, env={})
+    assert cfg.threshold == 0.9 and cfg.db_path == tmp_path.resolve() / "data/a.db"
+    cfg = load_config(tmp_path, env={"ATTENDANCE_THRESHOLD": "0.8"})
+    assert cfg.threshold == 0.8 and cfg.confirm_m == 7
+    cfg = load_config(tmp_path, env={"ATTENDANCE_THRESHOLD": "0.8"}, overrides={"threshold": "0.7"})
+    assert cfg.threshold == 0.7
+
+
+def test_root_from_environment(tmp_path):
+    cfg = load_config(env={"ATTENDANCE_ROOT": str(tmp_path)})
+    assert cfg.root == tmp_path.resolve()
+
+
+@pytest.mark.parametrize(
+    ("source", "pattern"),
+    [
+        ({"toml": "thresold = 1.0\n"}, "unknown configuration key 'thresold'"),
+        ({"env": {"ATTENDANCE_COLOUR": "red"}}, "unknown environment variable ATTENDANCE_COLOUR"),
+        ({"overrides": {"threshold": "3.5"}}, r"threshold=3.5 is out of range"),
+        ({"overrides": {"threshold": "abc"}}, r"threshold='abc' is invalid"),
+        ({"overrides": {"alignment": "funky"}}, r"alignment='funky' is not one of"),
+        ({"overrides": {"confirm_k": 6, "confirm_m": 5}}, "confirm_k=6 must not exceed"),
+        ({"overrides": {"flip_average": "maybe"}}, "flip_average='maybe' is invalid"),
+        ({"overrides": {"detect_every": 2.5}}, "detect_every=2.5 is invalid"),
+        ({"toml": "[recognizer]\nk = 1\n"}, "sections are not supported"),
+        ({"toml": "threshold = = 1\n"}, "cannot read configuration"),
+    ],
+)
+def test_bad_values_are_rejected_with_an_echo(tmp_path, source, pattern):
+    if "toml" in source:
+        (tmp_path / "attendance.toml").write_text(source["toml"])
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(tmp_path, env=source.get("env", {}), overrides=source.get("overrides"))
+
+
+def test_write_config_value_keeps_other_keys(tmp_path):
+    (tmp_path / "attendance.toml").write_text('alignment = "margin"\n')
+    write_config_value(tmp_path, "threshold", 0.95)
+    cfg = load_config(tmp_path, env={})
+    assert cfg.threshold == 0.95 and cfg.alignment == "margin"
+    with pytest.raises(ConfigError, match="unknown configuration key"):
+        write_config_value(tmp_path, "nonsense", 1)
+
+
+def test_replace_validates(tmp_path):
+    cfg = load_config(tmp_path, env={})
+    assert cfg.replace(threshold=0.5).threshold == 0.5
+    with pytest.raises(ConfigError):
+        cfg.replace(threshold=-1)
+
+
+def test_cli_set_and_weights_flags(tmp_path):
+    import argparse
+
+    args = argparse.Namespace(
+        workspace=str(tmp_path), overrides=["threshold=0.75"], weights="w.npz"
+    )
+    cfg = config_from_args(args)
+    assert cfg.threshold == 0.75 and cfg.weights == tmp_path.resolve() / "w.npz"
+    args.overrides = ["threshold"]
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        config_from_args(args)
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
+    code = main(["close-day", "--workspace", str(tmp_path), "--set", "threshold=9"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: threshold=9.0 is out of range") and "\n" not in err
+
+
+def test_umbrella_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "scan", "preprocess", "recognize", "report", "evaluate", "train"):
+        assert command in out
+
+
+# --- names ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["José Álvarez", "Ada Lovelace", "李小龙", "O'Brien-Smith", "J. Doe"]
+)
+def test_unicode_names_are_welcome(tmp_path, name):
+    assert validate_name(f"  {name} ") == name
+    assert person_dir(tmp_path, name) == tmp_path / name
+
+
+def test_names_are_normalised_to_nfc():
+    decomposed = "Jose\u0301"
+    assert validate_name(decomposed) == "Jos\u00e9"
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        (".hidden", "starts with a dot"),
+        ("..", "starts with a dot"),
+        ("../../etc", "starts with a dot"),
+        ("a/b", "contains '/'"),
+        ("a\\b", "contains"),
+        ("tab\there", "contains"),
+        ("x" * 101, "longer than"),
+    ],
+)
+def test_bad_names_are_refused(tmp_path, name, pattern):
+    with pytest.raises(InvalidName, match=pattern):
+        person_dir(tmp_path, name)
+
+
+# --- atomic writes ---------------------------------------------------------------------
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = tmp_path / "sub" / "f.txt"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in target.parent.iterdir()] == ["f.txt"]
+
+
+def test_failed_atomic_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_open(target) as handle:
+        handle.write(b"half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_stale_temps_are_cleaned(tmp_path):
+    (tmp_path / ".f.bin.abc.tmp").write_bytes(b"x")
+    (tmp_path / "keep.png").write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == 1
+    assert sorted(os.listdir(tmp_path)) == ["keep.png"]
+
+
+def test_sha256_file(tmp_path):
+    path = Path(tmp_path) / "x"
+    path.write_bytes(b"abc")
+    assert sha256_file(path).startswith("ba7816bf")
