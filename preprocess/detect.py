@@ -1,0 +1,135 @@
+"""Face detection with MTCNN (the ``mtcnn`` package), behind a small typed interface.
+
+TensorFlow is imported only when the first image is actually detected, so building a
+:class:`FaceDetector` is free and a run with nothing to do never pays TF's start-up cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: MTCNN keypoint names in the order of :attr:`Face.landmarks` rows.
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face in image coordinates.
+
+    ``landmarks`` is float32 (5, 2): left_eye, right_eye, nose, mouth_left, mouth_right, where
+    "left" means image-left (smaller x). (``eq=False``: faces compare by identity, as an
+    array field makes field-wise ``==`` ambiguous.)
+    """
+
+    box: tuple[float, float, float, float]  # x, y, w, h
+    score: float
+    landmarks: np.ndarray
+
+    @property
+    def area(self) -> float:
+        """Box area in square pixels."""
+        return float(max(self.box[2], 0.0) * max(self.box[3], 0.0))
+
+    @property
+    def side(self) -> float:
+        """The box's shorter side in pixels (what ``min_face_px`` is compared with)."""
+        return float(min(self.box[2], self.box[3]))
+
+    def mapped(self, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0) -> Face:
+        """This face with coordinates mapped by ``p -> p * scale + (dx, dy)``."""
+        x, y, w, h = self.box
+        offset = np.array([dx, dy], dtype=np.float32)
+        return Face(
+            box=(x * scale + dx, y * scale + dy, w * scale, h * scale),
+            score=self.score,
+            landmarks=(self.landmarks * np.float32(scale) + offset).astype(np.float32),
+        )
+
+
+class Detector(Protocol):
+    """Anything that finds faces: the real MTCNN wrapper or a test double."""
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in an RGB uint8 image, largest first."""
+        ...
+
+
+def sort_faces(faces: list[Face]) -> list[Face]:
+    """Faces ordered by area, largest first (ties: higher score first)."""
+    return sorted(faces, key=lambda f: (-f.area, -f.score))
+
+
+def face_from_mtcnn(result: dict[str, Any]) -> Face:
+    """Convert one ``MTCNN.detect_faces`` result dict into a :class:`Face`."""
+    x, y, w, h = (float(v) for v in result["box"])
+    points = result["keypoints"]
+    landmarks = np.array([points[name] for name in LANDMARK_NAMES], dtype=np.float32)
+    # The contract is image-left first; MTCNN agrees for frontal faces, enforce it anyway.
+    for left, right in ((0, 1), (3, 4)):
+        if landmarks[left, 0] > landmarks[right, 0]:
+            landmarks[[left, right]] = landmarks[[right, left]]
+    return Face(box=(x, y, w, h), score=float(result["confidence"]), landmarks=landmarks)
+
+
+class FaceDetector:
+    """MTCNN face detector.
+
+    ``min_face_px``: faces whose shorter box side is smaller (in input pixels) are dropped.
+    ``min_score``: faces with a lower MTCNN confidence are dropped.
+    ``max_side``: larger images are downscaled to this longest side for detection only
+    (coordinates are mapped back), which keeps multi-megapixel photos fast.
+    """
+
+    def __init__(self, min_face_px: int = 20, min_score: float = 0.9, max_side: int = 1024):
+        self.min_face_px = int(min_face_px)
+        self.min_score = float(min_score)
+        self.max_side = int(max_side)
+        self._mtcnn: Any = None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> FaceDetector:
+        """A detector with the thresholds of configuration ``cfg``."""
+        return cls(min_face_px=cfg.min_face_px, min_score=cfg.min_detection_score)
+
+    def _model(self) -> Any:
+        if self._mtcnn is None:
+            log.debug("loading MTCNN (TensorFlow start-up)")
+            from mtcnn import MTCNN
+
+            # Do not pass min_face_size: in mtcnn 1.0 it shrinks the scale pyramid wrongly.
+            self._mtcnn = MTCNN()
+        return self._mtcnn
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in RGB uint8 image ``rgb`` passing the size and score thresholds, largest first."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 HxWx3 image, got {rgb.dtype} {rgb.shape}")
+        height, width = rgb.shape[:2]
+        scale = 1.0
+        image = rgb
+        if max(height, width) > self.max_side:
+            import cv2
+
+            scale = self.max_side / max(height, width)
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        # fit_to_image=False: keep the true box of a face cut by the frame (alignment pads).
+        results = self._model().detect_faces(np.ascontiguousarray(image), fit_to_image=False)
+        faces = [face_from_mtcnn(r) for r in results]
+        if scale != 1.0:
+            faces = [f.mapped(1.0 / scale) for f in faces]
+        kept = [
+            f
+            for f in faces
+            if f.score >= self.min_score and f.side >= self.min_face_px and math.isfinite(f.area)
+        ]
+        if len(kept) < len(faces):
+            log.debug("dropped %d weak or small detections", len(faces) - len(kept))
+        return sort_faces(kept)

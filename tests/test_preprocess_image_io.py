@@ -1,0 +1,162 @@
+"""read_image on awkward files, and the PNG crops with their metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from attendance.errors import UserError
+from preprocess.image_io import ImageReadError, encode_png, read_image, read_png_metadata
+
+ORIENTATION = 0x0112
+
+
+def two_halves(width: int = 40, height: int = 20) -> np.ndarray:
+    """Left half red, right half blue."""
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[:, : width // 2] = (255, 0, 0)
+    rgb[:, width // 2 :] = (0, 0, 255)
+    return rgb
+
+
+def test_plain_rgb_jpeg(tmp_path: Path):
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(two_halves()).save(path, quality=95)
+    rgb = read_image(path)
+    assert rgb.shape == (20, 40, 3) and rgb.dtype == np.uint8
+    assert rgb[10, 5, 0] > 200 and rgb[10, 5, 2] < 60  # red stays red (RGB order, not BGR)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6  # stored sideways: display rotated 90 degrees clockwise
+    Image.fromarray(two_halves()).save(path, exif=exif, quality=95)
+    rgb = read_image(path)
+    assert rgb.shape == (40, 20, 3)
+    assert rgb[5, 10, 0] > 200 and rgb[5, 10, 2] < 60  # the red left half is now on top
+    assert rgb[35, 10, 2] > 200 and rgb[35, 10, 0] < 60
+
+
+def test_grayscale(tmp_path: Path):
+    path = tmp_path / "gray.png"
+    Image.fromarray(np.full((10, 12), 77, np.uint8), mode="L").save(path)
+    rgb = read_image(path)
+    assert rgb.shape == (10, 12, 3)
+    assert np.all(rgb == 77)
+
+
+def test_16_bit_grayscale_png(tmp_path: Path):
+    path = tmp_path / "gray16.png"
+    values = np.array([[0, 32896, 65535]], dtype=np.uint16).repeat(4, axis=0)
+    assert cv2.imwrite(str(path), values)
+    rgb = read_image(path)
+    assert rgb.shape == (4, 3, 3)
+    np.testing.assert_array_equal(rgb[0, :, 0], [0, 128, 255])
+    assert np.all(rgb[..., 0] == rgb[..., 2])
+
+
+def test_16_bit_colour_png(tmp_path: Path):
+    path = tmp_path / "colour16.png"
+    bgr = np.zeros((5, 5, 3), np.uint16)
+    bgr[..., 2] = 65535  # red, in OpenCV's BGR order
+    bgr[..., 1] = 257 * 100
+    assert cv2.imwrite(str(path), bgr)
+    rgb = read_image(path)
+    assert rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[2, 2], [255, 100, 0])
+
+
+def test_float_tiff(tmp_path: Path):
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.full((6, 6), 0.5, np.float32), mode="F").save(path)
+    assert np.all(np.abs(read_image(path).astype(int) - 128) <= 1)
+
+
+def test_alpha_is_composited_over_white(tmp_path: Path):
+    path = tmp_path / "alpha.png"
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[:, :4] = (10, 200, 30, 255)  # opaque green
+    rgba[:, 4:] = (0, 0, 0, 0)  # fully transparent (black underneath)
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    rgb = read_image(path)
+    assert rgb.shape == (8, 8, 3)
+    np.testing.assert_array_equal(rgb[0, 0], [10, 200, 30])
+    np.testing.assert_array_equal(rgb[0, 7], [255, 255, 255])
+
+
+def test_palette_with_transparency(tmp_path: Path):
+    path = tmp_path / "palette.gif"
+    image = Image.new("P", (6, 6), 0)
+    image.putpalette([0, 0, 0, 250, 0, 0] + [0] * 762)
+    image.paste(1, (0, 0, 3, 6))
+    image.save(path, transparency=0)
+    rgb = read_image(path)
+    np.testing.assert_array_equal(rgb[0, 0], [250, 0, 0])
+    np.testing.assert_array_equal(rgb[0, 5], [255, 255, 255])
+
+
+def test_cmyk_jpeg(tmp_path: Path):
+    path = tmp_path / "cmyk.jpg"
+    source = np.zeros((16, 16, 3), np.uint8)
+    source[:] = (200, 120, 40)
+    Image.fromarray(source).convert("CMYK").save(path, quality=95)
+    assert Image.open(path).mode == "CMYK"
+    rgb = read_image(path)
+    assert rgb.shape == (16, 16, 3)
+    assert np.abs(rgb.astype(int) - (200, 120, 40)).max() < 20
+
+
+def test_truncated_jpeg_is_refused_with_the_file_name(tmp_path: Path):
+    full = tmp_path / "full.jpg"
+    noise = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(full, quality=95)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(ImageReadError, match=r"broken\.jpg.*corrupt or truncated") as info:
+        read_image(broken)
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value, UserError)
+
+
+def test_empty_file(tmp_path: Path):
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"empty\.jpg: the file is empty"):
+        read_image(path)
+
+
+def test_non_image_file(tmp_path: Path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("this is not a photo\n", encoding="utf-8")
+    with pytest.raises(ImageReadError, match=r"notes\.jpg: not an image"):
+        read_image(path)
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(ImageReadError, match=r"nothere\.jpg: cannot read the file"):
+        read_image(tmp_path / "nothere.jpg")
+
+
+def test_png_crop_is_lossless_and_carries_metadata(tmp_path: Path):
+    crop = np.random.default_rng(3).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    meta = {"source_sha256": "ab" * 32, "settings": {"alignment": "landmarks", "size": 160}}
+    path = tmp_path / "crop.png"
+    path.write_bytes(encode_png(crop, meta))
+    assert read_png_metadata(path) == meta
+    np.testing.assert_array_equal(read_image(path), crop)
+    np.testing.assert_array_equal(cv2.imread(str(path))[..., ::-1], crop)  # valid for OpenCV too
+
+
+def test_png_metadata_absent_or_unreadable(tmp_path: Path):
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(encode_png(np.zeros((4, 4, 3), np.uint8)))
+    assert read_png_metadata(plain) is None
+    text = tmp_path / "text.png"
+    text.write_text("not a png", encoding="utf-8")
+    assert read_png_metadata(text) is None
+    assert read_png_metadata(tmp_path / "missing.png") is None

@@ -1,0 +1,532 @@
+"""run_preprocess / call_preprocess with synthetic photos and a fake detector.
+
+The fake detector "sees" pure-red squares as faces, so every test controls exactly where the
+faces are. Like MTCNN on a tight crop, it misses a face that fills most of the image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from attendance.config import Config
+from attendance.errors import UserError
+from attendance.names import InvalidName
+from preprocess import cli
+from preprocess.detect import Face
+from preprocess.image_io import read_image, read_png_metadata
+from preprocess.pipeline import (
+    MANIFEST_NAME,
+    SAVE_EVERY,
+    NoFaceError,
+    PreprocessSummary,
+    crop_largest_face,
+    output_names,
+    run_preprocess,
+)
+
+# landmark positions relative to the face box: eyes, nose, mouth corners
+RELATIVE_LANDMARKS = np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.55], [0.35, 0.75], [0.65, 0.75]])
+
+
+class RedSquareDetector:
+    """Finds pure-red squares; counts calls; can crash or SIGKILL the process on call n."""
+
+    def __init__(self, max_fraction: float = 0.75, crash_on: int = 0, kill_on: int = 0):
+        self.max_fraction = max_fraction
+        self.crash_on = crash_on
+        self.kill_on = kill_on
+        self.calls = 0
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        self.calls += 1
+        if self.calls == self.kill_on:
+            os.kill(os.getpid(), 9)
+        if self.calls == self.crash_on:
+            raise RuntimeError("simulated crash in the detector")
+        mask = (rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
+        height, width = rgb.shape[:2]
+        faces = []
+        for x, y, w, h, area in stats[1:count]:
+            if area < 25 or max(w / width, h / height) > self.max_fraction:
+                continue  # too small, or filling the frame (MTCNN misses tight crops)
+            landmarks = (RELATIVE_LANDMARKS * [w, h] + [x, y]).astype(np.float32)
+            faces.append(Face(box=(x, y, w, h), score=0.99, landmarks=landmarks))
+        return faces  # deliberately unsorted: the pipeline must pick the largest itself
+
+
+class FakeFaceDetector(RedSquareDetector):
+    """Stands in for the MTCNN ``FaceDetector`` class where the pipeline builds its own."""
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> FakeFaceDetector:
+        return cls()
+
+
+def make_photo(
+    path: Path,
+    faces: tuple[tuple[int, int, int], ...] = ((30, 25, 50),),
+    size: tuple[int, int] = (120, 100),
+    seed: int = 0,
+) -> Path:
+    """A noisy dark photo (width, height = ``size``) with red squares (x, y, side) as faces."""
+    width, height = size
+    rgb = np.random.default_rng(seed).integers(0, 120, (height, width, 3), dtype=np.uint8)
+    for x, y, side in faces:
+        rgb[y : y + side, x : x + side] = (255, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def populate(cfg: Config, people: dict[str, int]) -> list[str]:
+    """``people[name]`` photos per person; returns their paths relative to images/."""
+    rels = []
+    for p, (name, count) in enumerate(people.items()):
+        for i in range(count):
+            make_photo(cfg.images_dir / name / f"{i:04d}.png", seed=100 * p + i)
+            rels.append(f"{name}/{i:04d}.png")
+    return rels
+
+
+def crops(cfg: Config) -> set[str]:
+    pre = cfg.pre_images_dir
+    return {p.relative_to(pre).as_posix() for p in pre.rglob("*") if p.is_file()} - {
+        MANIFEST_NAME,
+        ".lock",
+    }
+
+
+def manifest(cfg: Config) -> dict:
+    return json.loads((cfg.pre_images_dir / MANIFEST_NAME).read_text(encoding="utf-8"))["entries"]
+
+
+def run(cfg: Config, detector=None, **kwargs) -> PreprocessSummary:
+    return run_preprocess(cfg, detector=detector or RedSquareDetector(), progress=False, **kwargs)
+
+
+# --------------------------------------------------------------------------- first run
+
+
+def test_first_run_writes_one_png_crop_per_photo(workspace: Config):
+    rels = populate(workspace, {"Ada Lovelace": 3, "Bob": 2})
+    summary = run(workspace)
+    assert sorted(summary.processed) == sorted(rels)
+    assert summary.skipped == [] and summary.rejected == [] and summary.removed == []
+    assert crops(workspace) == {r.replace(".png", ".png") for r in rels}
+    for rel in rels:
+        crop = read_image(workspace.pre_images_dir / rel)
+        assert crop.shape == (160, 160, 3)
+        assert crop[100, 80, 0] > 200 and crop[100, 80, 1] < 60  # the red "face" is centred
+    entries = manifest(workspace)
+    assert set(entries) == set(rels)
+    entry = entries["Bob/0000.png"]
+    assert entry["status"] == "ok" and entry["output"] == "Bob/0000.png"
+    assert entry["alignment"] == "landmarks" and entry["identity"] == "Bob"
+    assert len(entry["sha256"]) == 64 and entry["faces"] == 1
+    assert summary.lines()[0].startswith("processed 5, skipped 0 (unchanged), rejected 0")
+
+
+def test_jpeg_inputs_get_png_outputs(workspace: Config):
+    make_photo(workspace.images_dir / "Ann" / "0001.jpg")
+    run(workspace)
+    assert crops(workspace) == {"Ann/0001.png"}
+
+
+# --------------------------------------------------------------------------- incremental
+
+
+def test_warm_run_detects_nothing_and_writes_nothing(workspace: Config):
+    rels = populate(workspace, {"Ada": 3, "Bob": 2})
+    run(workspace)
+    manifest_file = workspace.pre_images_dir / MANIFEST_NAME
+    before = manifest_file.stat().st_mtime_ns
+    counting = RedSquareDetector()
+    summary = run(workspace, counting)
+    assert counting.calls == 0
+    assert sorted(summary.skipped) == sorted(rels)
+    assert summary.processed == [] and summary.removed == []
+    assert manifest_file.stat().st_mtime_ns == before
+
+
+def test_warm_run_does_not_build_mtcnn(workspace: Config, monkeypatch: pytest.MonkeyPatch):
+    populate(workspace, {"Ada": 2})
+    run(workspace)
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("MTCNN was built although nothing needed detecting")
+
+    monkeypatch.setattr("preprocess.detect.FaceDetector._model", refuse)
+    summary = run_preprocess(workspace, progress=False)  # default detector, never used
+    assert len(summary.skipped) == 2
+
+
+def test_changed_removed_and_added_inputs(workspace: Config):
+    populate(workspace, {"Ada": 3, "Bob": 2})
+    run(workspace)
+    old_crop = (workspace.pre_images_dir / "Ada/0001.png").read_bytes()
+    make_photo(workspace.images_dir / "Ada/0001.png", faces=((10, 10, 60),), seed=7)  # changed
+    (workspace.images_dir / "Ada/0002.png").unlink()  # removed
+    make_photo(workspace.images_dir / "Bob/0009.png", seed=9)  # added
+    counting = RedSquareDetector()
+    summary = run(workspace, counting)
+    assert sorted(summary.processed) == ["Ada/0001.png", "Bob/0009.png"]
+    assert counting.calls == 2
+    assert summary.removed == ["Ada/0002.png"]
+    assert sorted(summary.skipped) == ["Ada/0000.png", "Bob/0000.png", "Bob/0001.png"]
+    assert (workspace.pre_images_dir / "Ada/0001.png").read_bytes() != old_crop
+    assert "Ada/0002.png" not in crops(workspace) and "Ada/0002.png" not in manifest(workspace)
+
+
+def test_removed_person_folder_is_removed(workspace: Config):
+    populate(workspace, {"Ada": 2, "Bob": 2})
+    run(workspace)
+    shutil.rmtree(workspace.images_dir / "Bob")
+    summary = run(workspace)
+    assert sorted(summary.removed) == ["Bob/0000.png", "Bob/0001.png"]
+    assert not (workspace.pre_images_dir / "Bob").exists()
+    assert crops(workspace) == {"Ada/0000.png", "Ada/0001.png"}
+    assert all(not rel.startswith("Bob/") for rel in manifest(workspace))
+
+
+def test_deleted_crop_is_remade(workspace: Config):
+    populate(workspace, {"Ada": 2})
+    run(workspace)
+    (workspace.pre_images_dir / "Ada/0000.png").unlink()
+    summary = run(workspace)
+    assert summary.processed == ["Ada/0000.png"]
+    assert (workspace.pre_images_dir / "Ada/0000.png").is_file()
+
+
+def test_alignment_change_reprocesses_everything(workspace: Config):
+    rels = populate(workspace, {"Ada": 2, "Bob": 1})
+    run(workspace)
+    landmark_crop = read_image(workspace.pre_images_dir / "Ada/0000.png")
+    margin_cfg = workspace.replace(alignment="margin")
+    summary = run(margin_cfg)
+    assert sorted(summary.processed) == sorted(rels)
+    assert {e["alignment"] for e in manifest(workspace).values()} == {"margin"}
+    margin_crop = read_image(workspace.pre_images_dir / "Ada/0000.png")
+    assert margin_crop.shape == (160, 160, 3)
+    assert not np.array_equal(margin_crop, landmark_crop)
+    # margin crop: the square box fills [16, 144) of the crop
+    assert margin_crop[20, 20, 0] > 200 and margin_crop[8, 8, 0] < 130
+    # the margin only matters to the margin method
+    assert len(run(margin_cfg.replace(margin=20)).processed) == len(rels)
+    assert len(run(workspace).processed) == len(rels)  # back to landmarks
+    assert run(workspace.replace(margin=20)).processed == []
+
+
+def test_names_limits_the_run_to_those_people(workspace: Config):
+    populate(workspace, {"Ada": 2, "Bob": 2})
+    run(workspace)
+    make_photo(workspace.images_dir / "Ada/0005.png", seed=55)
+    (workspace.images_dir / "Bob/0000.png").unlink()  # not in scope: Bob's crop must stay
+    summary = run(workspace, names=["Ada"])
+    assert summary.processed == ["Ada/0005.png"]
+    assert sorted(summary.skipped) == ["Ada/0000.png", "Ada/0001.png"]
+    assert summary.removed == []
+    assert "Bob/0000.png" in crops(workspace) and "Bob/0000.png" in manifest(workspace)
+
+
+def test_names_with_a_removed_person_removes_only_their_crops(workspace: Config):
+    populate(workspace, {"Ada": 2, "Bob": 2})
+    run(workspace)
+    shutil.rmtree(workspace.images_dir / "Ada")
+    summary = run(workspace, names=["Ada"])
+    assert sorted(summary.removed) == ["Ada/0000.png", "Ada/0001.png"]
+    assert not (workspace.pre_images_dir / "Ada").exists()
+    assert crops(workspace) == {"Bob/0000.png", "Bob/0001.png"}
+
+
+def test_renamed_person_reuses_the_crops_byte_for_byte(workspace: Config):
+    populate(workspace, {"Ada": 2})
+    run(workspace)
+    before = (workspace.pre_images_dir / "Ada/0000.png").read_bytes()
+    (workspace.images_dir / "Ada").rename(workspace.images_dir / "Ada Lovelace")
+    counting = RedSquareDetector()
+    summary = run(workspace, counting)
+    assert counting.calls == 0
+    assert sorted(summary.processed) == ["Ada Lovelace/0000.png", "Ada Lovelace/0001.png"]
+    assert crops(workspace) == {"Ada Lovelace/0000.png", "Ada Lovelace/0001.png"}
+    assert (workspace.pre_images_dir / "Ada Lovelace/0000.png").read_bytes() == before
+
+
+def test_stem_clashes_keep_both_photos(workspace: Config):
+    make_photo(workspace.images_dir / "Ada/shot.png", seed=1)
+    make_photo(workspace.images_dir / "Ada/shot.jpg", seed=2)
+    make_photo(workspace.images_dir / "Ada/other.jpg", seed=3)
+    run(workspace)
+    assert crops(workspace) == {"Ada/shot.png.png", "Ada/shot.jpg.png", "Ada/other.png"}
+    assert output_names(["A.jpg", "a.png"]) == {"A.jpg": "A.jpg.png", "a.png": "a.png.png"}
+
+
+def test_foreign_files_in_pre_images_are_left_alone(workspace: Config, caplog):
+    populate(workspace, {"Ada": 1})
+    run(workspace)
+    foreign = workspace.pre_images_dir / "Ada" / "hand_made.png"
+    Image.fromarray(np.zeros((160, 160, 3), np.uint8)).save(foreign)
+    with caplog.at_level(logging.WARNING):
+        run(workspace)
+    assert foreign.exists()
+    assert "not made by call_preprocess" in caplog.text
+
+
+# --------------------------------------------------------------------------- crash safety
+
+
+def test_crash_mid_run_keeps_finished_work(workspace: Config):
+    rels = populate(workspace, {"Ada": 4, "Bob": 3})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(workspace, RedSquareDetector(crash_on=5))
+    assert len(crops(workspace)) == 4
+    assert not list(workspace.pre_images_dir.rglob("*.tmp"))
+    assert len(manifest(workspace)) == 4  # saved on the way out
+    counting = RedSquareDetector()
+    summary = run(workspace, counting)
+    assert counting.calls == 3
+    assert len(summary.skipped) == 4 and len(summary.processed) == 3
+    assert crops(workspace) == set(rels)
+
+
+def test_kill_9_mid_run_resumes_without_redoing_finished_work(workspace: Config):
+    """A real SIGKILL in a child process (no clean-up code runs), then a resumed run."""
+    count = SAVE_EVERY + 5
+    rels = populate(workspace, {"Ada": count})
+    kill_on = SAVE_EVERY + 3  # after SAVE_EVERY + 2 finished crops: one manifest save happened
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from attendance.config import load_config\n"
+        "from preprocess.pipeline import run_preprocess\n"
+        "from test_preprocess_pipeline import RedSquareDetector\n"
+        "cfg = load_config(sys.argv[2], env={})\n"
+        f"run_preprocess(cfg, detector=RedSquareDetector(kill_on={kill_on}), progress=False)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(Path(__file__).parent), str(workspace.root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -9, proc.stderr
+    finished = kill_on - 1
+    assert len(crops(workspace)) == finished
+    assert len(manifest(workspace)) == SAVE_EVERY  # the crops after the last save are unlisted
+    for rel in crops(workspace):  # every crop on disk is complete
+        assert read_image(workspace.pre_images_dir / rel).shape == (160, 160, 3)
+    # leave a half-written temp file as a kill during a write would
+    (workspace.pre_images_dir / "Ada" / ".0003.png.abc.tmp").write_bytes(b"\x89PNG half")
+    counting = RedSquareDetector()
+    summary = run(workspace, counting)
+    assert counting.calls == count - finished
+    assert len(summary.skipped) == finished and len(summary.processed) == count - finished
+    assert crops(workspace) == set(rels)
+    assert not list(workspace.pre_images_dir.rglob("*.tmp"))
+    assert len(manifest(workspace)) == count
+
+
+@pytest.mark.parametrize("damage", ["delete", "corrupt"])
+def test_lost_manifest_is_rebuilt_from_the_crops(workspace: Config, damage: str):
+    rels = populate(workspace, {"Ada": 3})
+    run(workspace)
+    manifest_file = workspace.pre_images_dir / MANIFEST_NAME
+    if damage == "delete":
+        manifest_file.unlink()
+    else:
+        manifest_file.write_text("{not json", encoding="utf-8")
+    counting = RedSquareDetector()
+    summary = run(workspace, counting)
+    assert counting.calls == 0
+    assert sorted(summary.skipped) == sorted(rels)
+    assert set(manifest(workspace)) == set(rels)
+
+
+def test_crops_record_their_source_and_settings(workspace: Config):
+    populate(workspace, {"Ada": 1})
+    run(workspace)
+    meta = read_png_metadata(workspace.pre_images_dir / "Ada/0000.png")
+    entry = manifest(workspace)["Ada/0000.png"]
+    assert meta == {"source_sha256": entry["sha256"], "settings": entry["settings"]}
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_files_are_rejected_with_reasons_and_never_stop_the_run(workspace: Config):
+    images = workspace.images_dir
+    make_photo(images / "Ada/good.png")
+    (images / "Ada/empty.jpg").write_bytes(b"")
+    (images / "Ada/notes.txt").write_text("hello", encoding="utf-8")
+    good = (images / "Ada/good.png").read_bytes()
+    (images / "Ada/truncated.png").write_bytes(good[: len(good) // 2])
+    make_photo(images / "Ada/noface.png", faces=())
+    make_photo(images / "Ada/tiny.png", faces=(), size=(12, 10))
+    summary = run(workspace)
+    assert summary.processed == ["Ada/good.png"]
+    reasons = dict(summary.rejected)
+    assert set(reasons) == {
+        "Ada/empty.jpg",
+        "Ada/notes.txt",
+        "Ada/truncated.png",
+        "Ada/noface.png",
+        "Ada/tiny.png",
+    }
+    assert "empty" in reasons["Ada/empty.jpg"]
+    assert "not an image" in reasons["Ada/notes.txt"]
+    assert "corrupt or truncated" in reasons["Ada/truncated.png"]
+    assert "no face found" in reasons["Ada/noface.png"]
+    assert "12x10 px, smaller than min_face_px=20" in reasons["Ada/tiny.png"]
+    for rel, reason in reasons.items():
+        assert reason.startswith(rel) and "\n" not in reason
+    assert crops(workspace) == {"Ada/good.png"}
+    # unchanged rejected files are reported again without being decoded or detected again
+    counting = RedSquareDetector()
+    again = run(workspace, counting)
+    assert counting.calls == 0
+    assert dict(again.rejected) == reasons
+    assert any("rejected Ada/tiny.png" in line for line in again.lines())
+
+
+def test_photo_that_loses_its_face_loses_its_crop(workspace: Config):
+    make_photo(workspace.images_dir / "Ada/0000.png")
+    run(workspace)
+    make_photo(workspace.images_dir / "Ada/0000.png", faces=(), seed=4)
+    summary = run(workspace)
+    assert [r.path for r in summary.rejected] == ["Ada/0000.png"]
+    assert crops(workspace) == set()
+
+
+def test_several_faces_keep_the_largest(workspace: Config, caplog):
+    rgb = read_image(
+        make_photo(
+            workspace.root / "group.png",
+            faces=((5, 5, 30), (60, 30, 50), (10, 60, 20)),
+            size=(140, 100),
+        )
+    )
+    with caplog.at_level(logging.INFO, logger="preprocess"):
+        crop, face = crop_largest_face(rgb, RedSquareDetector(), workspace, name="group.png")
+    assert face.box == (60, 30, 50, 50)
+    assert crop.shape == (160, 160, 3)
+    assert "group.png: 3 faces found, keeping the largest" in caplog.text
+    make_photo(workspace.images_dir / "Ada/group.png", faces=((5, 5, 30), (60, 30, 50)))
+    run(workspace)
+    assert manifest(workspace)["Ada/group.png"]["faces"] == 2
+
+
+def test_tight_crop_is_found_after_padding(workspace: Config):
+    rgb = read_image(make_photo(workspace.root / "tight.png", faces=((4, 4, 92),), size=(100, 100)))
+    detector = RedSquareDetector(max_fraction=0.75)
+    assert detector.detect(rgb) == []  # the plain image fails, as MTCNN does on tight crops
+    crop, face = crop_largest_face(rgb, detector, workspace)
+    np.testing.assert_allclose(face.box, (4, 4, 92, 92))  # mapped back to the original image
+    assert crop.shape == (160, 160, 3)
+    with pytest.raises(NoFaceError, match="no face found"):
+        crop_largest_face(rgb[:, :, ::-1].copy(), detector, workspace)  # blue: no face at all
+
+
+# --------------------------------------------------------------------------- names
+
+
+def test_unicode_names_are_welcome(workspace: Config):
+    make_photo(workspace.images_dir / "José Álvarez" / "0001.jpg")
+    decomposed = unicodedata.normalize("NFD", "Zoë")
+    make_photo(workspace.images_dir / decomposed / "0001.png", seed=3)
+    summary = run(workspace)
+    assert summary.rejected == []
+    assert crops(workspace) == {"José Álvarez/0001.png", "Zoë/0001.png"}  # NFC identities
+    assert manifest(workspace)[f"{decomposed}/0001.png"]["identity"] == "Zoë"
+    assert run(workspace).skipped  # and stable on the next run
+    assert crops(workspace) == {"José Álvarez/0001.png", "Zoë/0001.png"}
+
+
+def test_hidden_and_invalid_folders_are_skipped_not_crashes(workspace: Config):
+    images = workspace.images_dir
+    make_photo(images / "Ada/0001.png")
+    make_photo(images / "Ada/.hidden.png", seed=1)
+    make_photo(images / ".trash/0001.png", seed=2)
+    make_photo(images / "bad:name/0001.png", seed=3)
+    make_photo(images / "tab\there/0001.png", seed=4)
+    make_photo(images / "Ada/nested/0001.png", seed=5)
+    (images / "README.md").write_text("# images\n", encoding="utf-8")
+    summary = run(workspace)
+    assert summary.processed == ["Ada/0001.png"]
+    reasons = dict(summary.rejected)
+    assert set(reasons) == {"bad:name/", "tab\there/", "Ada/nested/"}
+    assert "':'" in reasons["bad:name/"]
+    assert "nested folders" in reasons["Ada/nested/"]
+    assert crops(workspace) == {"Ada/0001.png"}
+
+
+@pytest.mark.parametrize("name", ["", "   ", "../evil", ".hidden", "a/b"])
+def test_refused_names_for_a_limited_run(workspace: Config, name: str):
+    populate(workspace, {"Ada": 1})
+    with pytest.raises(InvalidName):
+        run(workspace, names=[name])
+    assert not (workspace.pre_images_dir / "Ada").exists()
+
+
+def test_missing_images_folder_is_a_user_error(workspace: Config):
+    with pytest.raises(UserError, match="does not exist"):
+        run(workspace)
+
+
+def test_unwritable_pre_images_is_a_user_error(workspace: Config):
+    populate(workspace, {"Ada": 1})
+    workspace.pre_images_dir.write_text("a file where the folder should be", encoding="utf-8")
+    with pytest.raises(UserError, match="cannot write .*pre_images"):
+        run(workspace)
+    assert (workspace.images_dir / "Ada/0000.png").is_file()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_call_preprocess_main(workspace: Config, monkeypatch, capsys):
+    populate(workspace, {"Ada": 2})
+    (workspace.images_dir / "Ada/broken.jpg").write_bytes(b"")
+    monkeypatch.setattr("preprocess.pipeline.FaceDetector", FakeFaceDetector)
+    code = cli.main(["--workspace", str(workspace.root), "-q", "--set", "alignment=margin"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "processed 2, skipped 0 (unchanged), rejected 1" in out
+    assert "rejected Ada/broken.jpg: the file is empty" in out
+    assert {e["alignment"] for e in manifest(workspace).values()} == {"margin"}
+    assert cli.main(["--workspace", str(workspace.root), "-q", "--alignment", "landmarks"]) == 0
+    assert "processed 2" in capsys.readouterr().out
+
+
+def test_call_preprocess_reports_user_errors_in_one_line(workspace: Config, capsys):
+    code = cli.main(["--workspace", str(workspace.root), "-q"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "does not exist" in err and "\n" not in err
+
+
+def test_python_dash_m_help_is_instant_and_tf_free(tmp_path: Path):
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['call_preprocess', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('preprocess.cli', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "assert 'tensorflow' not in sys.modules and 'mtcnn' not in sys.modules\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--alignment" in proc.stdout and "--name" in proc.stdout
