@@ -74,6 +74,7 @@ class Config:
     min_shots: int = 30
     min_sharpness: float = 60.0  # variance of the Laplacian on the face
     min_scan_face_px: int = 80
+    scan_pose_step: float = 6.0  # auto capture: degrees of yaw/pitch between kept shots
     # --- training -----------------------------------------------------------
     train_identities: int = 4  # P identities per batch
     train_images: int = 4  # K images per identity
@@ -120,6 +121,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "min_shots": (1, 1000),
     "min_sharpness": (0.0, 1e6),
     "min_scan_face_px": (8, 4096),
+    "scan_pose_step": (0.0, 90.0),
     "train_identities": (2, 1000),
     "train_images": (2, 1000),
     "train_margin": (0.0, 2.0),

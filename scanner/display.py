@@ -1,0 +1,185 @@
+"""The scanner's window: the only place in the scanner that calls ``cv2.imshow``/``waitKey``.
+
+:func:`render` draws the overlay (face box, ``12/35`` counter, one hint, the latest message)
+and is pure; :class:`Window` shows images and reads keys; :func:`run_window` drives a
+:class:`scanner.session.CaptureSession` from a frame source and the keyboard.
+
+Keys: ``space`` capture, ``a`` toggle auto capture, ``esc`` or ``q`` finish (closing the
+window also finishes). When a video file or folder ends, the last picture stays on screen
+until esc.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable
+
+import cv2
+import numpy as np
+
+from attendance.errors import UserError
+from scanner.session import CaptureResult, CaptureSession, FrameView, Key
+
+log = logging.getLogger(__name__)
+
+GOOD = (80, 200, 60)  # BGR
+BAD = (40, 140, 255)
+WHITE = (255, 255, 255)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+KEY_CODES = {32: Key.SPACE, 27: Key.ESC, ord("q"): Key.ESC, ord("a"): Key.AUTO}
+SYSTEM_FONTS = "/usr/share/fonts/truetype"
+END_OF_SOURCE = "end of the video: space keeps this picture, esc finishes"
+
+
+class DisplayError(UserError):
+    """No window can be opened (no display)."""
+
+
+def _ascii(text: str) -> str:
+    """OpenCV's built-in fonts draw ASCII only."""
+    return text.replace("°", " deg").encode("ascii", "replace").decode("ascii")
+
+
+def _text(image: np.ndarray, text: str, org: tuple[int, int], scale: float, colour) -> None:  # noqa: ANN001
+    """Text with a drop shadow (same weight: OpenCV 5 fonts widen with the thickness)."""
+    thick = max(1, round(scale * 2))
+    shadow = (org[0] + max(1, thick), org[1] + max(1, thick))
+    cv2.putText(image, _ascii(text), shadow, FONT, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    cv2.putText(image, _ascii(text), org, FONT, scale, colour, thick, cv2.LINE_AA)
+
+
+def render(view: FrameView, footer: str = "") -> np.ndarray:
+    """The frame with the overlay drawn on a copy (BGR uint8)."""
+    image = view.image.copy()
+    height, width = image.shape[:2]
+    scale = max(0.5, width / 900)
+    face = view.quality.face
+    if face is not None:
+        x, y, w, h = (int(round(v)) for v in face.box)
+        colour = GOOD if view.quality.ok else BAD
+        cv2.rectangle(image, (x, y), (x + w, y + h), colour, max(2, round(scale * 2)))
+        if view.pose is not None:
+            _text(image, str(view.pose), (x, min(height - 60, y + h + 18)), scale * 0.5, colour)
+    line = int(34 * scale)
+    _text(image, view.counter, (10, line), scale * 1.1, WHITE)
+    if view.auto:
+        _text(image, "AUTO", (width - int(95 * scale), line), scale * 0.9, GOOD)
+    if view.message:
+        _text(image, view.message, (10, 2 * line), scale * 0.6, WHITE)
+    hint = view.hint or ("good - hold on" if view.auto else "good - press space to capture")
+    band = int(44 * scale)
+    overlay = image.copy()
+    cv2.rectangle(overlay, (0, height - band), (width, height), (0, 0, 0), -1)
+    image = cv2.addWeighted(overlay, 0.5, image, 0.5, 0)
+    _text(image, hint, (10, height - band // 3), scale * 0.9, BAD if view.hint else GOOD)
+    if footer:
+        _text(image, footer, (10, height - band - 8), scale * 0.5, WHITE)
+    return image
+
+
+def check_display() -> None:
+    """Raise :class:`DisplayError` when no window can appear (instead of Qt aborting)."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY")
+        or os.environ.get("WAYLAND_DISPLAY")
+        or os.environ.get("QT_QPA_PLATFORM")
+    ):
+        raise DisplayError(
+            "no display for the scanner window (DISPLAY is not set); run it on a desktop, "
+            "or use --headless with --keys/--keys-file or --auto"
+        )
+
+
+class Window:
+    """One OpenCV window (no toolbar)."""
+
+    def __init__(self, title: str) -> None:
+        check_display()
+        if os.path.isdir(SYSTEM_FONTS):  # Qt in the OpenCV wheel ships no fonts of its own
+            os.environ.setdefault("QT_QPA_FONTDIR", SYSTEM_FONTS)
+        self.title = title
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+        except cv2.error as exc:
+            raise DisplayError(f"cannot open the scanner window: {exc}".strip()) from None
+        self._shown = False
+
+    def show(self, image: np.ndarray) -> None:
+        cv2.imshow(self.title, image)
+        self._shown = True
+
+    def poll(self, delay_ms: int) -> Key | None:
+        """Wait up to ``delay_ms`` for a key; the scanner key pressed, if any."""
+        code = cv2.waitKey(max(1, int(delay_ms)))
+        if code < 0:
+            return None
+        return KEY_CODES.get(code & 0xFF)
+
+    def closed(self) -> bool:
+        """True when the person closed the window with the mouse."""
+        if not self._shown:
+            return False
+        try:
+            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
+        except cv2.error:
+            return True
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error as exc:
+            log.debug("closing the window: %s", exc)
+
+
+def run_window(
+    session: CaptureSession, frames: Iterable, title: str, footer: str = ""
+) -> CaptureResult:
+    """Show ``frames`` with the overlay and capture on key presses until done.
+
+    Frames of files and folders are paced to their timestamps; live frames are shown as they
+    come. Ctrl-C, esc, ``q`` and closing the window all keep what was taken.
+    """
+    window = Window(title)
+    iterator = iter(frames)
+    ended = False
+    start_wall: float | None = None
+    start_ts = 0.0
+    try:
+        while not session.done:
+            delay = 30
+            if not ended:
+                try:
+                    frame = next(iterator)
+                except StopIteration:
+                    ended = True
+                    if session.current is None:
+                        break
+                    session.say(END_OF_SOURCE)
+                else:
+                    session.analyse(frame.image, frame.index)
+                    now = time.monotonic()
+                    if start_wall is None:
+                        start_wall, start_ts = now, frame.timestamp
+                    due = start_wall + (frame.timestamp - start_ts)
+                    delay = int(max(1.0, (due - now) * 1000.0))
+            view = session.current
+            if view is None:
+                break
+            window.show(render(view, footer))
+            key = window.poll(delay)
+            if window.closed():
+                session.press(Key.ESC)
+                break
+            if key is not None:
+                message = session.press(key)
+                log.info("%s -> %s", key.value, message)
+    except KeyboardInterrupt:
+        session.stop("interrupted")
+    finally:
+        window.close()
+    session.stop("end of source")
+    return session.result()

@@ -1,0 +1,125 @@
+"""``attendance remove NAME``: photos, crops and embeddings go; history only with --purge."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from test_scanner_enrol import ADA_TINT, ALAN_TINT, FakeEmbedder, rows_of, write_shots
+from test_scanner_session import FakeDetector
+
+from attendance.cli import main as attendance_main
+from attendance.config import Config
+from preprocess.pipeline import manifest_path, run_preprocess
+from recognizer.db import AttendanceDB
+from recognizer.gallery import Gallery
+
+
+@pytest.fixture
+def cfg(workspace: Config) -> Config:
+    """Ada and Alan enrolled, each seen on two days."""
+    write_shots(workspace, "Ada Lovelace", ADA_TINT, 3)
+    write_shots(workspace, "Alan Turing", ALAN_TINT, 2, seed=100)
+    run_preprocess(workspace, detector=FakeDetector(), progress=False)
+    with Gallery(workspace.gallery_path) as gallery:
+        gallery.sync(workspace, FakeEmbedder(), progress=False)
+    with AttendanceDB.open(workspace.db_path) as db:
+        for day in (1, 2):
+            for name in ("Ada Lovelace", "Alan Turing"):
+                db.mark_present(name, dt.datetime(2024, 3, day, 9, 0), 0.5, "test")
+    return workspace
+
+
+def remove(cfg: Config, *args: str) -> int:
+    return attendance_main(["remove", "--workspace", str(cfg.root), *args])
+
+
+def history(cfg: Config, name: str) -> tuple[int, int]:
+    with AttendanceDB.open(cfg.db_path) as db:
+        return len(db.rows(name=name)), len(db.events(name=name))
+
+
+def manifest_identities(cfg: Config) -> set[str]:
+    entries = json.loads(manifest_path(cfg).read_text(encoding="utf-8"))["entries"]
+    return {entry["identity"] for entry in entries.values()}
+
+
+def test_remove_keeps_history_by_default(cfg: Config, capsys) -> None:
+    alan_rows = rows_of(cfg, "Alan Turing")
+    assert remove(cfg, "Ada Lovelace", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "removed Ada Lovelace: 3 photo(s), 3 crop(s), 3 embedding(s)" in out
+    assert "attendance history is kept" in out
+    assert not (cfg.images_dir / "Ada Lovelace").exists()
+    assert not (cfg.pre_images_dir / "Ada Lovelace").exists()
+    assert rows_of(cfg, "Ada Lovelace") == []
+    assert manifest_identities(cfg) == {"Alan Turing"}
+    assert history(cfg, "Ada Lovelace") == (2, 2)
+    # nobody else is touched
+    assert rows_of(cfg, "Alan Turing") == alan_rows
+    assert len(list((cfg.images_dir / "Alan Turing").iterdir())) == 2
+    assert history(cfg, "Alan Turing") == (2, 2)
+
+
+def test_purge_deletes_the_history_too(cfg: Config, capsys) -> None:
+    assert remove(cfg, "Ada Lovelace", "--purge", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "2 attendance row(s) and 2 event(s)" in out
+    assert history(cfg, "Ada Lovelace") == (0, 0)
+    assert history(cfg, "Alan Turing") == (2, 2)
+
+
+def test_purge_after_a_plain_removal(cfg: Config, capsys) -> None:
+    assert remove(cfg, "Ada Lovelace", "--yes") == 0
+    assert remove(cfg, "Ada Lovelace", "--yes") == 2  # nothing enrolled any more
+    assert "unknown name 'Ada Lovelace'" in capsys.readouterr().err
+    assert remove(cfg, "Ada Lovelace", "--purge", "--yes") == 0  # but the history is there
+    assert history(cfg, "Ada Lovelace") == (0, 0)
+
+
+def test_asks_before_removing(cfg: Config, monkeypatch, capsys) -> None:
+    questions = []
+
+    def answer(reply: str):
+        def fake_input(prompt: str = "") -> str:
+            questions.append(prompt)
+            return reply
+
+        return fake_input
+
+    monkeypatch.setattr("builtins.input", answer(""))  # the default is no
+    assert remove(cfg, "Ada Lovelace") == 1
+    assert "nothing removed" in capsys.readouterr().out
+    assert questions[-1].startswith("Remove Ada Lovelace: 3 photo(s)") and "[y/N]" in questions[-1]
+    assert len(rows_of(cfg, "Ada Lovelace")) == 3
+
+    monkeypatch.setattr("builtins.input", answer("y"))
+    assert remove(cfg, "Ada Lovelace", "--purge") == 0
+    assert "2 attendance row(s)" in questions[-1]
+    assert rows_of(cfg, "Ada Lovelace") == [] and history(cfg, "Ada Lovelace") == (0, 0)
+
+
+def test_end_of_input_means_no(cfg: Config, monkeypatch) -> None:
+    def closed(prompt: str = "") -> str:
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", closed)
+    assert remove(cfg, "Ada Lovelace") == 1
+    assert (cfg.images_dir / "Ada Lovelace").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"), [("Grace Hopper", "unknown name"), ("../x", "'../x'")]
+)
+def test_unknown_or_bad_name_is_a_one_line_error(cfg: Config, capsys, name, message) -> None:
+    assert remove(cfg, name, "--yes") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    if message == "unknown name":
+        assert "Ada Lovelace, Alan Turing" in err
+
+
+def test_remove_in_an_empty_workspace_creates_nothing(workspace: Config, capsys) -> None:
+    assert remove(workspace, "Ada", "--purge", "--yes") == 2
+    assert not workspace.gallery_path.exists() and not workspace.db_path.exists()

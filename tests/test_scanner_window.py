@@ -1,0 +1,149 @@
+"""The scanner window under Xvfb, driven with xdotool; a screenshot is kept as an artefact.
+
+Needs the Debian packages ``xvfb``, ``xdotool`` and ``imagemagick`` (for ``import``). The
+screenshot goes to ``$ATTENDANCE_TEST_ARTIFACTS`` (default: ``artifacts/`` in the repository).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_scanner_integration import letterbox
+
+from attendance.config import Config
+from scanner.quality import QualityLimits, assess
+from scanner.session import DownscaledDetector
+
+REPO = Path(__file__).resolve().parent.parent
+TITLE = "scanner - Ada Lovelace"
+TOOLS = ("Xvfb", "xdotool", "import")
+
+
+def artifacts_dir() -> Path:
+    folder = Path(os.environ.get("ATTENDANCE_TEST_ARTIFACTS") or REPO / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def display() -> Iterator[str]:
+    """A private Xvfb server; its display name, e.g. ``:7``."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    assert not missing, f"install {missing} (apt-get install xvfb xdotool imagemagick)"
+    read_fd, write_fd = os.pipe()
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_fd)
+    try:
+        ready, _, _ = select.select([read_fd], [], [], 30)
+        assert ready, "Xvfb did not start within 30 s"
+        number = os.read(read_fd, 32).decode().strip()
+        assert number.isdigit(), f"Xvfb reported display {number!r}"
+        yield f":{number}"
+    finally:
+        os.close(read_fd)
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def xdotool(display: str, *args: str) -> str:
+    env = {**os.environ, "DISPLAY": display}
+    proc = subprocess.run(
+        ["xdotool", *args], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    return proc.stdout.strip()
+
+
+def wait_for(condition, timeout: float, what: str):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def good_photo(sample_dir: Path, detector, cfg: Config) -> np.ndarray:  # noqa: ANN001
+    """The first sample photo that makes a good shot once letterboxed into a webcam frame."""
+    scaled = DownscaledDetector(detector, cfg.detect_width)
+    for photo in sorted((sample_dir / "train" / "madonna").glob("*.jpg")):
+        frame = letterbox(cv2.imread(str(photo)))
+        faces = scaled.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        if assess(frame, faces, QualityLimits.from_config(cfg)).ok:
+            return frame
+    raise AssertionError("no sample photo of madonna makes a good shot")
+
+
+@pytest.mark.gui
+@pytest.mark.sample
+def test_window_space_captures_and_esc_finishes(
+    workspace: Config, sample_dir: Path, detector, display: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "camera"
+    source.mkdir()
+    cv2.imwrite(str(source / "000.png"), np.full((480, 640, 3), 90, np.uint8))  # nobody yet
+    cv2.imwrite(str(source / "001.png"), good_photo(sample_dir, detector, workspace))
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
+    env["DISPLAY"] = display
+    scanner = subprocess.Popen(
+        [
+            sys.executable, "-m", "scanner.cli", "--workspace", str(workspace.root),
+            "--name", "Ada Lovelace", "--source", str(source), "--no-enrol",
+            "--set", "min_shots=1", "--set", "target_shots=3",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    shots = workspace.images_dir / "Ada Lovelace"
+    try:
+        window = wait_for(
+            lambda: xdotool(display, "search", "--name", TITLE).split("\n")[0], 90, "the window"
+        )
+        for _ in range(5):  # the first press may land on the empty first frame: it is refused
+            xdotool(display, "windowfocus", "--sync", window)
+            xdotool(display, "key", "space")
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and not list(shots.glob("*.jpg")):
+                time.sleep(0.2)
+            if list(shots.glob("*.jpg")):
+                break
+        assert [p.name for p in shots.glob("*.jpg")] == ["0001.jpg"]
+        time.sleep(0.5)  # let the window redraw the new counter
+        screenshot = artifacts_dir() / "scanner_window.png"
+        subprocess.run(
+            ["import", "-display", display, "-window", "root", str(screenshot)],
+            check=True,
+            timeout=30,
+        )
+        xdotool(display, "windowfocus", "--sync", window)
+        xdotool(display, "key", "Escape")
+        out, err = scanner.communicate(timeout=30)
+    finally:
+        if scanner.poll() is None:
+            scanner.kill()
+            scanner.communicate()
+    assert scanner.returncode == 0, err[-2000:]
+    assert "saved 1 new shot(s) of Ada Lovelace" in out and "1/3 (esc)" in out
+    # the screenshot shows the frame with the green "good face" box drawn by the overlay
+    picture = cv2.imread(str(screenshot))
+    assert picture is not None and picture.shape[:2] == (800, 1280)
+    green = np.all(np.abs(picture.astype(int) - (80, 200, 60)) < 30, axis=2)
+    assert green.sum() > 500
