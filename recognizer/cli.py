@@ -1,0 +1,307 @@
+"""``face_recognizer`` / ``attendance recognize``: the live loop into attendance.db.
+
+Modes:
+
+- window (default when a display exists): scan until one person is recognised and marked;
+  the window shows "NAME — present at HH:MM" and recognition pauses until ``n``;
+  ``esc`` (or ``q``, or closing the window) quits.
+- ``--continuous``: mark everyone seen, no key needed, each person at most once per
+  ``cooldown_seconds``.
+- ``--headless`` (automatic without a display): no window; every event is one line on
+  stdout. Without ``--continuous`` a headless run is a one-shot check-in: it stops after the
+  first person marked (exit 0), or exits 1 if the source ended before anyone was recognised.
+
+A folder of images is taken as a sequence of frames with detection on every image; for a
+folder of unrelated photos (one look per person) use ``--set confirm_k=1 --set confirm_m=1``.
+
+Stopping (esc, end of file, Ctrl-C, SIGTERM, a stream lost for good) always releases the
+source, closes the database (saving queued sightings) and prints one summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from attendance.config import Config
+from attendance.errors import UserError
+
+log = logging.getLogger(__name__)
+
+HELP = "recognise faces from a camera, video, stream or image folder and record attendance"
+
+
+class NobodyEnrolled(UserError):
+    """The gallery is empty: there is no one to recognise."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``face_recognizer``."""
+    parser.add_argument(
+        "--source",
+        metavar="S",
+        default="0",
+        help="camera index (default 0), video file, rtsp:// or http(s):// stream URL, "
+        "or a folder of images",
+    )
+    parser.add_argument(
+        "--continuous",
+        action="store_true",
+        help="kiosk/CCTV mode: mark everyone seen, with a per-person cool-down "
+        "(cooldown_seconds), no key needed",
+    )
+    parser.add_argument(
+        "--headless",
+        action="store_true",
+        help="no window; one log line per event (automatic when there is no display). "
+        "Without --continuous, stops after the first person marked",
+    )
+    parser.add_argument(
+        "--record", metavar="FILE", help="also write the annotated video to FILE (.mp4 or .avi)"
+    )
+    parser.add_argument(
+        "--max-frames", type=int, metavar="N", help="stop after N frames (default: no limit)"
+    )
+    parser.epilog = (
+        "Window keys: n scans for the next person, esc (or q) quits. Every run ends with a "
+        "summary line; headless runs print one line per event: time, name, distance, action."
+    )
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the closing line."""
+
+    source: str
+    frames: int = 0
+    seconds: float = 0.0
+    present: list[str] = field(default_factory=list)
+    events: int = 0
+    strangers: int = 0
+    unsaved: int = 0
+    stopped_by: str = "end of source"
+    error: UserError | None = None  # what ended the run early (lost stream, broken database)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        names = ", ".join(self.present) if self.present else "nobody"
+        return (
+            f"summary: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps) from "
+            f"{self.source}; marked: {names}; {self.events} event(s), {self.strangers} "
+            f"unknown face(s), {self.unsaved} unsaved; stopped by {self.stopped_by}"
+        )
+
+
+# --------------------------------------------------------------------------- building
+def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: Any = None,
+                   detector: Any = None) -> Any:  # fmt: skip
+    """Load the detector, the embedder and the gallery; return a ``RecognitionPipeline``."""
+    from preprocess.detect import FaceDetector
+    from recognizer.gallery import load_gallery
+    from recognizer.pipeline import RecognitionPipeline
+
+    if embedder is None:
+        from model.embedder import Embedder
+
+        embedder = Embedder.from_config(cfg)
+    labels, embeddings = load_gallery(cfg, embedder)
+    if not labels:
+        raise NobodyEnrolled(
+            f"nobody is enrolled: {cfg.pre_images_dir} has no face crops; run "
+            "`attendance scan` (or put photos in images/<Name>/) and `attendance preprocess`"
+        )
+    log.info("gallery: %d embeddings of %d people", len(labels), len(set(labels)))
+    detector = detector or FaceDetector.from_config(cfg)
+    return RecognitionPipeline(
+        cfg, detector, embedder, labels, embeddings, recorder, continuous=continuous
+    )
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM (a service manager stopping us) ends the loop cleanly, like esc."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --------------------------------------------------------------------------- the loop
+def run_loop(
+    source: Any,
+    pipeline: Any,
+    *,
+    window: Any = None,
+    video: Any = None,
+    stop_after_first: bool = False,
+    max_frames: int | None = None,
+    on_event: Callable[[Any], None] = lambda event: None,
+    stop: threading.Event | None = None,
+) -> RunSummary:
+    """Feed ``source`` frames to ``pipeline`` until the source ends or a stop is asked for.
+
+    ``window`` (``recognizer.display.Window``) shows each annotated frame and handles keys:
+    ``n`` resumes a paused scan, ``esc``/``q`` quit. While paused on a file or folder the
+    current frame is held (the file does not run on); live sources keep showing live frames.
+    ``video`` (``recognizer.display.VideoRecorder``) receives the same annotated frames.
+    An expected failure mid-run (:class:`UserError`) ends the loop and is kept in
+    ``summary.error`` so the caller can print the summary before reporting it.
+    """
+    from attendance.sources import LiveSource
+    from recognizer.display import annotate
+
+    summary = RunSummary(source=source.describe())
+    stop = stop or threading.Event()
+    live = isinstance(source, LiveSource)
+    pace = 1.0 / source.fps if (window is not None and not live and source.fps) else 0.0
+    started = time.monotonic()
+    frames = iter(source)
+    last_image = None
+    rate = 0.0  # smoothed processing rate for the on-screen HUD (pauses excluded)
+    try:
+        while not stop.is_set():
+            if max_frames is not None and summary.frames >= max_frames:
+                summary.stopped_by = f"--max-frames {max_frames}"
+                break
+            if window is not None and pipeline.paused and not live and last_image is not None:
+                key = window.key(30)  # hold the frame until n or esc
+                if _handle_key(key, pipeline, summary):
+                    break
+                continue
+            tick = time.monotonic()
+            frame = next(frames, None)
+            if frame is None:
+                break
+            result = pipeline.process(frame)
+            summary.frames += 1
+            instant = 1.0 / max(1e-6, time.monotonic() - tick)
+            rate = instant if rate == 0.0 else 0.9 * rate + 0.1 * instant
+            for event in result.events:
+                on_event(event)
+            if window is not None or video is not None:
+                hud = f"{rate:.1f} fps  {summary.source}"
+                last_image = annotate(result, hint=_hint(pipeline), hud=hud)
+                if video is not None:
+                    video.write(last_image)
+                if window is not None:
+                    window.show(last_image)
+                    wait_ms = int(1000 * (pace - (time.monotonic() - tick)))
+                    if _handle_key(window.key(max(1, wait_ms)), pipeline, summary):
+                        break
+            if stop_after_first and pipeline.paused:
+                summary.stopped_by = "first person marked"
+                break
+        else:
+            summary.stopped_by = "stop signal"
+    except KeyboardInterrupt:
+        summary.stopped_by = "Ctrl-C"
+    except UserError as exc:  # a lost stream, an unusable database: summarise, then report
+        summary.stopped_by = "error"
+        summary.error = exc
+    finally:
+        summary.seconds = time.monotonic() - started
+        summary.present = pipeline.marked
+        summary.events = sum(1 for e in pipeline.events if e.recorded)
+        summary.strangers = sum(1 for e in pipeline.events if not e.recorded)
+    return summary
+
+
+def _hint(pipeline: Any) -> str:
+    if pipeline.continuous:
+        return "continuous mode   esc: quit"
+    if pipeline.paused:
+        return "n: next person   esc: quit"
+    return "scanning...   esc: quit"
+
+
+def _handle_key(key: str | None, pipeline: Any, summary: RunSummary) -> bool:
+    """Apply a key; True when it asks to quit."""
+    if key in ("esc", "q"):
+        summary.stopped_by = "esc"
+        return True
+    if key == "n" and pipeline.paused:
+        log.info("scanning for the next person")
+        pipeline.resume()
+    return False
+
+
+# --------------------------------------------------------------------------- command
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Open the source, load the models and the gallery, run the loop, print a summary."""
+    from attendance.sources import FolderSource, open_source
+    from recognizer.db import AttendanceDB, PendingWriter
+    from recognizer.display import VideoRecorder, Window, has_display
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames {args.max_frames}: must be at least 1")
+    headless = bool(args.headless)
+    if not headless and not has_display():
+        log.info("no display ($DISPLAY is not set): running headless")
+        headless = True
+    stop = threading.Event()
+    summary: RunSummary | None = None
+    writer: PendingWriter | None = None
+    try:
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(open_source(args.source))
+            log.info("source: %s", source.describe())
+            if isinstance(source, FolderSource) and cfg.detect_every != 1:
+                cfg = cfg.replace(detect_every=1)  # each image is its own scene: detect them all
+            video = None
+            if args.record:
+                video = VideoRecorder(args.record, source.fps or 15.0)
+                stack.callback(video.close)
+            writer = PendingWriter(AttendanceDB(cfg.db_path, cfg.db_timeout_seconds))
+            stack.callback(writer.close)  # saves queued sightings, closes the database
+            pipeline = build_pipeline(cfg, writer, continuous=args.continuous)
+            window = None
+            if not headless:
+                window = Window()
+                stack.callback(window.close)
+            stack.enter_context(_stop_on_sigterm(stop))
+            summary = run_loop(
+                source,
+                pipeline,
+                window=window,
+                video=video,
+                stop_after_first=headless and not args.continuous,
+                max_frames=args.max_frames,
+                on_event=lambda event: print(event.line(), flush=True),
+                stop=stop,
+            )
+    finally:
+        if summary is not None:
+            summary.unsaved = writer.backlog if writer is not None else 0
+            print(summary.line(), flush=True)
+    if summary.error is not None:
+        raise summary.error
+    if headless and not args.continuous and not summary.present:
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``face_recognizer``."""
+    from attendance.cli import run_single
+
+    return run_single("recognizer.cli", "face_recognizer", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""The headless per-frame engine: detect → align → embed → match → decide → record.
+
+:class:`RecognitionPipeline` turns one :class:`attendance.sources.Frame` into a
+:class:`FrameResult` (what to draw, what was recorded, per-stage timings). It has no window
+and no key handling; ``recognizer.display`` draws results and ``recognizer.cli`` drives it.
+
+Cost control:
+
+- detection runs every ``cfg.detect_every``-th frame on a copy downscaled to
+  ``cfg.detect_width``; in between, the IoU tracker carries the boxes;
+- a tracked face is embedded (one batch per frame for all faces) only while it is new or not
+  yet decided (its k-of-m window is not full), then at most every ``cfg.refresh_seconds``.
+
+Decisions:
+
+- an identity is confirmed when it wins ``cfg.confirm_k`` of the last ``cfg.confirm_m``
+  observations of one track below ``cfg.threshold``; strangers stay ``Unknown`` and are never
+  written (a full window without a winner gives one ``unknown`` event, not a database row);
+- *continuous* mode records every confirmed person, at most once per ``cfg.cooldown_seconds``
+  each (a person who stays in view is recorded again, as ``seen``, after the cool-down);
+- *single* mode (the window's scan mode) records the first confirmed person, then pauses
+  recognition until :meth:`RecognitionPipeline.resume`; someone recorded within the
+  cool-down is not recorded again, so the next scan finds the next person even if the
+  previous one lingers in view.
+
+Times for confirmation, refresh and cool-down are frame timestamps (media time for files),
+so results do not depend on processing speed; database times come from ``clock()``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from attendance.config import Config
+from attendance.sources import Frame
+from recognizer.confirm import Cooldown
+from recognizer.match import UNKNOWN, match_embeddings
+from recognizer.tracker import Box, IoUTracker, Track
+
+log = logging.getLogger(__name__)
+
+STAGES = ("detect", "align", "embed", "match", "record")
+ACTION_QUEUED = "queued"  # the database was busy: kept in memory and retried
+ACTION_UNKNOWN = "unknown"  # a face nobody in the gallery matched (never written)
+
+
+class Recorder(Protocol):
+    """Where confirmed sightings go (``recognizer.db.PendingWriter`` or ``AttendanceDB``)."""
+
+    def mark_present(
+        self, name: str, when: dt.datetime, distance: float | None, source: str
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FaceView:
+    """One face to draw: box in frame pixels, label, distance, and decision status."""
+
+    track_id: int
+    box: Box
+    label: str  # a name or "Unknown"
+    distance: float
+    status: str  # "confirmed", "candidate" (winning, not yet confirmed) or "unknown"
+
+
+@dataclass(frozen=True)
+class RecognitionEvent:
+    """A decision worth one log line: a person recorded (or queued), or a stranger seen."""
+
+    when: dt.datetime
+    name: str
+    distance: float
+    action: str  # recognizer.db ACTION_* ("present", "seen", ...), "queued" or "unknown"
+    source: str
+    track_id: int
+    frame_index: int
+    timestamp: float  # frame timestamp (s)
+    first_seen: float  # timestamp (s) the track was first detected
+    entry_time: str | None = None  # HH:MM:SS the person became present today (when saved)
+
+    @property
+    def recorded(self) -> bool:
+        """True when this event is an attendance sighting (saved or queued), not a stranger."""
+        return self.action != ACTION_UNKNOWN
+
+    def line(self) -> str:
+        """The one-line log form: time, name, distance, action."""
+        return (
+            f"{self.when:%Y-%m-%d %H:%M:%S}  {self.name}  distance={self.distance:.3f}  "
+            f"{self.action}  (track {self.track_id}, {self.source})"
+        )
+
+
+@dataclass
+class FrameResult:
+    """What one frame produced."""
+
+    frame: Frame
+    faces: list[FaceView] = field(default_factory=list)
+    events: list[RecognitionEvent] = field(default_factory=list)
+    detected: bool = False  # a detection round ran on this frame
+    embedded: int = 0  # crops embedded on this frame
+    paused: bool = False
+    banner: str | None = None  # single mode: "NAME — present at HH:MM"
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+def default_aligner(cfg: Config, size: int) -> Callable[[np.ndarray, Any], np.ndarray]:
+    """``align(rgb, face) -> crop`` with the configured alignment method."""
+    from preprocess.align import align_face
+
+    def align(rgb: np.ndarray, face: Any) -> np.ndarray:
+        return align_face(rgb, face, method=cfg.alignment, size=size, margin=cfg.margin)
+
+    return align
+
+
+class RecognitionPipeline:
+    """The per-frame recognition engine (no window, no keys)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        detector: Any,
+        embedder: Any,
+        labels: Sequence[str],
+        embeddings: np.ndarray,
+        recorder: Recorder,
+        *,
+        continuous: bool = True,
+        clock: Callable[[], dt.datetime] = dt.datetime.now,
+        aligner: Callable[[np.ndarray, Any], np.ndarray] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.detector = detector
+        self.embedder = embedder
+        self.labels = [str(label) for label in labels]
+        self.embeddings = np.asarray(embeddings, dtype=np.float32)
+        if len(self.labels) != len(self.embeddings):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.embeddings)} embeddings")
+        self.recorder = recorder
+        self.continuous = continuous
+        self.clock = clock
+        self.crop_size = int(getattr(embedder, "input_size", 160))
+        self.align = aligner or default_aligner(cfg, self.crop_size)
+        self.tracker = IoUTracker(cfg.confirm_k, cfg.confirm_m)
+        self.cooldown = Cooldown(cfg.cooldown_seconds)
+        self.paused = False
+        self.banner: str | None = None
+        self.frames = 0  # frames processed
+        self.events: list[RecognitionEvent] = []
+        self.totals: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self.detections = 0  # detection rounds
+        self.embedded = 0  # crops embedded
+        self._since_detect: int | None = None  # frames since the last detection round
+
+    # -- control -------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Single mode: start scanning for the next person (forget current tracks)."""
+        self.paused = False
+        self.banner = None
+        self.tracker.reset()
+        self._since_detect = None
+
+    @property
+    def marked(self) -> list[str]:
+        """Names recorded (saved or queued) so far, in order, without repeats."""
+        return list(dict.fromkeys(e.name for e in self.events if e.recorded))
+
+    # -- the loop body ---------------------------------------------------------------------
+    def process(self, frame: Frame) -> FrameResult:
+        """Run every stage due on ``frame``; return what to draw and what was recorded."""
+        self.frames += 1
+        result = FrameResult(frame=frame, timings=dict.fromkeys(STAGES, 0.0))
+        if self.paused:
+            result.paused, result.banner = True, self.banner
+            return result
+        due = self._since_detect is None or self._since_detect + 1 >= self.cfg.detect_every
+        if due:
+            self._since_detect = 0
+            result.detected = True
+            faces = self._detect(frame.image, result.timings)
+            tracks = self.tracker.update(faces, frame.timestamp, frame.index)
+            self._recognise(frame, tracks, result)
+        else:
+            self._since_detect = (self._since_detect or 0) + 1
+            self.tracker.coast()
+        result.faces = [self._view(t) for t in self.tracker.visible()]
+        result.paused, result.banner = self.paused, self.banner
+        for stage, seconds in result.timings.items():
+            self.totals[stage] += seconds
+        return result
+
+    def _detect(self, bgr: np.ndarray, timings: dict[str, float]) -> list[Any]:
+        import cv2
+
+        start = time.perf_counter()
+        height, width = bgr.shape[:2]
+        scale = min(1.0, self.cfg.detect_width / float(width))
+        small = bgr
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        faces = self.detector.detect(rgb)
+        if scale < 1.0:
+            faces = [f.mapped(1.0 / scale) for f in faces]
+        self.detections += 1
+        timings["detect"] += time.perf_counter() - start
+        return faces
+
+    def _needs_embedding(self, track: Track, now: float) -> bool:
+        if not track.fresh:
+            return False
+        if track.last_embedded is None:
+            return True  # new
+        undecided = track.identity is None and not track.confirmation.settled
+        if undecided:
+            return True
+        return now - track.last_embedded >= self.cfg.refresh_seconds or now < track.last_embedded
+
+    def _recognise(self, frame: Frame, tracks: list[Track], result: FrameResult) -> None:
+        due = [t for t in tracks if self._needs_embedding(t, frame.timestamp)]
+        if not due:
+            return
+        import cv2
+
+        timings = result.timings
+        start = time.perf_counter()
+        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+        aligned: list[Track] = []
+        crops: list[np.ndarray] = []
+        for track in due:
+            try:
+                crops.append(self.align(rgb, track.face))
+            except ValueError as exc:  # preprocess.align.AlignmentError: degenerate geometry
+                log.debug("track %d: cannot align this detection (%s)", track.id, exc)
+                continue
+            aligned.append(track)
+        timings["align"] += time.perf_counter() - start
+        due = aligned
+        if not due:
+            return
+
+        start = time.perf_counter()
+        vectors = self.embedder.embed(np.stack(crops).astype(np.uint8))
+        timings["embed"] += time.perf_counter() - start
+        result.embedded += len(due)
+        self.embedded += len(due)
+
+        start = time.perf_counter()
+        matches = match_embeddings(
+            vectors, self.embeddings, self.labels, self.cfg.threshold, self.cfg.match_mode
+        )
+        for track, match in zip(due, matches, strict=True):
+            track.confirmation.add(match, frame.timestamp)
+            track.last_embedded = frame.timestamp
+        timings["match"] += time.perf_counter() - start
+
+        start = time.perf_counter()
+        for track in due:
+            event = self._decide(track, frame)
+            if event is not None:
+                result.events.append(event)
+                self.events.append(event)
+        timings["record"] += time.perf_counter() - start
+
+    # -- decisions ---------------------------------------------------------------------------
+    def _decide(self, track: Track, frame: Frame) -> RecognitionEvent | None:
+        name = track.identity
+        if name is None:
+            return self._stranger(track, frame)
+        if self.paused or not self.cooldown.ready(name, frame.timestamp):
+            return None
+        distance = track.confirmation.distance_of(name)
+        when = self.clock()
+        saved = self.recorder.mark_present(name, when, distance, frame.source)
+        self.cooldown.note(name, frame.timestamp)
+        track.marked.add(name)
+        action = getattr(saved, "action", None) or ACTION_QUEUED
+        entry = getattr(saved, "entry_time", None)
+        event = RecognitionEvent(
+            when, name, distance, action, frame.source, track.id, frame.index,
+            frame.timestamp, track.first_seen, entry,
+        )  # fmt: skip
+        if not self.continuous:
+            self.paused = True
+            self.banner = f"{name} \u2014 present at {(entry or f'{when:%H:%M}')[:5]}"
+        return event
+
+    def _stranger(self, track: Track, frame: Frame) -> RecognitionEvent | None:
+        """One ``unknown`` event when a track's window fills without a winner."""
+        if track.announced_unknown or not track.confirmation.settled:
+            return None
+        latest = track.confirmation.latest
+        if latest is None or latest.known:
+            return None
+        track.announced_unknown = True
+        return RecognitionEvent(
+            self.clock(), UNKNOWN, latest.distance, ACTION_UNKNOWN, frame.source, track.id,
+            frame.index, frame.timestamp, track.first_seen,
+        )  # fmt: skip
+
+    @staticmethod
+    def _view(track: Track) -> FaceView:
+        label, distance, status = track.confirmation.label()
+        return FaceView(track.id, track.box, label, distance, status)
+
+    # -- reporting ---------------------------------------------------------------------------
+    def stage_ms(self) -> dict[str, float]:
+        """Mean milliseconds per processed frame of each stage."""
+        n = max(1, self.frames)
+        return {stage: 1000.0 * total / n for stage, total in self.totals.items()}

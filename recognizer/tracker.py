@@ -1,0 +1,147 @@
+"""A simple IoU tracker: follow each face between detections so it is not re-embedded every frame.
+
+Detections of a new detection round are matched greedily to existing tracks by
+intersection-over-union (highest first, at least ``iou_threshold``). Unmatched detections
+start tracks; a track unmatched for more than ``max_missed`` consecutive rounds ends.
+Between detection rounds tracks keep their last box (:meth:`IoUTracker.coast`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recognizer.confirm import Confirmation
+
+Box = tuple[float, float, float, float]  # x, y, w, h
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (x, y, w, h) boxes (0 for empty boxes)."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = min(ax + aw, bx + bw) - max(ax, bx)
+    ih = min(ay + ah, by + bh) - max(ay, by)
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = aw * ah + bw * bh - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def iou_matrix(tracks: Sequence[Box], detections: Sequence[Box]) -> np.ndarray:
+    """IoU of every (track, detection) pair, shape (len(tracks), len(detections))."""
+    out = np.zeros((len(tracks), len(detections)), np.float64)
+    for i, t in enumerate(tracks):
+        for j, d in enumerate(detections):
+            out[i, j] = iou(t, d)
+    return out
+
+
+@dataclass(eq=False)
+class Track:
+    """One face followed over time, with its recognition state."""
+
+    id: int
+    box: Box
+    face: Any  # the latest detection (preprocess.detect.Face in full-frame coordinates)
+    first_seen: float  # timestamp (s) of the first detection
+    last_seen: float  # timestamp (s) of the latest matched detection
+    confirmation: Confirmation
+    first_frame: int = 0
+    hits: int = 1  # detections matched to this track
+    misses: int = 0  # consecutive detection rounds without a match
+    fresh: bool = True  # matched in the latest detection round (landmarks are current)
+    last_embedded: float | None = None  # timestamp of the latest embedding
+    marked: set[str] = field(default_factory=set)  # identities recorded from this track
+    announced_unknown: bool = False
+
+    @property
+    def identity(self) -> str | None:
+        """The confirmed identity, if any."""
+        return self.confirmation.identity
+
+
+class IoUTracker:
+    """Greedy IoU association of detections to tracks."""
+
+    def __init__(self, k: int, m: int, iou_threshold: float = 0.3, max_missed: int = 3) -> None:
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold={iou_threshold} must be in (0, 1]")
+        self.k = k
+        self.m = m
+        self.iou_threshold = iou_threshold
+        self.max_missed = max_missed
+        self.tracks: list[Track] = []
+        self._ids = itertools.count(1)
+
+    def update(self, faces: Sequence[Any], timestamp: float, frame_index: int = 0) -> list[Track]:
+        """Associate one detection round's ``faces`` (objects with ``.box``); return live tracks.
+
+        Returns the tracks still alive, matched and new ones first (their ``fresh`` is true).
+        """
+        boxes = [tuple(float(v) for v in f.box) for f in faces]
+        scores = iou_matrix([t.box for t in self.tracks], boxes)
+        pairs = sorted(
+            ((scores[i, j], i, j) for i in range(scores.shape[0]) for j in range(scores.shape[1])),
+            key=lambda p: (-p[0], p[1], p[2]),
+        )
+        used_tracks: set[int] = set()
+        used_faces: set[int] = set()
+        for score, i, j in pairs:
+            if score < self.iou_threshold:
+                break
+            if i in used_tracks or j in used_faces:
+                continue
+            used_tracks.add(i)
+            used_faces.add(j)
+            track = self.tracks[i]
+            track.box = boxes[j]  # type: ignore[assignment]
+            track.face = faces[j]
+            track.last_seen = timestamp
+            track.hits += 1
+            track.misses = 0
+            track.fresh = True
+        survivors: list[Track] = []
+        for i, track in enumerate(self.tracks):
+            if i in used_tracks:
+                survivors.append(track)
+                continue
+            track.fresh = False
+            track.misses += 1
+            if track.misses <= self.max_missed:
+                survivors.append(track)
+        for j, face in enumerate(faces):
+            if j in used_faces:
+                continue
+            survivors.append(
+                Track(
+                    id=next(self._ids),
+                    box=boxes[j],  # type: ignore[arg-type]
+                    face=face,
+                    first_seen=timestamp,
+                    last_seen=timestamp,
+                    confirmation=Confirmation(self.k, self.m),
+                    first_frame=frame_index,
+                )
+            )
+        self.tracks = sorted(survivors, key=lambda t: (not t.fresh, t.id))
+        return list(self.tracks)
+
+    def coast(self) -> list[Track]:
+        """A frame without detection: tracks keep their boxes; none is fresh."""
+        for track in self.tracks:
+            track.fresh = False
+        return list(self.tracks)
+
+    def visible(self) -> list[Track]:
+        """Tracks seen in the latest detection round (the ones worth drawing)."""
+        return [t for t in self.tracks if t.misses == 0]
+
+    def reset(self) -> None:
+        """Drop every track (e.g. when recognition resumes after a pause)."""
+        self.tracks = []

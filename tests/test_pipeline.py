@@ -1,0 +1,435 @@
+"""The per-frame engine and the loop, on synthetic frames with a fake detector and embedder.
+
+Faces are coloured rectangles; the fake detector finds them by colour, the real aligner
+crops them, and the fake embedder maps a crop's colour to a scripted embedding.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from attendance.config import load_config
+from attendance.sources import Frame, FrameSource, SourceError, open_source
+from preprocess.align import landmark_template
+from preprocess.detect import Face
+from recognizer.cli import run_loop
+from recognizer.db import AttendanceDB, PendingWriter
+from recognizer.display import (
+    VideoRecorder,
+    annotate,
+    ascii_text,
+    face_label,
+    put_text,
+)
+from recognizer.match import UNKNOWN
+from recognizer.pipeline import ACTION_QUEUED, ACTION_UNKNOWN, FaceView, RecognitionPipeline
+
+W, H = 320, 240
+PALETTE = {  # RGB colour of each synthetic person
+    "Ada": (220, 40, 40),
+    "Bob": (40, 220, 40),
+    "Zed": (40, 40, 220),  # a stranger far from everyone
+    "Amb": (220, 220, 40),  # a stranger who looks like Ada in 2 of every 5 views
+}
+E = np.eye(4, dtype=np.float32)
+NEAR_ADA = (E[0] + 0.3 * E[3]) / np.linalg.norm(E[0] + 0.3 * E[3])  # distance ~0.29 to Ada
+SCRIPTS = {
+    "Ada": [E[0]],
+    "Bob": [E[1]],
+    "Zed": [E[2]],
+    "Amb": [NEAR_ADA, E[3], NEAR_ADA, E[3], E[3]],
+}
+LABELS = ["Ada", "Bob"]
+GALLERY = np.stack([E[0], E[1]])
+
+
+def make_frame(index: int, people: dict[str, tuple[int, int]], fps: float = 10.0) -> Frame:
+    """A BGR frame with a 60x80 rectangle per person at its (x, y)."""
+    image = np.full((H, W, 3), 0, np.uint8)
+    for name, (x, y) in people.items():
+        r, g, b = PALETTE[name]
+        image[y : y + 80, x : x + 60] = (b, g, r)
+    return Frame(image, index, index / fps, "synthetic")
+
+
+class FakeDetector:
+    """Finds the palette's rectangles; remembers the size of every image it was given."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        self.shapes.append(rgb.shape)
+        faces = []
+        template = landmark_template(160) / 160.0
+        pixels = rgb.astype(np.int16)
+        for colour in PALETTE.values():
+            mask = np.all(np.abs(pixels - np.array(colour, np.int16)) < 30, axis=2)
+            if mask.sum() < 16:
+                continue
+            ys, xs = np.nonzero(mask)
+            x, y = float(xs.min()), float(ys.min())
+            w, h = float(xs.max() - x + 1), float(ys.max() - y + 1)
+            marks = (template * [w, h] + [x, y]).astype(np.float32)
+            faces.append(Face((x, y, w, h), 0.99, marks))
+        return sorted(faces, key=lambda f: -f.area)
+
+
+class FakeEmbedder:
+    """Maps each crop's centre colour to its person's scripted embeddings (cycled)."""
+
+    input_size = 160
+    dim = 4
+    model_id = "fake"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self._cycles = {name: itertools.cycle(vectors) for name, vectors in SCRIPTS.items()}
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        assert crops.dtype == np.uint8 and crops.shape[1:] == (160, 160, 3)
+        self.batches.append(len(crops))
+        out = []
+        for crop in crops:
+            centre = crop[70:90, 70:90].reshape(-1, 3).mean(axis=0)
+            name = min(PALETTE, key=lambda n: np.abs(np.array(PALETTE[n]) - centre).sum())
+            out.append(next(self._cycles[name]))
+        return np.stack(out).astype(np.float32)
+
+
+class ListSource(FrameSource):
+    """A file-like source over prepared frames, counting how many were taken."""
+
+    def __init__(self, frames: list[Frame], fps: float | None = 10.0) -> None:
+        self.frames = list(frames)
+        self.taken = 0
+        self.fps = fps
+
+    def describe(self) -> str:
+        return "synthetic"
+
+    def __next__(self) -> Frame:
+        if self.taken >= len(self.frames):
+            raise StopIteration
+        self.taken += 1
+        return self.frames[self.taken - 1]
+
+    def close(self) -> None:
+        self.taken = len(self.frames)
+
+
+class FakeRecorder:
+    """The database is busy: every sighting is queued (PendingWriter returns None)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def mark_present(self, name, when, distance, source):
+        self.calls.append((name, when, distance, source))
+        return None
+
+
+def clock():
+    ticks = itertools.count()
+    start = dt.datetime(2025, 1, 6, 9, 0, 0)
+    return lambda: start + dt.timedelta(seconds=next(ticks))
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return load_config(
+        tmp_path,
+        overrides={
+            "detect_every": 1,
+            "detect_width": W,
+            "confirm_k": 3,
+            "confirm_m": 5,
+            "refresh_seconds": 1.0,
+            "cooldown_seconds": 60.0,
+            "threshold": 0.8,
+        },
+        env={},
+    )
+
+
+@pytest.fixture
+def db(cfg):
+    writer = PendingWriter(AttendanceDB(cfg.db_path, cfg.db_timeout_seconds))
+    yield writer
+    writer.close()
+
+
+def engine(cfg, recorder, *, continuous=True, **changes):
+    cfg = cfg.replace(**changes) if changes else cfg
+    detector, embedder = FakeDetector(), FakeEmbedder()
+    pipe = RecognitionPipeline(
+        cfg, detector, embedder, LABELS, GALLERY, recorder, continuous=continuous, clock=clock()
+    )
+    return pipe, detector, embedder
+
+
+def rows(cfg):
+    with AttendanceDB(cfg.db_path, create=False) as db:
+        return [(r.name, r.status) for r in db.rows()], [(e.name, e.action) for e in db.events()]
+
+
+# --------------------------------------------------------------------------- recognition
+def test_face_is_marked_once_after_k_of_m_and_not_embedded_every_frame(cfg, db):
+    pipe, detector, embedder = engine(cfg, db)
+    results = [pipe.process(make_frame(i, {"Ada": (100, 60)})) for i in range(20)]
+    events = [e for r in results for e in r.events]
+    assert [(e.name, e.action, e.frame_index) for e in events] == [("Ada", "present", 2)]
+    assert events[0].distance == pytest.approx(0.0, abs=1e-5)
+    assert events[0].entry_time == "09:00:00" and events[0].source == "synthetic"
+    # k embeddings to confirm, then one refresh after refresh_seconds (t=1.2), not 20
+    assert embedder.batches == [1, 1, 1, 1]
+    assert len(detector.shapes) == 20
+    assert [r.faces[0].status for r in results[:3]] == ["candidate", "candidate", "confirmed"]
+    face = results[-1].faces[0]
+    assert face.label == "Ada" and face.box == (100.0, 60.0, 60.0, 80.0)
+    assert rows(cfg) == ([("Ada", "Present")], [("Ada", "present")])
+    assert pipe.marked == ["Ada"]
+
+
+def test_detects_every_nth_frame_on_a_downscaled_copy(cfg, db):
+    pipe, detector, embedder = engine(cfg, db, detect_every=3, detect_width=160)
+    results = [pipe.process(make_frame(i, {"Ada": (100, 60)})) for i in range(12)]
+    assert [r.detected for r in results] == [True, False, False] * 4
+    assert detector.shapes == [(120, 160, 3)] * 4
+    box = results[0].faces[0].box  # mapped back to full-frame pixels
+    assert box == pytest.approx((100, 60, 60, 80), abs=2)
+    assert all(r.faces and r.faces[0].track_id == 1 for r in results)  # tracked in between
+    assert sum(embedder.batches) == 3  # embedded on detection frames only
+    assert [e.frame_index for r in results for e in r.events] == [6]
+
+
+def test_stranger_stays_unknown_and_is_never_written(cfg, db):
+    pipe, _, embedder = engine(cfg, db)
+    results = [pipe.process(make_frame(i, {"Zed": (40, 40)})) for i in range(40)]
+    events = [e for r in results for e in r.events]
+    assert [(e.name, e.action) for e in events] == [(UNKNOWN, ACTION_UNKNOWN)]
+    assert not events[0].recorded and events[0].distance == pytest.approx(np.sqrt(2), abs=1e-4)
+    assert {f.label for r in results for f in r.faces} == {UNKNOWN}
+    # m observations to decide, then refreshed once per second only
+    assert len(embedder.batches) == 5 + 3
+    assert rows(cfg) == ([], [])
+    assert pipe.marked == []
+
+
+def test_lookalike_below_threshold_in_2_of_5_views_is_not_marked(cfg, db):
+    pipe, _, _ = engine(cfg, db, refresh_seconds=0.0)  # judged on every single frame
+    results = [pipe.process(make_frame(i, {"Amb": (40, 40)})) for i in range(60)]
+    statuses = {f.status for r in results for f in r.faces}
+    assert statuses == {"candidate", "unknown"}  # it did win single frames ...
+    assert rows(cfg) == ([], [])  # ... but never k of m
+    assert all(not e.recorded for r in results for e in r.events)
+
+
+def test_several_faces_are_embedded_in_one_batch_and_all_marked(cfg, db):
+    pipe, _, embedder = engine(cfg, db)
+    people = {"Ada": (20, 40), "Bob": (120, 40), "Zed": (220, 40)}
+    results = [pipe.process(make_frame(i, people)) for i in range(5)]
+    assert embedder.batches[:3] == [3, 3, 3]
+    assert sorted(f.label for f in results[-1].faces) == ["Ada", "Bob", UNKNOWN]
+    assert sorted(rows(cfg)[0]) == [("Ada", "Present"), ("Bob", "Present")]
+
+
+def test_continuous_mode_cooldown_per_person(cfg, db):
+    pipe, _, _ = engine(cfg, db, cooldown_seconds=10.0)
+    fps = 2.0
+    frames = [make_frame(i, {"Ada": (100, 60)}, fps) for i in range(50)]  # 25 s in view
+    frames += [make_frame(50 + i, {}, fps) for i in range(4)]  # leaves ...
+    frames += [make_frame(54 + i, {"Ada": (100, 60)}, fps) for i in range(6)]  # back at 27 s
+    events = [e for f in frames for e in pipe.process(f).events]
+    times = [e.timestamp for e in events]
+    assert [e.action for e in events] == ["present", "seen", "seen"]
+    assert times == pytest.approx([1.0, 11.0, 21.0])  # re-recorded only after the cool-down
+    names, logged = rows(cfg)
+    assert names == [("Ada", "Present")] and len(logged) == 3
+
+
+def test_window_mode_pauses_after_one_person_until_resumed(cfg, db):
+    pipe, detector, _ = engine(cfg, db, continuous=False)
+    both = {"Ada": (20, 40), "Bob": (200, 40)}
+    results = [pipe.process(make_frame(i, both)) for i in range(3)]
+    events = [e for r in results for e in r.events]
+    assert len(events) == 1 and events[0].action == "present"  # only one person per scan
+    first = events[0].name
+    assert results[-1].paused and results[-1].banner == f"{first} \u2014 present at 09:00"
+    calls = len(detector.shapes)
+    paused = [pipe.process(make_frame(3 + i, both)) for i in range(10)]
+    assert all(r.paused and not r.detected and r.faces == [] for r in paused)
+    assert len(detector.shapes) == calls  # recognition really is paused
+    pipe.resume()
+    assert not pipe.paused and pipe.banner is None
+    later = [pipe.process(make_frame(13 + i, both)) for i in range(3)]
+    second = [e for r in later for e in r.events]
+    assert len(second) == 1 and later[-1].paused
+    assert sorted(rows(cfg)[0]) == [("Ada", "Present"), ("Bob", "Present")]
+
+
+def test_busy_database_sighting_is_queued_not_lost(cfg):
+    recorder = FakeRecorder()
+    pipe, _, _ = engine(cfg, recorder, continuous=False)
+    results = [pipe.process(make_frame(i, {"Ada": (100, 60)})) for i in range(3)]
+    (event,) = results[-1].events
+    assert event.action == ACTION_QUEUED and event.recorded
+    assert recorder.calls[0][0] == "Ada" and recorder.calls[0][3] == "synthetic"
+    assert results[-1].banner == "Ada \u2014 present at 09:00"
+
+
+def test_unalignable_detection_is_skipped(cfg, db):
+    pipe, _, embedder = engine(cfg, db)
+
+    def refuse(rgb, face):
+        raise ValueError("degenerate landmarks")
+
+    pipe.align = refuse
+    result = pipe.process(make_frame(0, {"Ada": (100, 60)}))
+    assert result.embedded == 0 and embedder.batches == [] and result.events == []
+    assert result.faces[0].label == UNKNOWN
+
+
+def test_stage_timings_are_reported(cfg, db):
+    pipe, _, _ = engine(cfg, db)
+    for i in range(4):
+        pipe.process(make_frame(i, {"Ada": (100, 60)}))
+    ms = pipe.stage_ms()
+    assert set(ms) == {"detect", "align", "embed", "match", "record"}
+    assert all(v >= 0 for v in ms.values()) and ms["detect"] > 0
+    assert pipe.frames == 4 and pipe.detections == 4 and pipe.embedded == 3
+
+
+def test_gallery_and_labels_must_agree(cfg, db):
+    with pytest.raises(ValueError, match="2 labels for 1 embeddings"):
+        RecognitionPipeline(cfg, FakeDetector(), FakeEmbedder(), LABELS, GALLERY[:1], db)
+
+
+# --------------------------------------------------------------------------- the loop
+class FakeWindow:
+    """Plays a key script: the i-th call of key() returns keys[i] (then None)."""
+
+    def __init__(self, keys: dict[int, str]) -> None:
+        self.keys = keys
+        self.calls = 0
+        self.shown: list[np.ndarray] = []
+
+    def show(self, image: np.ndarray) -> None:
+        self.shown.append(image)
+
+    def key(self, delay_ms: int = 1) -> str | None:
+        self.calls += 1
+        return self.keys.get(self.calls)
+
+
+def test_loop_window_keys_n_resumes_and_esc_quits(cfg, db):
+    pipe, _, _ = engine(cfg, db, continuous=False)
+    frames = [make_frame(i, {"Ada": (20, 40)}) for i in range(8)]
+    # Bob arrives while Ada lingers: the next scan must find Bob, not Ada again
+    frames += [make_frame(8 + i, {"Ada": (20, 40), "Bob": (200, 40)}) for i in range(30)]
+    source = ListSource(frames, fps=None)
+    # key() calls 1-3 follow frames 1-3 (Ada marked at 3); 4-10 hold the paused frame while
+    # the file waits; n at 10; frames 4-11 (Bob marked at 11); 19-20 hold; esc at 20
+    window = FakeWindow({10: "n", 20: "esc"})
+    summary = run_loop(source, pipe, window=window)
+    assert summary.stopped_by == "esc"
+    assert summary.present == ["Ada", "Bob"] and summary.events == 2
+    assert source.taken == 11  # the file did not run on while paused
+    assert len(window.shown) == source.taken
+    assert "summary: 11 frames" in summary.line() and "marked: Ada, Bob" in summary.line()
+
+
+def test_loop_headless_one_shot_stops_after_the_first_person(cfg, db):
+    pipe, _, _ = engine(cfg, db, continuous=False)
+    source = ListSource([make_frame(i, {"Ada": (20, 40)}) for i in range(30)])
+    lines = []
+    summary = run_loop(source, pipe, stop_after_first=True, on_event=lambda e: lines.append(e))
+    assert summary.stopped_by == "first person marked" and source.taken == 3
+    assert [e.name for e in lines] == ["Ada"]
+    assert lines[0].line().startswith("2025-01-06 09:00:00  Ada  distance=0.000  present")
+
+
+def test_loop_stops_on_signal_and_max_frames(cfg, db):
+    pipe, _, _ = engine(cfg, db)
+    source = ListSource([make_frame(i, {}) for i in range(30)])
+    summary = run_loop(source, pipe, max_frames=7)
+    assert summary.frames == 7 and summary.stopped_by == "--max-frames 7"
+    stop = threading.Event()
+    stop.set()
+    summary = run_loop(source, pipe, stop=stop)
+    assert summary.frames == 0 and summary.stopped_by == "stop signal"
+
+
+def test_loop_keeps_a_mid_run_failure_for_after_the_summary(cfg, db):
+    class LostStream(ListSource):
+        def __next__(self) -> Frame:
+            if self.taken == 4:
+                raise SourceError("stream x was lost and did not come back")
+            return super().__next__()
+
+    pipe, _, _ = engine(cfg, db)
+    summary = run_loop(LostStream([make_frame(i, {"Ada": (20, 40)}) for i in range(9)]), pipe)
+    assert summary.frames == 4 and summary.stopped_by == "error"
+    assert isinstance(summary.error, SourceError) and summary.present == ["Ada"]
+
+
+def test_loop_records_an_annotated_video(cfg, db, tmp_path):
+    pipe, _, _ = engine(cfg, db)
+    source = ListSource([make_frame(i, {"Ada": (100, 60)}) for i in range(10)])
+    out = tmp_path / "out.mp4"
+    video = VideoRecorder(out, 10.0)
+    run_loop(source, pipe, video=video)
+    assert not out.exists()  # written under a partial name until closed
+    video.close()
+    with open_source(str(out)) as check:
+        frames = list(check)
+    assert len(frames) == 10
+    b, g, r = frames[-1].image[100, 100].astype(int)  # the left edge of the confirmed box
+    assert g > 150 and r < 120 and b < 120  # green (COLOURS["confirmed"]), not Ada's red
+
+
+# --------------------------------------------------------------------------- drawing
+def test_annotate_draws_boxes_labels_and_banner(cfg, db):
+    pipe, _, _ = engine(cfg, db, continuous=False)
+    results = [pipe.process(make_frame(i, {"Ada": (100, 60)})) for i in range(3)]
+    plain = results[-1].frame.image
+    image = annotate(results[-1], hint="n: next person   esc: quit", hud="10 fps")
+    assert image.shape == plain.shape and not np.array_equal(image, plain)
+    assert np.array_equal(plain, make_frame(2, {"Ada": (100, 60)}).image)  # input untouched
+    assert np.abs(image[H - 5, 5].astype(int) - plain[H - 5, 5]).max() > 10  # banner band
+
+
+def test_labels_and_text_rendering():
+    assert face_label(FaceView(1, (0, 0, 1, 1), "Ada", 0.6234, "confirmed")) == "Ada 0.62"
+    assert face_label(FaceView(1, (0, 0, 1, 1), "Ada", 0.9, "candidate")) == "Ada? 0.90"
+    assert face_label(FaceView(1, (0, 0, 1, 1), UNKNOWN, float("inf"), "unknown")) == UNKNOWN
+    assert ascii_text("José Álvarez \u2014 09:05") == "Jose Alvarez - 09:05"
+    image = np.zeros((40, 200, 3), np.uint8)
+    put_text(image, "José \u2014 present", (2, 2), 18)
+    assert image.max() > 200
+    put_text(image, "off the edge", (190, 30), 18)  # clipped, no error
+    put_text(image, "far away", (500, 500), 18)
+
+
+def test_video_recorder_refuses_bad_names(tmp_path):
+    from recognizer.display import DisplayError
+
+    with pytest.raises(DisplayError, match="use a .mp4 or .avi"):
+        VideoRecorder(tmp_path / "out.gif", 10)
+    with pytest.raises(DisplayError, match="does not exist"):
+        VideoRecorder(tmp_path / "nope" / "out.mp4", 10)
+    recorder = VideoRecorder(tmp_path / "ok.avi", 0)
+    recorder.write(np.zeros((48, 64, 3), np.uint8))
+    recorder.write(np.zeros((96, 128, 3), np.uint8))  # resized to the first frame's size
+    recorder.close()
+    cap = cv2.VideoCapture(str(tmp_path / "ok.avi"))
+    assert cap.get(cv2.CAP_PROP_FRAME_WIDTH) == 64
+    cap.release()
+    assert Path(tmp_path / "ok.avi").stat().st_size > 0

@@ -1,0 +1,176 @@
+"""IoU tracker, k-of-m confirmation and cool-down: pure logic, no model."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from recognizer.confirm import Confirmation, Cooldown
+from recognizer.match import UNKNOWN, Match
+from recognizer.tracker import IoUTracker, iou
+
+
+def det(x: float, y: float, w: float = 50, h: float = 60) -> SimpleNamespace:
+    return SimpleNamespace(box=(x, y, w, h))
+
+
+def known(name: str, d: float = 0.5) -> Match:
+    return Match(name, d, True)
+
+
+def unknown(d: float = 1.3) -> Match:
+    return Match(UNKNOWN, d, False)
+
+
+# --------------------------------------------------------------------------- IoU
+def test_iou_values():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == pytest.approx(1.0)
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (10, 0, 10, 10)) == 0.0  # touching edges
+    assert iou((0, 0, 10, 10), (50, 50, 10, 10)) == 0.0
+    assert iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0
+    assert iou((0, 0, 10, 10), (2, 2, 4, 4)) == pytest.approx(16 / 100)
+
+
+# --------------------------------------------------------------------------- tracker
+def test_track_keeps_its_id_while_the_face_moves_a_little():
+    tracker = IoUTracker(k=3, m=5)
+    first = tracker.update([det(100, 100)], 0.0)
+    assert [t.id for t in first] == [1]
+    for step in range(1, 6):
+        tracks = tracker.update([det(100 + 4 * step, 100 + 2 * step)], step * 0.1)
+    assert [t.id for t in tracks] == [1]
+    assert tracks[0].hits == 6 and tracks[0].fresh
+    assert tracks[0].box == (120.0, 110.0, 50.0, 60.0)
+    assert tracks[0].first_seen == 0.0 and tracks[0].last_seen == pytest.approx(0.5)
+
+
+def test_two_faces_are_matched_to_their_own_tracks_in_any_order():
+    tracker = IoUTracker(k=3, m=5)
+    a, b = tracker.update([det(10, 10), det(300, 10)], 0.0)
+    # detections come back in the opposite order, both shifted
+    tracks = tracker.update([det(305, 12), det(14, 11)], 0.1)
+    by_id = {t.id: t for t in tracks}
+    assert set(by_id) == {a.id, b.id}
+    assert by_id[a.id].box[0] == 14 and by_id[b.id].box[0] == 305
+
+
+def test_a_far_away_detection_starts_a_new_track():
+    tracker = IoUTracker(k=3, m=5)
+    tracker.update([det(10, 10)], 0.0)
+    tracks = tracker.update([det(10, 10), det(400, 300)], 0.1)
+    assert sorted(t.id for t in tracks) == [1, 2]
+    new = next(t for t in tracks if t.id == 2)
+    assert new.hits == 1 and new.first_seen == 0.1
+
+
+def test_low_overlap_is_not_the_same_face():
+    tracker = IoUTracker(k=3, m=5, iou_threshold=0.3)
+    tracker.update([det(0, 0, 100, 100)], 0.0)
+    tracks = tracker.update([det(80, 0, 100, 100)], 0.1)  # IoU = 20*100 / 18000 ~ 0.11
+    assert sorted(t.id for t in tracks) == [1, 2]
+    old = next(t for t in tracks if t.id == 1)
+    assert not old.fresh and old.misses == 1
+
+
+def test_tracks_end_after_max_missed_rounds():
+    tracker = IoUTracker(k=3, m=5, max_missed=2)
+    tracker.update([det(10, 10)], 0.0)
+    assert len(tracker.update([], 0.1)) == 1
+    assert tracker.visible() == []  # missed: kept, but not drawn
+    assert len(tracker.update([], 0.2)) == 1
+    assert tracker.update([], 0.3) == []
+    # a face coming back later is a new track
+    assert [t.id for t in tracker.update([det(10, 10)], 0.4)] == [2]
+
+
+def test_missed_track_recovers_when_seen_again():
+    tracker = IoUTracker(k=3, m=5, max_missed=2)
+    tracker.update([det(10, 10)], 0.0)
+    tracker.update([], 0.1)
+    (track,) = tracker.update([det(12, 10)], 0.2)
+    assert track.id == 1 and track.misses == 0 and track.fresh
+
+
+def test_coast_keeps_boxes_and_clears_fresh():
+    tracker = IoUTracker(k=3, m=5)
+    tracker.update([det(10, 10)], 0.0)
+    (track,) = tracker.coast()
+    assert not track.fresh and track.box == (10.0, 10.0, 50.0, 60.0) and track.misses == 0
+    tracker.reset()
+    assert tracker.tracks == [] and tracker.coast() == []
+
+
+def test_tracker_rejects_bad_threshold():
+    with pytest.raises(ValueError):
+        IoUTracker(k=3, m=5, iou_threshold=0.0)
+
+
+# --------------------------------------------------------------------------- k of m
+def test_identity_confirmed_after_k_known_wins():
+    c = Confirmation(k=3, m=5)
+    assert c.add(known("Ada"), 0.0) is None
+    assert c.label() == ("Ada", 0.5, "candidate")
+    assert c.add(unknown(), 0.1) is None
+    assert c.add(known("Ada", 0.6), 0.2) is None
+    assert c.add(known("Ada", 0.4), 0.3) == "Ada"
+    assert c.label() == ("Ada", 0.4, "confirmed")
+
+
+def test_unknown_never_confirms_even_with_a_full_window():
+    c = Confirmation(k=3, m=5)
+    for i in range(10):
+        assert c.add(unknown(), i) is None
+    assert c.settled and c.identity is None
+    assert c.label() == (UNKNOWN, 1.3, "unknown")
+
+
+def test_split_votes_do_not_confirm():
+    c = Confirmation(k=3, m=5)
+    for i, m in enumerate([known("Ada"), known("Bob"), known("Ada"), known("Bob"), unknown()]):
+        assert c.add(m, i) is None
+    assert c.identity is None
+
+
+def test_old_wins_slide_out_of_the_window():
+    c = Confirmation(k=3, m=5)
+    for i in range(3):
+        c.add(known("Ada"), i)
+    assert c.identity == "Ada"
+    for i in range(3):
+        c.add(unknown(), 3 + i)
+    assert c.identity is None  # only 2 of the last 5 are Ada
+    assert c.distance_of("Ada") == 0.5
+    assert c.distance_of("Bob") == float("inf")
+
+
+def test_k_equals_one_confirms_immediately_and_k_must_fit_m():
+    assert Confirmation(k=1, m=1).add(known("Ada"), 0) == "Ada"
+    with pytest.raises(ValueError):
+        Confirmation(k=4, m=3)
+    with pytest.raises(ValueError):
+        Confirmation(k=0, m=3)
+
+
+def test_tie_break_prefers_the_most_recent_winner():
+    c = Confirmation(k=2, m=5)
+    for i, m in enumerate([known("Ada"), known("Bob"), known("Ada"), known("Bob")]):
+        c.add(m, i)
+    assert c.identity == "Bob"
+
+
+def test_empty_confirmation_label():
+    assert Confirmation(k=3, m=5).label() == (UNKNOWN, float("inf"), "unknown")
+
+
+# --------------------------------------------------------------------------- cool-down
+def test_cooldown_per_person():
+    cd = Cooldown(60.0)
+    assert cd.ready("Ada", 0.0)
+    cd.note("Ada", 0.0)
+    assert not cd.ready("Ada", 59.9)
+    assert cd.ready("Bob", 10.0)
+    assert cd.ready("Ada", 60.0)
+    assert cd.last("Ada") == 0.0 and cd.last("Bob") is None
+    assert cd.ready("Ada", -5.0)  # clock went backwards (new source): do not block forever
