@@ -1,0 +1,259 @@
+"""Versioned fine-tuned models and the active model of a workspace.
+
+Layout: ``<cfg.models_dir>/<version>/`` holds ``weights.npz`` (every tensor of the full network
+keyed ``"Layer/weight"``, like the converted pretrained weights), its checksum sidecar
+``weights.json`` and ``meta.json`` (model id, hashes, hyper-parameters, before/after metrics,
+date). Versions are named ``v1``, ``v2``, ...; a version is staged in a hidden temp folder and
+renamed into place, so a crash leaves either a complete version or none.
+
+The active model is ``cfg.model_version``: ``"pretrained"`` or a version name. ``use`` writes it
+into the workspace's ``attendance.toml``. :func:`resolve_active` is what
+``Embedder.from_config`` needs: the weight file and the model id that keys stored embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attendance.config import ENV_PREFIX, Config, write_config_value
+from attendance.errors import UserError
+from attendance.fsutil import atomic_write_text, sha256_file
+
+log = logging.getLogger(__name__)
+
+PRETRAINED = "pretrained"
+WEIGHTS_NAME = "weights.npz"
+META_NAME = "meta.json"
+META_FORMAT = 1
+_VERSION_RE = re.compile(r"^v([1-9][0-9]{0,8})$")
+_TEMP_PREFIX = ".staging-"
+_STALE_TEMP_SECONDS = 3600.0
+
+
+class VersionError(UserError):
+    """A model version is unknown, incomplete or corrupt."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One stored fine-tuned model."""
+
+    version: str
+    path: Path  # the version folder
+    meta: dict[str, Any]
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS_NAME
+
+    @property
+    def model_id(self) -> str:
+        return str(self.meta["model_id"])
+
+    @property
+    def created(self) -> str:
+        return str(self.meta.get("created", ""))
+
+    @property
+    def number(self) -> int:
+        return version_number(self.version)
+
+
+def finetuned_model_id(version: str, weights_sha256: str) -> str:
+    """The model id of a fine-tuned version: its name and the hash of its weights."""
+    return f"facenet-ft-{version}@{weights_sha256[:12]}"
+
+
+def version_number(version: str) -> int:
+    """``7`` for ``"v7"``; :class:`VersionError` for anything that is not a version name."""
+    match = _VERSION_RE.match(version)
+    if not match:
+        raise VersionError(
+            f"{version!r} is not a model version (expected 'pretrained' or v1, v2, ...); "
+            "run `attendance model list`"
+        )
+    return int(match.group(1))
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    path = folder / META_NAME
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VersionError(f"{folder}: no {META_NAME}; the version is incomplete") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise VersionError(f"{path}: unreadable metadata ({exc})") from None
+    if not isinstance(meta, dict) or not {"model_id", "weights_sha256"} <= set(meta):
+        raise VersionError(f"{path}: metadata lacks model_id/weights_sha256")
+    return meta
+
+
+def get_version(cfg: Config, version: str) -> ModelVersion:
+    """The stored version ``version`` of the workspace; :class:`VersionError` if unusable."""
+    version_number(version)
+    folder = cfg.models_dir / version
+    if not folder.is_dir():
+        raise VersionError(
+            f"model version {version!r} does not exist in {cfg.models_dir}; "
+            "run `attendance model list`, or `attendance model use pretrained`"
+        )
+    meta = _read_meta(folder)
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise VersionError(f"{folder}: {WEIGHTS_NAME} is missing; the version is unusable")
+    return ModelVersion(version, folder, meta)
+
+
+def list_versions(cfg: Config) -> list[ModelVersion]:
+    """Every complete stored version, oldest first (broken ones are logged and skipped)."""
+    root = cfg.models_dir
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        if not (child.is_dir() and _VERSION_RE.match(child.name)):
+            continue
+        try:
+            found.append(get_version(cfg, child.name))
+        except VersionError as exc:
+            log.warning("skipping model version %s: %s", child.name, exc)
+    return sorted(found, key=lambda v: v.number)
+
+
+def resolve_version(cfg: Config, version: str) -> tuple[Path, str]:
+    """``(weights_path, model_id)`` of ``version`` (``"pretrained"`` or a stored version)."""
+    if version == PRETRAINED:
+        from model.weights import PRETRAINED_MODEL_ID, resolve_weights
+
+        return resolve_weights(cfg), PRETRAINED_MODEL_ID
+    found = get_version(cfg, version)
+    size = found.meta.get("weights_bytes")
+    if size is not None and found.weights_path.stat().st_size != size:
+        raise VersionError(
+            f"{found.weights_path}: size differs from its metadata (truncated or replaced); "
+            "run `attendance model use pretrained` or another version"
+        )
+    return found.weights_path, found.model_id
+
+
+def resolve_active(cfg: Config) -> tuple[Path, str]:
+    """``(weights_path, model_id)`` of the workspace's active model (``cfg.model_version``)."""
+    return resolve_version(cfg, cfg.model_version)
+
+
+def verify_version(found: ModelVersion) -> None:
+    """Check the weights file against the sha256 recorded in its metadata."""
+    actual = sha256_file(found.weights_path)
+    if actual != found.meta["weights_sha256"]:
+        raise VersionError(
+            f"{found.weights_path}: sha256 {actual[:12]} does not match the recorded "
+            f"{str(found.meta['weights_sha256'])[:12]}; the version is corrupt"
+        )
+
+
+def use_version(cfg: Config, version: str) -> str:
+    """Make ``version`` the workspace's active model (written to ``attendance.toml``).
+
+    A stored version is verified (checksum) first. Returns the model id now active.
+    """
+    if version == PRETRAINED:
+        from model.weights import PRETRAINED_MODEL_ID
+
+        model_id = PRETRAINED_MODEL_ID
+    else:
+        found = get_version(cfg, version)
+        verify_version(found)
+        model_id = found.model_id
+    write_config_value(cfg.root, "model_version", version)
+    if os.environ.get(ENV_PREFIX + "MODEL_VERSION"):
+        log.warning(
+            "%sMODEL_VERSION is set in the environment and overrides the workspace setting",
+            ENV_PREFIX,
+        )
+    return model_id
+
+
+def _remove_stale_staging(root: Path) -> None:
+    now = time.time()
+    for child in root.glob(_TEMP_PREFIX + "*"):
+        try:
+            if now - child.stat().st_mtime > _STALE_TEMP_SECONDS:
+                shutil.rmtree(child)
+                log.info("removed the leftover of an interrupted save: %s", child)
+        except OSError as exc:
+            log.warning("cannot remove leftover %s: %s", child, exc)
+
+
+def next_version_name(cfg: Config) -> str:
+    """The name the next saved version gets (one above the highest existing folder)."""
+    highest = 0
+    if cfg.models_dir.is_dir():
+        for child in cfg.models_dir.iterdir():
+            match = _VERSION_RE.match(child.name)
+            if match:
+                highest = max(highest, int(match.group(1)))
+    return f"v{highest + 1}"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def to_json(data: Any) -> str:
+    """Pretty JSON of ``data``; numpy scalars and paths are converted."""
+    return json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def save_version(cfg: Config, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> ModelVersion:
+    """Store a new version atomically and return it.
+
+    ``meta`` is extended with ``version``, ``model_id``, ``weights_sha256``, ``weights_bytes``,
+    ``created`` (UTC, ISO 8601) and ``format``.
+    """
+    from model.weights import save_npz
+
+    root = cfg.models_dir
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(root)
+    staging = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=root))
+    try:
+        digest = save_npz(staging / WEIGHTS_NAME, tensors)
+        size = (staging / WEIGHTS_NAME).stat().st_size
+        for _ in range(100):  # another process may take a name concurrently
+            version = next_version_name(cfg)
+            full = {
+                **meta,
+                "format": META_FORMAT,
+                "version": version,
+                "model_id": finetuned_model_id(version, digest),
+                "weights_sha256": digest,
+                "weights_bytes": size,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            atomic_write_text(staging / META_NAME, to_json(full))
+            try:
+                os.rename(staging, root / version)
+            except OSError:
+                if (root / version).exists():
+                    continue
+                raise
+            log.info("saved model version %s (%s)", version, full["model_id"])
+            return ModelVersion(version, root / version, full)
+        raise VersionError(f"{root}: could not find a free version name")
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
