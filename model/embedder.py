@@ -54,14 +54,10 @@ class Embedder:
     @classmethod
     def from_config(cls, cfg: Config) -> Embedder:
         """The active model of ``cfg`` (pretrained, or a fine-tuned version), ready to embed."""
-        from model.weights import PRETRAINED_MODEL_ID, load_model, resolve_weights
+        from model.versions import resolve_active
+        from model.weights import load_model
 
-        if cfg.model_version == "pretrained":
-            path, model_id = resolve_weights(cfg), PRETRAINED_MODEL_ID
-        else:
-            from model.versions import resolve_version
-
-            path, model_id = resolve_version(cfg, cfg.model_version)
+        path, model_id = resolve_active(cfg)
         log.info("loading FaceNet weights %s (%s)", Path(path).name, model_id)
         return cls(load_model(Path(path)), model_id, cfg.embed_batch, cfg.flip_average)
 

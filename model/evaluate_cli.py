@@ -1,0 +1,88 @@
+"""``attendance evaluate DIR``: verification, identification and open-set figures on a folder.
+
+``DIR`` holds identity subfolders, or ``train/`` + ``val/`` splits of them (gallery = train,
+probes = val; otherwise the first half of each identity's sorted photos is the gallery).
+Prints a table (or JSON), saves ``roc.png`` and ``distances.png`` into ``--out-dir``, and with
+``--calibrate`` writes the threshold for the target FAR into the workspace's attendance.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from attendance.config import Config
+from attendance.errors import UserError
+
+HELP = "evaluate the model on a folder of identity subfolders (ROC, EER, rank-1, open-set)"
+
+
+def _far(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number, e.g. 1e-3") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a rate in (0, 1), e.g. 1e-3")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's own arguments."""
+    parser.add_argument("folder", metavar="DIR", help="folder of identity subfolders")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--out-dir",
+        metavar="D",
+        help="where roc.png and distances.png go (default: <workspace>/evaluation)",
+    )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="write the threshold reaching the target FAR into the workspace configuration",
+    )
+    parser.add_argument(
+        "--far", type=_far, default=1e-3, help="target false accept rate of --calibrate (1e-3)"
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also evaluate the other alignment and flip averaging setting",
+    )
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Evaluate and print the report."""
+    from model.embedder import Embedder
+    from model.evaluate import evaluate_folder
+    from preprocess.detect import FaceDetector
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder; give a folder of identity subfolders")
+    out_dir = Path(args.out_dir) if args.out_dir else cfg.root / "evaluation"
+    report = evaluate_folder(
+        folder,
+        cfg,
+        FaceDetector.from_config(cfg),
+        Embedder.from_config(cfg),
+        compare=args.compare,
+        out_dir=out_dir,
+        calibrate_far=args.far if args.calibrate else None,
+        progress=False if args.quiet else None,
+    )
+    print(report.to_json() if args.json else report.to_text())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m model.evaluate_cli``."""
+    from attendance.cli import run_single
+
+    return run_single("model.evaluate_cli", "attendance evaluate", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Match face embeddings against a gallery: nearest identity, Euclidean distance, threshold.
+
+Pure and vectorised: one matrix product per call, no model, no I/O.
+
+Two modes:
+
+* ``"nearest"``: the label of the single nearest gallery embedding (per-image nearest neighbour);
+* ``"template"``: each identity is summarised by the mean of its embeddings, renormalised to unit
+  length, and the nearest template wins.
+
+A query farther than ``threshold`` from the winner is :data:`UNKNOWN`. An empty gallery is a
+normal case: every query is unknown at distance ``inf``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+UNKNOWN = "Unknown"
+MODES = ("nearest", "template")
+
+
+@dataclass(frozen=True)
+class Match:
+    """The answer for one query: ``identity`` is :data:`UNKNOWN` when ``known`` is false.
+
+    ``distance`` is always the distance to the nearest gallery entry (``inf`` when the gallery
+    is empty), so callers can log how far an unknown face was from being recognised.
+    """
+
+    identity: str
+    distance: float
+    known: bool
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit Euclidean length (all-zero rows stay zero), float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def euclidean_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distances (len(a), len(b)) between the rows of ``a`` and ``b``, computed in float64."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    sq = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * (a @ b.T)
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def identity_templates(gallery: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """One unit-norm template per identity (mean of its embeddings, renormalised).
+
+    Returns ``(names, templates)`` with ``names`` sorted and ``templates`` (len(names), D).
+    """
+    gallery = np.asarray(gallery, dtype=np.float32)
+    if len(labels) == 0:
+        return [], np.zeros((0, gallery.shape[1] if gallery.ndim == 2 else 0), np.float32)
+    names, inverse = np.unique(np.asarray(list(labels), dtype=str), return_inverse=True)
+    sums = np.zeros((len(names), gallery.shape[1]), np.float64)
+    np.add.at(sums, inverse.ravel(), gallery)
+    return [str(n) for n in names], l2_normalize(sums)
+
+
+def match_embeddings(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    labels: Sequence[str],
+    threshold: float,
+    mode: str = "nearest",
+) -> list[Match]:
+    """The best gallery identity for each query row.
+
+    ``queries`` (M, D) and ``gallery`` (N, D) are unit-norm embeddings, ``labels`` the N
+    identities of the gallery rows. A winner at distance ``<= threshold`` is known; beyond it the
+    answer is :data:`UNKNOWN` (with the winner's distance still reported).
+    """
+    if mode not in MODES:
+        raise ValueError(f"match mode {mode!r} is not one of {', '.join(MODES)}")
+    queries = np.asarray(queries, dtype=np.float32)
+    if queries.ndim == 1:
+        queries = queries[None]
+    if queries.ndim != 2:
+        raise ValueError(f"queries must be (M, D), got shape {queries.shape}")
+    gallery = np.asarray(gallery, dtype=np.float32)
+    if len(labels) != len(gallery):
+        raise ValueError(f"{len(labels)} labels for {len(gallery)} gallery embeddings")
+    if len(queries) == 0:
+        return []
+    if len(gallery) == 0:
+        return [Match(UNKNOWN, float("inf"), False) for _ in range(len(queries))]
+    if gallery.ndim != 2 or gallery.shape[1] != queries.shape[1]:
+        raise ValueError(
+            f"gallery embeddings have shape {gallery.shape} but queries have dimension "
+            f"{queries.shape[1]}; the gallery was built with another model"
+        )
+    if mode == "template":
+        names, gallery = identity_templates(gallery, labels)
+    else:
+        names = [str(label) for label in labels]
+    distances = euclidean_distances(queries, gallery)
+    best = distances.argmin(axis=1)
+    best_distance = distances[np.arange(len(queries)), best]
+    return [
+        Match(names[i], float(d), True) if d <= threshold else Match(UNKNOWN, float(d), False)
+        for i, d in zip(best.tolist(), best_distance.tolist(), strict=True)
+    ]

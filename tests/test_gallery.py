@@ -1,0 +1,322 @@
+"""recognizer.gallery: incremental sync, persistence, model changes, resumability, bad input."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from attendance.config import Config
+from attendance.names import InvalidName
+from recognizer.gallery import Gallery, GalleryError, SyncSummary, load_gallery
+from recognizer.match import match_embeddings
+
+
+class FakeEmbedder:
+    """Deterministic stand-in: a fixed projection of the crop's 4x4 thumbnail, unit norm."""
+
+    def __init__(self, model_id: str = "fake-v1", dim: int = 8, fail_after: int | None = None):
+        self.model_id = model_id
+        self.dim = dim
+        self.calls: list[int] = []
+        self.fail_after = fail_after
+        self._projection = np.random.default_rng(42).normal(size=(48, dim))
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise KeyboardInterrupt  # what a user's Ctrl-C in the middle of a sync looks like
+        self.calls.append(len(crops))
+        thumbs = np.stack([cv2.resize(c, (4, 4), interpolation=cv2.INTER_AREA) for c in crops])
+        x = thumbs.reshape(len(crops), -1).astype(np.float64) / 255.0 - 0.5
+        y = x @ self._projection
+        return (y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32)
+
+    @property
+    def embedded(self) -> int:
+        return sum(self.calls)
+
+
+def write_crop(path: Path, seed: int, size: int = 160) -> Path:
+    """A random-blocks RGB crop (distinct per seed), saved as PNG."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    rgb = cv2.resize(blocks, (size, size), interpolation=cv2.INTER_NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def enrol(cfg: Config, name: str, count: int, seed: int) -> list[Path]:
+    return [write_crop(cfg.pre_images_dir / name / f"{i:04d}.png", seed + i) for i in range(count)]
+
+
+@pytest.fixture
+def cfg(workspace: Config) -> Config:
+    cfg = workspace.replace(embed_batch=4)
+    enrol(cfg, "Ada Lovelace", 5, seed=0)
+    enrol(cfg, "Alan Turing", 3, seed=100)
+    return cfg
+
+
+def rows(cfg: Config) -> list[tuple]:
+    with sqlite3.connect(cfg.gallery_path) as conn:
+        return conn.execute(
+            "SELECT sha256, model_id, identity, relpath, dim, length(vector) FROM embeddings "
+            "ORDER BY relpath"
+        ).fetchall()
+
+
+def test_sync_embeds_everything_once_and_load_recomputes_nothing(cfg: Config) -> None:
+    embedder = FakeEmbedder()
+    with Gallery(cfg.gallery_path) as gallery:
+        summary = gallery.sync(cfg, embedder, progress=False)
+        assert (summary.embedded, summary.unchanged, summary.removed) == (8, 0, 0)
+        assert embedder.calls == [4, 4]  # batches of cfg.embed_batch
+        labels, emb = gallery.load(embedder.model_id)
+    assert labels == ["Ada Lovelace"] * 5 + ["Alan Turing"] * 3
+    assert emb.shape == (8, 8) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
+    # the stored vectors are exactly what the embedder produced for those files
+    from preprocess.image_io import read_image
+
+    expected = embedder.embed(
+        np.stack([read_image(p) for p in sorted(cfg.pre_images_dir.glob("Ada*/*.png"))])
+    )
+    np.testing.assert_array_equal(emb[:5], expected)
+
+    # a fresh process: sync finds nothing to do, load reads without the model
+    again = FakeEmbedder()
+    with Gallery(cfg.gallery_path) as gallery:
+        summary = gallery.sync(cfg, again, progress=False)
+        assert (summary.embedded, summary.unchanged) == (0, 8)
+        labels2, emb2 = gallery.load(again.model_id)
+    assert again.calls == []
+    assert labels2 == labels
+    np.testing.assert_array_equal(emb2, emb)
+
+
+def test_rows_record_sha_model_identity_relpath_and_dim(cfg: Config) -> None:
+    from attendance.fsutil import sha256_file
+
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+    stored = rows(cfg)
+    first = cfg.pre_images_dir / "Ada Lovelace" / "0000.png"
+    assert stored[0] == (
+        sha256_file(first),
+        "fake-v1",
+        "Ada Lovelace",
+        "Ada Lovelace/0000.png",
+        8,
+        32,
+    )
+    assert len(stored) == 8
+
+
+def test_adding_one_person_embeds_only_their_crops(cfg: Config) -> None:
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        enrol(cfg, "Grace Hopper", 6, seed=200)
+        embedder = FakeEmbedder()
+        summary = gallery.sync(cfg, embedder, names=["Grace Hopper"], progress=False)
+        assert summary.embedded == 6 and summary.unchanged == 0
+        assert embedder.embedded == 6
+        assert gallery.identities("fake-v1") == {
+            "Ada Lovelace": 5,
+            "Alan Turing": 3,
+            "Grace Hopper": 6,
+        }
+
+
+def test_removing_a_folder_or_an_identity_drops_its_embeddings(cfg: Config) -> None:
+    import shutil
+
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        shutil.rmtree(cfg.pre_images_dir / "Alan Turing")
+        embedder = FakeEmbedder()
+        summary = gallery.sync(cfg, embedder, progress=False)
+        assert summary.removed == 3 and embedder.calls == []
+        assert gallery.identities() == {"Ada Lovelace": 5}
+        assert gallery.remove_identity("Ada Lovelace") == 5
+        assert gallery.load("fake-v1")[0] == []
+        with pytest.raises(InvalidName):
+            gallery.remove_identity("../etc")
+
+
+def test_sync_of_one_name_whose_folder_is_gone_removes_only_that_person(cfg: Config) -> None:
+    import shutil
+
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        shutil.rmtree(cfg.pre_images_dir / "Alan Turing")
+        (cfg.pre_images_dir / "Ada Lovelace" / "0000.png").unlink()
+        summary = gallery.sync(cfg, FakeEmbedder(), names=["Alan Turing"], progress=False)
+        assert summary.removed == 3
+        assert gallery.identities() == {"Ada Lovelace": 5}  # Ada is out of scope: untouched
+
+
+def test_changed_model_id_re_embeds_and_drops_old_rows(cfg: Config) -> None:
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder("fake-v1"), progress=False)
+        new = FakeEmbedder("fake-v2", dim=4)
+        summary = gallery.sync(cfg, new, progress=False)
+        assert summary.embedded == 8 and summary.other_models == 8
+        assert gallery.model_ids() == ["fake-v2"]
+        labels, emb = gallery.load("fake-v2", dim=4)
+        assert emb.shape == (8, 4)
+        old_labels, old_emb = gallery.load("fake-v1")
+        assert old_labels == [] and old_emb.shape == (0, 0)
+
+
+def test_changed_crop_is_re_embedded_and_renamed_crop_reuses_its_vector(cfg: Config) -> None:
+    folder = cfg.pre_images_dir / "Ada Lovelace"
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        write_crop(folder / "0001.png", seed=999)  # new content, same name
+        (folder / "0002.png").rename(folder / "0002-renamed.png")
+        embedder = FakeEmbedder()
+        summary = gallery.sync(cfg, embedder, progress=False)
+        assert embedder.embedded == 1  # only the changed content went through the model
+        assert (summary.embedded, summary.reused, summary.removed) == (1, 1, 2)
+        relpaths = [r[3] for r in rows(cfg)]
+        assert "Ada Lovelace/0002-renamed.png" in relpaths
+        assert "Ada Lovelace/0002.png" not in relpaths
+        assert len(relpaths) == 8
+
+
+def test_interrupted_sync_keeps_finished_batches_and_resumes(cfg: Config) -> None:
+    enrol(cfg, "Grace Hopper", 6, seed=200)  # 14 crops: batches of 4, 4, 4, 2
+    with Gallery(cfg.gallery_path) as gallery:
+        with pytest.raises(KeyboardInterrupt):
+            gallery.sync(cfg, FakeEmbedder(fail_after=2), progress=False)
+        assert len(gallery.load("fake-v1")[0]) == 8  # two committed batches survive
+        embedder = FakeEmbedder()
+        summary = gallery.sync(cfg, embedder, progress=False)
+        assert embedder.calls == [4, 2] and summary.unchanged == 8
+        assert len(gallery.load("fake-v1")[0]) == 14
+
+
+def test_unreadable_and_wrong_size_crops_are_skipped_not_fatal(cfg: Config) -> None:
+    folder = cfg.pre_images_dir / "Ada Lovelace"
+    (folder / "0005.png").write_bytes(b"not a png at all")
+    write_crop(folder / "0006.png", seed=7, size=100)
+    (folder / ".0007.png.tmp").write_bytes(b"half-written temp file")
+    (folder / "notes.txt").write_text("ignored")
+    with Gallery(cfg.gallery_path) as gallery:
+        summary = gallery.sync(cfg, FakeEmbedder(), progress=False)
+        assert summary.embedded == 8
+        reasons = dict(summary.skipped)
+        assert set(reasons) == {"Ada Lovelace/0005.png", "Ada Lovelace/0006.png"}
+        assert "0005.png" in reasons["Ada Lovelace/0005.png"]
+        assert "100x100, expected 160x160" in reasons["Ada Lovelace/0006.png"]
+        assert "2 crops skipped" in str(summary)
+
+
+def test_invalid_identity_folders_are_ignored(cfg: Config) -> None:
+    write_crop(cfg.pre_images_dir / ".hidden" / "0000.png", seed=1)
+    write_crop(cfg.pre_images_dir / " padded" / "0000.png", seed=2)
+    (cfg.pre_images_dir / "stray.png").write_bytes(b"")
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        assert set(gallery.identities()) == {"Ada Lovelace", "Alan Turing"}
+
+
+def test_empty_or_missing_pre_images_gives_an_empty_gallery(workspace: Config) -> None:
+    labels, emb = load_gallery(workspace, FakeEmbedder(dim=8), progress=False)
+    assert labels == [] and emb.shape == (0, 8)
+    assert match_embeddings(np.ones((1, 8)), emb, labels, 1.0)[0].identity == "Unknown"
+
+
+def test_load_gallery_then_match_finds_the_person(cfg: Config) -> None:
+    embedder = FakeEmbedder()
+    labels, emb = load_gallery(cfg, embedder, progress=False)
+    from preprocess.image_io import read_image
+
+    probe = embedder.embed(read_image(cfg.pre_images_dir / "Alan Turing" / "0001.png")[None])
+    match = match_embeddings(probe, emb, labels, threshold=0.1)[0]
+    assert match.identity == "Alan Turing" and match.distance == pytest.approx(0.0, abs=1e-5)
+
+
+def test_locked_database_gives_a_clear_error_and_loses_nothing(cfg: Config) -> None:
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+    enrol(cfg, "Grace Hopper", 2, seed=200)
+    holder = sqlite3.connect(cfg.gallery_path)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process is writing
+        with Gallery(cfg.gallery_path, timeout=0.2) as gallery:
+            with pytest.raises(GalleryError, match="locked by another process"):
+                gallery.sync(cfg, FakeEmbedder(), progress=False)
+            assert len(gallery.load("fake-v1")[0]) == 8  # readers still see the data
+    finally:
+        holder.rollback()
+        holder.close()
+    assert len(rows(cfg)) == 8
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_kept(workspace: Config) -> None:
+    workspace.gallery_path.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(GalleryError, match="not a usable gallery database"):
+        Gallery(workspace.gallery_path)
+    assert workspace.gallery_path.read_bytes() == b"this is not SQLite" * 100
+
+
+def test_corrupt_vector_is_reported_by_load_and_repaired_by_sync(cfg: Config) -> None:
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+    with sqlite3.connect(cfg.gallery_path) as conn:
+        conn.execute(
+            "UPDATE embeddings SET vector = ? WHERE relpath = ?", (b"xx", "Alan Turing/0000.png")
+        )
+    with Gallery(cfg.gallery_path) as gallery:
+        with pytest.raises(GalleryError, match="Alan Turing/0000.png"):
+            gallery.load("fake-v1")
+        embedder = FakeEmbedder()
+        gallery.sync(cfg, embedder, progress=False)
+        assert embedder.calls == [1]
+        assert gallery.load("fake-v1")[1].shape == (8, 8)
+
+
+def test_newer_schema_is_refused(workspace: Config) -> None:
+    with sqlite3.connect(workspace.gallery_path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(GalleryError, match="newer"):
+        Gallery(workspace.gallery_path)
+
+
+def test_summary_text() -> None:
+    summary = SyncSummary("m", embedded=2, reused=1, unchanged=3, removed=4, other_models=5)
+    assert str(summary) == (
+        "gallery m: 2 embedded, 1 reused, 3 unchanged, 4 removed, 5 of other models dropped"
+    )
+
+
+@pytest.mark.weights
+@pytest.mark.sample
+def test_real_embedder_gallery_recognises_a_held_out_photo(
+    workspace: Config, embedder, detector, sample_dir: Path
+) -> None:
+    """Enrol two sample people from two train photos each; a val photo finds the right one."""
+    from preprocess.image_io import encode_png, read_image
+    from preprocess.pipeline import crop_largest_face
+
+    people = ("elton_john", "madonna")
+    for person in people:
+        for k, photo in enumerate(sorted((sample_dir / "train" / person).glob("*.jpg"))[:2]):
+            crop, _ = crop_largest_face(read_image(photo), detector, workspace)
+            out = workspace.pre_images_dir / person / f"{k:04d}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(encode_png(crop))
+    labels, emb = load_gallery(workspace, embedder, progress=False)
+    assert labels == ["elton_john"] * 2 + ["madonna"] * 2
+    with Gallery(workspace.gallery_path) as gallery:
+        assert gallery.model_ids() == [embedder.model_id]
+    for person in people:
+        photo = sorted((sample_dir / "val" / person).glob("*.jpg"))[0]
+        crop, _ = crop_largest_face(read_image(photo), detector, workspace)
+        match = match_embeddings(embedder.embed(crop[None]), emb, labels, workspace.threshold)[0]
+        assert match.identity == person and match.known
