@@ -41,7 +41,7 @@ import numpy as np
 from attendance.config import Config
 from attendance.sources import Frame
 from recognizer.confirm import Cooldown
-from recognizer.match import UNKNOWN, match_embeddings
+from recognizer.match import UNKNOWN, identity_templates, match_embeddings
 from recognizer.tracker import Box, IoUTracker, Track
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,14 @@ class RecognitionPipeline:
         self.cfg = cfg
         self.detector = detector
         self.embedder = embedder
-        self.labels = [str(label) for label in labels]
-        self.embeddings = np.asarray(embeddings, dtype=np.float32)
-        if len(self.labels) != len(self.embeddings):
-            raise ValueError(f"{len(self.labels)} labels for {len(self.embeddings)} embeddings")
+        labels = [str(label) for label in labels]
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if len(labels) != len(embeddings):
+            raise ValueError(f"{len(labels)} labels for {len(embeddings)} embeddings")
+        if cfg.match_mode == "template":
+            # One mean per person, computed once here rather than on every frame.
+            labels, embeddings = identity_templates(embeddings, labels)
+        self.labels, self.embeddings = labels, embeddings
         self.recorder = recorder
         self.continuous = continuous
         self.clock = clock
@@ -256,9 +260,7 @@ class RecognitionPipeline:
         self.embedded += len(due)
 
         start = time.perf_counter()
-        matches = match_embeddings(
-            vectors, self.embeddings, self.labels, self.cfg.threshold, self.cfg.match_mode
-        )
+        matches = match_embeddings(vectors, self.embeddings, self.labels, self.cfg.threshold)
         for track, match in zip(due, matches, strict=True):
             track.confirmation.add(match, frame.timestamp)
             track.last_embedded = frame.timestamp

@@ -224,7 +224,8 @@ def test_evaluate_compare_reports_every_variant_plots_and_calibrates(
     )
     keys = [(r.alignment, r.flip_average, r.match_mode) for r in report.results]
     assert len(keys) == len(set(keys)) == 8
-    assert keys[0] == ("landmarks", True, "nearest") and report.current is report.results[0]
+    assert keys[0] == ("landmarks", True, workspace.match_mode)
+    assert report.current is report.results[0]
     assert (report.n_gallery, report.n_probes) == (11, 9) and len(report.failed) == 1
     for r in report.results:
         assert 0.5 < r.metrics["auc"] <= 1.0
