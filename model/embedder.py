@@ -22,8 +22,8 @@ def prewhiten(batch: np.ndarray) -> np.ndarray:
     axes = tuple(range(1, x.ndim))
     mean = x.mean(axis=axes, keepdims=True)
     std = x.std(axis=axes, keepdims=True)
-    floor = 1.0 / np.sqrt(np.prod(x.shape[1:]))
-    return (x - mean) / np.maximum(std, floor)
+    floor = np.float32(1.0 / np.sqrt(np.prod(x.shape[1:])))
+    return ((x - mean) / np.maximum(std, floor)).astype(np.float32, copy=False)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

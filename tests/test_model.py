@@ -86,6 +86,7 @@ def test_prewhiten_standardises_each_image():
     rng = np.random.default_rng(1)
     batch = rng.integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
     out = prewhiten(batch)
+    assert out.dtype == np.float32
     np.testing.assert_allclose(out.reshape(3, -1).mean(1), 0, atol=1e-5)
     np.testing.assert_allclose(out.reshape(3, -1).std(1), 1, atol=1e-4)
     flat = prewhiten(np.full((1, 8, 8, 3), 7, np.uint8))  # zero variance: no division by zero
