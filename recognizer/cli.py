@@ -14,6 +14,11 @@ Modes:
 A folder of images is taken as a sequence of frames with detection on every image; for a
 folder of unrelated photos (one look per person) use ``--set confirm_k=1 --set confirm_m=1``.
 
+People enrolled or removed while it runs (by ``attendance scan`` or ``attendance remove`` in
+another terminal) are picked up without a restart: every ``RELOAD_INTERVAL`` seconds the loop
+asks SQLite whether ``gallery.sqlite`` changed and, if so, reloads the stored embeddings (no
+re-embedding) and swaps them in between two frames.
+
 Stopping (esc, end of file, Ctrl-C, SIGTERM, a stream lost for good) always releases the
 source, closes the database (saving queued sightings) and prints one summary line.
 """
@@ -37,6 +42,7 @@ from attendance.errors import UserError
 log = logging.getLogger(__name__)
 
 HELP = "recognise faces from a camera, video, stream or image folder and record attendance"
+RELOAD_INTERVAL = 2.0  # seconds between checks whether gallery.sqlite changed
 
 
 class NobodyEnrolled(UserError):
@@ -153,6 +159,7 @@ def run_loop(
     max_frames: int | None = None,
     on_event: Callable[[Any], None] = lambda event: None,
     stop: threading.Event | None = None,
+    gallery: Any = None,
 ) -> RunSummary:
     """Feed ``source`` frames to ``pipeline`` until the source ends or a stop is asked for.
 
@@ -160,6 +167,8 @@ def run_loop(
     ``n`` resumes a paused scan, ``esc``/``q`` quit. While paused on a file or folder the
     current frame is held (the file does not run on); live sources keep showing live frames.
     ``video`` (``recognizer.display.VideoRecorder``) receives the same annotated frames.
+    ``gallery`` (``recognizer.gallery.GalleryWatcher``) is polled between frames; a reloaded
+    gallery goes to ``pipeline.update_gallery``.
     An expected failure mid-run (:class:`UserError`) ends the loop and is kept in
     ``summary.error`` so the caller can print the summary before reporting it.
     """
@@ -179,6 +188,10 @@ def run_loop(
             if max_frames is not None and summary.frames >= max_frames:
                 summary.stopped_by = f"--max-frames {max_frames}"
                 break
+            if gallery is not None:
+                reloaded = gallery.poll()  # cheap: looks at the file every few seconds only
+                if reloaded is not None:
+                    pipeline.update_gallery(*reloaded)
             if window is not None and pipeline.paused and not live and last_image is not None:
                 key = window.key(30)  # hold the frame until n or esc
                 if _handle_key(key, pipeline, summary):
@@ -245,8 +258,10 @@ def _handle_key(key: str | None, pipeline: Any, summary: RunSummary) -> bool:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Open the source, load the models and the gallery, run the loop, print a summary."""
     from attendance.sources import FolderSource, open_source
+    from model.embedder import Embedder
     from recognizer.db import AttendanceDB, PendingWriter
     from recognizer.display import VideoRecorder, Window, has_display
+    from recognizer.gallery import GalleryWatcher
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames {args.max_frames}: must be at least 1")
@@ -269,7 +284,17 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 stack.callback(video.close)
             writer = PendingWriter(AttendanceDB(cfg.db_path, cfg.db_timeout_seconds))
             stack.callback(writer.close)  # saves queued sightings, closes the database
-            pipeline = build_pipeline(cfg, writer, continuous=args.continuous)
+            embedder = Embedder.from_config(cfg)
+            # watching starts before the gallery is loaded, so no change can slip in between
+            watcher = GalleryWatcher(
+                cfg.gallery_path,
+                embedder.model_id,
+                dim=embedder.dim,
+                timeout=cfg.db_timeout_seconds,
+                interval=RELOAD_INTERVAL,
+            )
+            stack.callback(watcher.close)
+            pipeline = build_pipeline(cfg, writer, continuous=args.continuous, embedder=embedder)
             window = None
             if not headless:
                 window = Window()
@@ -284,6 +309,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 max_frames=args.max_frames,
                 on_event=lambda event: print(event.line(), flush=True),
                 stop=stop,
+                gallery=watcher,
             )
     finally:
         if summary is not None:

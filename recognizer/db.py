@@ -477,6 +477,18 @@ class AttendanceDB:
         log.debug("closed %s: %d marked Absent", day, inserted)
         return inserted
 
+    def delete_person(self, name: str) -> tuple[int, int]:
+        """Delete every ``attendance`` row and event of ``name`` in one transaction (privacy).
+
+        Returns ``(attendance rows, events)`` deleted; ``(0, 0)`` when there were none.
+        """
+        name = validate_name(name)
+        with self._transaction(f"deleting the history of {name!r}") as conn:
+            rows = conn.execute("DELETE FROM attendance WHERE EmpName = ?", (name,)).rowcount
+            events = conn.execute("DELETE FROM events WHERE EmpName = ?", (name,)).rowcount
+        log.info("deleted %d attendance row(s) and %d event(s) of %s", rows, events, name)
+        return rows, events
+
     # -- reads -------------------------------------------------------------------------------
     def rows(
         self,

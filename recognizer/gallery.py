@@ -10,6 +10,8 @@ renamed, drops rows of deleted or changed crops and of removed people, and drops
 model ids. Embedding runs in batches of ``cfg.embed_batch``, each committed in its own
 transaction, so an interrupted sync keeps its work and the next one resumes.
 :meth:`Gallery.load` only reads: no network, no model, nothing recomputed.
+:class:`GalleryWatcher` lets a running recogniser notice, cheaply, that another process changed
+the file (someone enrolled or removed) and reload it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -174,8 +177,31 @@ class Gallery:
                 "ORDER BY identity, relpath",
                 (model_id,),
             ).fetchall()
+        return [row[0] for row in rows], self._decode(model_id, rows, dim)
+
+    def load_identity(
+        self, model_id: str, name: str, dim: int | None = None
+    ) -> tuple[list[str], np.ndarray]:
+        """``(relpaths, embeddings)`` of one identity's crops for ``model_id``, by relpath.
+
+        ``relpaths`` are relative to ``pre_images/`` (``"<Name>/0001.png"``); ``embeddings`` is
+        float32 (N, dim), shape (0, ``dim`` or 0) when the person has no stored crops.
+        """
+        identity = validate_name(name)
+        with self._errors("read"):
+            rows = self._conn.execute(
+                "SELECT identity, relpath, dim, vector FROM embeddings "
+                "WHERE model_id = ? AND identity = ? ORDER BY relpath",
+                (model_id, identity),
+            ).fetchall()
+        return [row[1] for row in rows], self._decode(model_id, rows, dim)
+
+    def _decode(
+        self, model_id: str, rows: Sequence[tuple[str, str, int, bytes]], dim: int | None
+    ) -> np.ndarray:
+        """The vectors of ``rows`` (identity, relpath, dim, blob) as float32 (N, dim)."""
         if not rows:
-            return [], np.zeros((0, dim or 0), np.float32)
+            return np.zeros((0, dim or 0), np.float32)
         dims = {row[2] for row in rows}
         if len(dims) != 1 or (dim is not None and dims != {dim}):
             raise GalleryError(
@@ -190,7 +216,16 @@ class Gallery:
                     "sync the gallery again to rebuild it"
                 )
         vectors = np.frombuffer(b"".join(row[3] for row in rows), dtype="<f4")
-        return [row[0] for row in rows], vectors.reshape(len(rows), width).astype(np.float32)
+        return vectors.reshape(len(rows), width).astype(np.float32)
+
+    def data_version(self) -> int:
+        """SQLite's change counter of this connection (``PRAGMA data_version``).
+
+        It changes whenever *another* connection (in any process) has committed a change to
+        the file since the previous call; this connection's own writes do not change it.
+        """
+        with self._errors("read"):
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     def identities(self, model_id: str | None = None) -> dict[str, int]:
         """Stored identities with their number of crops (for one model id, or all)."""
@@ -456,3 +491,135 @@ def load_gallery(
     with Gallery(cfg.gallery_path, timeout=cfg.db_timeout_seconds) as gallery:
         gallery.sync(cfg, embedder, progress=progress)
         return gallery.load(embedder.model_id, dim=embedder.dim)
+
+
+# --- watching for changes made by other processes ------------------------------------------------
+def _file_identity(path: Path) -> tuple[int, int]:
+    """(device, inode) of ``path``: a gallery moved away and rebuilt is another file."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+class GalleryWatcher:
+    """Notices changes other processes make to the gallery file and reloads it, read-only.
+
+    A running recogniser uses this to pick up people enrolled (or removed) meanwhile by the
+    scanner or ``attendance remove``. :meth:`poll` costs nothing until ``interval`` seconds
+    have passed since the previous check; then it compares SQLite's ``PRAGMA data_version``
+    on a connection kept open for the purpose (it changes when any other connection, in any
+    process, commits; WAL included) and the file's identity (a gallery moved away and rebuilt
+    is a new file, which is then opened instead). Only when something changed does it read the
+    stored embeddings of ``model_id`` with :meth:`Gallery.load`; nothing is embedded.
+
+    A failed reload (a damaged file or vector, a file that vanished) is logged once and
+    retried at the next check; the gallery loaded last stays in use meanwhile.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        model_id: str,
+        *,
+        dim: int | None = None,
+        timeout: float = 10.0,
+        interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = Path(path)
+        self.model_id = model_id
+        self.dim = dim
+        self.timeout = float(timeout)
+        self.interval = float(interval)
+        self._clock = clock
+        self._gallery: Gallery | None = Gallery(self.path, timeout=self.timeout)
+        try:
+            self._file = _file_identity(self.path)
+            self._version = self._gallery.data_version()
+        except (OSError, GalleryError):
+            self.close()
+            raise
+        self._pending = False  # a change was seen but not loaded yet
+        self._problem: str | None = None  # the last warning, not repeated at every check
+        self._missing = False  # the file was gone at the last check
+        self._next_check = clock() + self.interval
+        self.checks = 0  # how many times the file was actually looked at
+        self.reloads = 0  # how many times new contents were returned
+
+    def __enter__(self) -> GalleryWatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the watching connection (idempotent)."""
+        if self._gallery is not None:
+            self._gallery.close()
+            self._gallery = None
+
+    def poll(self) -> tuple[list[str], np.ndarray] | None:
+        """``(labels, embeddings)`` as :meth:`Gallery.load` gives them, if the gallery changed
+        since the last successful reload (and a check is due); else ``None``."""
+        now = self._clock()
+        if now < self._next_check or self._gallery is None:
+            return None
+        self._next_check = now + self.interval
+        self.checks += 1
+        try:
+            if self._changed():
+                self._pending = True
+            if not self._pending:
+                return None
+            gallery = self._current()
+            loaded = gallery.load(self.model_id, dim=self.dim)
+            others = [] if loaded[0] else [m for m in gallery.model_ids() if m != self.model_id]
+        except (GalleryError, OSError) as exc:
+            self._warn(f"the gallery was not reloaded, the previous one stays in use: {exc}")
+            return None
+        self._pending = False
+        self._problem = None
+        self.reloads += 1
+        if others:
+            log.warning(
+                "%s holds no embeddings for model %s any more (it has %s): restart the "
+                "recogniser to use that model",
+                self.path,
+                self.model_id,
+                ", ".join(others),
+            )
+        return loaded
+
+    def _current(self) -> Gallery:
+        if self._gallery is None:
+            raise GalleryError(f"{self.path}: the gallery watcher is closed")
+        return self._gallery
+
+    def _changed(self) -> bool:
+        """Did the file change (or get replaced) since the previous check?"""
+        try:
+            identity = _file_identity(self.path)
+        except FileNotFoundError:
+            if not self._missing:
+                log.warning("%s is missing; the gallery loaded before stays in use", self.path)
+            self._missing = True
+            return False
+        self._missing = False
+        if identity != self._file:
+            log.info("%s was replaced by a new file: reopening it", self.path)
+            replacement = Gallery(self.path, timeout=self.timeout)
+            try:
+                version = replacement.data_version()
+            except GalleryError:
+                replacement.close()
+                raise
+            self.close()
+            self._gallery, self._file, self._version = replacement, identity, version
+            return True
+        version = self._current().data_version()
+        changed, self._version = version != self._version, version
+        return changed
+
+    def _warn(self, message: str) -> None:
+        if message != self._problem:
+            log.warning("%s", message)
+        self._problem = message

@@ -25,6 +25,10 @@ Decisions:
 
 Times for confirmation, refresh and cool-down are frame timestamps (media time for files),
 so results do not depend on processing speed; database times come from ``clock()``.
+
+The gallery can be swapped between frames with :meth:`RecognitionPipeline.update_gallery`
+(``recognizer.cli`` does so when ``recognizer.gallery.GalleryWatcher`` sees the file change),
+so people enrolled or removed while the recogniser runs are taken into account at once.
 """
 
 from __future__ import annotations
@@ -112,6 +116,25 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
+@dataclass(frozen=True)
+class GalleryChange:
+    """What :meth:`RecognitionPipeline.update_gallery` swapped in."""
+
+    people: int  # people in the new gallery
+    embeddings: int  # stored embeddings loaded (crops)
+    added: tuple[str, ...]  # people who were not in the previous gallery
+    removed: tuple[str, ...]  # people of the previous gallery who are gone
+
+    def line(self) -> str:
+        """``gallery reloaded: N people (+added, -removed)``, naming who came and went."""
+        text = f"gallery reloaded: {self.people} people (+{len(self.added)}, -{len(self.removed)})"
+        if self.added:
+            text += f"; added {', '.join(self.added)}"
+        if self.removed:
+            text += f"; removed {', '.join(self.removed)}"
+        return text
+
+
 def default_aligner(cfg: Config, size: int) -> Callable[[np.ndarray, Any], np.ndarray]:
     """``align(rgb, face) -> crop`` with the configured alignment method."""
     from preprocess.align import align_face
@@ -141,14 +164,8 @@ class RecognitionPipeline:
         self.cfg = cfg
         self.detector = detector
         self.embedder = embedder
-        labels = [str(label) for label in labels]
-        embeddings = np.asarray(embeddings, dtype=np.float32)
-        if len(labels) != len(embeddings):
-            raise ValueError(f"{len(labels)} labels for {len(embeddings)} embeddings")
-        if cfg.match_mode == "template":
-            # One mean per person, computed once here rather than on every frame.
-            labels, embeddings = identity_templates(embeddings, labels)
-        self.labels, self.embeddings = labels, embeddings
+        # (labels, embeddings) as matched: swapped as one tuple by update_gallery
+        self._gallery = self._prepare_gallery(labels, embeddings)
         self.recorder = recorder
         self.continuous = continuous
         self.clock = clock
@@ -164,6 +181,71 @@ class RecognitionPipeline:
         self.detections = 0  # detection rounds
         self.embedded = 0  # crops embedded
         self._since_detect: int | None = None  # frames since the last detection round
+
+    # -- the gallery -----------------------------------------------------------------------
+    def _prepare_gallery(
+        self, labels: Sequence[str], embeddings: np.ndarray
+    ) -> tuple[list[str], np.ndarray]:
+        """Check ``labels``/``embeddings`` and put them in the form matched on every frame.
+
+        In ``template`` mode that is one mean per person, computed here once rather than on
+        every frame.
+        """
+        labels = [str(label) for label in labels]
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if len(labels) != len(embeddings):
+            raise ValueError(f"{len(labels)} labels for {len(embeddings)} embeddings")
+        if not labels:
+            dim = int(getattr(self.embedder, "dim", 0) or 0)
+            return [], np.zeros((0, dim), np.float32)
+        dim = getattr(self.embedder, "dim", None)
+        if embeddings.ndim != 2 or (dim is not None and embeddings.shape[1] != dim):
+            raise ValueError(
+                f"gallery embeddings have shape {embeddings.shape} but the embedder "
+                f"({getattr(self.embedder, 'model_id', '?')}) gives dimension {dim}"
+            )
+        if self.cfg.match_mode == "template":
+            labels, embeddings = identity_templates(embeddings, labels)
+        return labels, embeddings
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels matched against (one per person in ``template`` mode)."""
+        return self._gallery[0]
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The embeddings matched against (per-person templates in ``template`` mode)."""
+        return self._gallery[1]
+
+    @property
+    def people(self) -> list[str]:
+        """The people in the gallery, sorted."""
+        return sorted(set(self._gallery[0]))
+
+    def update_gallery(self, labels: Sequence[str], embeddings: np.ndarray) -> GalleryChange | None:
+        """Swap in a reloaded gallery (call between frames); ``None`` when nothing changed.
+
+        Tracks are kept: a confirmed track keeps its identity (its later refreshes vote as
+        usual, against the new gallery), an undecided one goes on being matched, now against
+        the new gallery. An empty gallery makes every new face Unknown. Logs one line
+        ``gallery reloaded: N people (+added, -removed)``.
+        """
+        prepared = self._prepare_gallery(labels, embeddings)
+        old_labels, old_embeddings = self._gallery
+        if prepared[0] == old_labels and np.array_equal(prepared[1], old_embeddings):
+            log.debug("gallery reloaded: unchanged")
+            return None
+        before, after = set(old_labels), set(prepared[0])
+        self._gallery = prepared
+        change = GalleryChange(
+            people=len(after),
+            embeddings=len(labels),
+            added=tuple(sorted(after - before)),
+            removed=tuple(sorted(before - after)),
+        )
+        log.info("%s", change.line())
+        return change
 
     # -- control -------------------------------------------------------------------------
     def resume(self) -> None:
@@ -260,7 +342,8 @@ class RecognitionPipeline:
         self.embedded += len(due)
 
         start = time.perf_counter()
-        matches = match_embeddings(vectors, self.embeddings, self.labels, self.cfg.threshold)
+        labels, gallery = self._gallery
+        matches = match_embeddings(vectors, gallery, labels, self.cfg.threshold)
         for track, match in zip(due, matches, strict=True):
             track.confirmation.add(match, frame.timestamp)
             track.last_embedded = frame.timestamp

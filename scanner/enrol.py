@@ -18,7 +18,6 @@ import concurrent.futures as cf
 import contextlib
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from attendance.config import Config
-from attendance.errors import UserError
 from attendance.names import person_dir
 from preprocess.detect import Detector, Face
 from preprocess.pipeline import PreprocessSummary, load_manifest, manifest_path, run_preprocess
@@ -193,32 +191,12 @@ def crop_relpaths(cfg: Config, shots: Sequence[Path]) -> dict[Path, str | None]:
 
 
 def identity_rows(cfg: Config, model_id: str, name: str) -> tuple[list[str], np.ndarray]:
-    """``(relpaths, embeddings)`` of identity ``name`` in the gallery, sorted by relpath.
-
-    Read-only, parameterised query on the gallery's ``embeddings`` table (``recognizer.gallery``
-    schema 1): :meth:`Gallery.load` returns labels but not which crop each row belongs to.
-    """
-    path = Path(cfg.gallery_path)
-    if not path.exists():
+    """``(relpaths, embeddings)`` of identity ``name`` in the gallery, sorted by relpath
+    (:meth:`Gallery.load_identity`); empty, without creating a file, when there is no gallery."""
+    if not Path(cfg.gallery_path).exists():
         return [], np.zeros((0, 0), np.float32)
-    uri = f"{path.resolve().as_uri()}?mode=ro"
-    try:
-        with contextlib.closing(
-            sqlite3.connect(uri, uri=True, timeout=cfg.db_timeout_seconds)
-        ) as conn:
-            rows = conn.execute(
-                "SELECT relpath, dim, vector FROM embeddings WHERE model_id = ? AND identity = ? "
-                "AND length(vector) = 4 * dim ORDER BY relpath",
-                (model_id, name),
-            ).fetchall()
-    except sqlite3.Error as exc:
-        raise UserError(f"{path}: cannot read the gallery ({exc}); try again") from None
-    if not rows:
-        return [], np.zeros((0, 0), np.float32)
-    dim = rows[0][1]
-    vectors = np.frombuffer(b"".join(r[2] for r in rows if r[1] == dim), dtype="<f4")
-    relpaths = [r[0] for r in rows if r[1] == dim]
-    return relpaths, vectors.reshape(len(relpaths), dim).astype(np.float32)
+    with Gallery(cfg.gallery_path, timeout=cfg.db_timeout_seconds) as gallery:
+        return gallery.load_identity(model_id, name)
 
 
 # --------------------------------------------------------------------------- checks
@@ -388,8 +366,8 @@ def check_enrolment(
     """:func:`check_shots` for ``name`` with the gallery of workspace ``cfg``."""
     mapping = crop_relpaths(cfg, new_shots)
     new_relpaths = [r for r in mapping.values() if r]
-    own = identity_rows(cfg, embedder.model_id, name)
     with Gallery(cfg.gallery_path, timeout=cfg.db_timeout_seconds) as gallery:
+        own = gallery.load_identity(embedder.model_id, name, dim=embedder.dim)
         others = gallery.load(embedder.model_id, dim=embedder.dim)
     return check_shots(name, own, new_relpaths, others, cfg.threshold)
 

@@ -10,10 +10,8 @@ idempotent, so an interrupted removal is finished by running the command again.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import shutil
-import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,33 +98,14 @@ def footprint(cfg: Config, name: str, with_history: bool) -> Footprint:
 
 
 def purge_history(cfg: Config, name: str) -> tuple[int, int]:
-    """Delete ``name``'s attendance rows and events in one transaction; return the counts.
-
-    ``recognizer.db`` offers no delete, so this is a parameterised ``DELETE`` on its tables.
-    """
-    path = Path(cfg.db_path)
-    if not path.exists():
+    """Delete ``name``'s attendance rows and events in one transaction; return the counts
+    (:meth:`AttendanceDB.delete_person`; ``(0, 0)`` without a database)."""
+    if not Path(cfg.db_path).exists():
         return 0, 0
-    history_counts(cfg, name)  # validates the file and schema, with the database's own errors
-    conn = sqlite3.connect(str(path), timeout=cfg.db_timeout_seconds, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        rows = conn.execute("DELETE FROM attendance WHERE EmpName = ?", (name,)).rowcount
-        events = conn.execute("DELETE FROM events WHERE EmpName = ?", (name,)).rowcount
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        hint = (
-            "close the program holding it and try again"
-            if "locked" in str(exc).lower() or "busy" in str(exc).lower()
-            else "check the file and its permissions"
-        )
-        raise RemoveError(f"{path}: cannot delete the history of {name} ({exc}); {hint}") from None
-    finally:
-        conn.close()
-    return rows, events
+    from recognizer.db import AttendanceDB
+
+    with AttendanceDB.open(cfg.db_path, cfg.db_timeout_seconds, create=False) as db:
+        return db.delete_person(name)
 
 
 def _rmtree(folder: Path) -> None:

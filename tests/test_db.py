@@ -319,6 +319,60 @@ def test_row_and_event_filters(db: AttendanceDB):
         db.rows(date=DAY, start=DAY)
 
 
+# --- deleting a person (privacy) ------------------------------------------------------------
+def test_delete_person_removes_only_their_rows_and_events(db: AttendanceDB):
+    for offset in range(3):
+        day = DAY + dt.timedelta(days=offset)
+        for name in ("Ada", "O'Brien", "Ad%", "José Álvarez"):
+            db.mark_present(name, at(9, day=day), 0.4, "cam")
+    db.mark_present("Ada", at(11), 0.3, "cam")  # a second sighting: one more event
+    db.close_day(DAY + dt.timedelta(days=3), ["Ada", "O'Brien"])
+    assert db.delete_person("Ada") == (4, 5)
+    assert db.rows(name="Ada") == [] and db.events(name="Ada") == []
+    # quotes and LIKE wildcards are just characters: nobody else is touched
+    assert db.delete_person("O'Brien") == (4, 4)
+    assert [len(db.rows(name=n)) for n in ("Ad%", "José Álvarez")] == [3, 3]
+    nfd = unicodedata.normalize("NFD", " José Álvarez")  # canonicalised like mark_present
+    assert db.delete_person(nfd) == (3, 3)
+    assert db.delete_person("Ada") == (0, 0)  # idempotent
+    assert {r.name for r in db.rows()} == {"Ad%"} and len(db.events()) == 3
+
+
+def test_delete_person_refuses_a_bad_name_without_deleting(db: AttendanceDB):
+    db.mark_present("Ada", at(9), 0.4, "cam")
+    with pytest.raises(InvalidName):
+        db.delete_person("../Ada")
+    with pytest.raises(InvalidName):
+        db.delete_person("")
+    assert len(db.rows()) == 1 and len(db.events()) == 1
+
+
+def test_delete_person_is_one_transaction(db: AttendanceDB, db_path: Path):
+    db.mark_present("Ada", at(9), 0.4, "cam")
+    with sqlite3.connect(db_path) as other:  # make the second DELETE fail
+        other.execute(
+            "CREATE TRIGGER keep_events BEFORE DELETE ON events "
+            "BEGIN SELECT RAISE(ABORT, 'events are append-only here'); END"
+        )
+    with pytest.raises(DatabaseError, match="deleting the history of 'Ada'"):
+        db.delete_person("Ada")
+    assert len(db.rows(name="Ada")) == 1  # the first DELETE was rolled back with it
+    assert len(db.events(name="Ada")) == 1
+
+
+def test_delete_person_while_locked_deletes_nothing(db_path: Path):
+    with AttendanceDB.open(db_path, timeout=0.05) as db:
+        db.mark_present("Ada", at(9), 0.4, "cam")
+        locker = Locker(db_path)
+        try:
+            with pytest.raises(DatabaseLocked, match="db_timeout_seconds"):
+                db.delete_person("Ada")
+        finally:
+            locker.release()
+        assert len(db.rows()) == 1 and len(db.events()) == 1
+        assert db.delete_person("Ada") == (1, 1)
+
+
 # --- locked / unwritable ---------------------------------------------------------------------
 def test_locked_database_gives_a_clear_error_then_works(db_path: Path):
     with AttendanceDB.open(db_path, timeout=0.05) as db:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from attendance.config import Config
 from attendance.names import InvalidName
-from recognizer.gallery import Gallery, GalleryError, SyncSummary, load_gallery
+from recognizer.gallery import Gallery, GalleryError, GalleryWatcher, SyncSummary, load_gallery
 from recognizer.match import match_embeddings
 
 
@@ -320,3 +322,127 @@ def test_real_embedder_gallery_recognises_a_held_out_photo(
         crop, _ = crop_largest_face(read_image(photo), detector, workspace)
         match = match_embeddings(embedder.embed(crop[None]), emb, labels, workspace.threshold)[0]
         assert match.identity == person and match.known
+
+
+# --------------------------------------------------------------------------- load_identity
+def test_load_identity_gives_one_persons_relpaths_and_vectors(cfg: Config) -> None:
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        labels, everyone = gallery.load("fake-v1")
+        relpaths, vectors = gallery.load_identity("fake-v1", "Alan Turing", dim=8)
+        assert relpaths == [f"Alan Turing/{i:04d}.png" for i in range(3)]
+        np.testing.assert_array_equal(vectors, everyone[[i for i, n in enumerate(labels)
+                                                        if n == "Alan Turing"]])  # fmt: skip
+        assert vectors.dtype == np.float32
+        assert gallery.load_identity("fake-v2", "Alan Turing")[0] == []  # another model
+        nobody, empty = gallery.load_identity("fake-v1", "Grace Hopper", dim=8)
+        assert nobody == [] and empty.shape == (0, 8)
+        with pytest.raises(InvalidName):
+            gallery.load_identity("fake-v1", "../Alan Turing")
+        with pytest.raises(GalleryError, match="expected 4"):
+            gallery.load_identity("fake-v1", "Alan Turing", dim=4)
+
+
+def test_load_identity_reports_a_corrupt_vector(cfg: Config) -> None:
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+    with sqlite3.connect(cfg.gallery_path) as conn:
+        conn.execute(
+            "UPDATE embeddings SET vector = ? WHERE relpath = ?", (b"xx", "Alan Turing/0001.png")
+        )
+    with Gallery(cfg.gallery_path) as gallery:
+        with pytest.raises(GalleryError, match="Alan Turing/0001.png"):
+            gallery.load_identity("fake-v1", "Alan Turing")
+        assert len(gallery.load_identity("fake-v1", "Ada Lovelace")[0]) == 5
+
+
+# --------------------------------------------------------------------------- watching
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_data_version_changes_only_for_other_connections_commits(cfg: Config) -> None:
+    with Gallery(cfg.gallery_path) as watcher, Gallery(cfg.gallery_path) as scanner:
+        first = watcher.data_version()
+        assert watcher.data_version() == first
+        watcher.sync(cfg, FakeEmbedder(), progress=False)  # its own writes do not count
+        assert watcher.data_version() == first
+        scanner.remove_identity("Alan Turing")  # another connection commits
+        assert watcher.data_version() != first
+
+
+def test_watcher_reloads_only_after_a_change_and_at_most_every_interval(cfg: Config) -> None:
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+    clock = FakeClock()
+    with GalleryWatcher(cfg.gallery_path, "fake-v1", dim=8, interval=2.0, clock=clock) as watch:
+        clock.now += 5.0
+        assert watch.poll() is None and watch.checks == 1  # nothing changed
+        enrol(cfg, "Grace Hopper", 2, seed=200)
+        with Gallery(cfg.gallery_path) as scanner:  # the scanner, on another connection
+            scanner.sync(cfg, FakeEmbedder(), names=["Grace Hopper"], progress=False)
+        clock.now += 1.0
+        assert watch.poll() is None and watch.checks == 1  # not due yet: the file is not read
+        clock.now += 1.0
+        labels, vectors = watch.poll()
+        assert labels == ["Ada Lovelace"] * 5 + ["Alan Turing"] * 3 + ["Grace Hopper"] * 2
+        assert vectors.shape == (10, 8) and watch.reloads == 1
+        clock.now += 2.0
+        assert watch.poll() is None and watch.checks == 3  # loaded once per change
+        with Gallery(cfg.gallery_path) as remover:
+            remover.remove_identity("Ada Lovelace")
+        clock.now += 2.0
+        assert watch.poll()[0] == ["Alan Turing"] * 3 + ["Grace Hopper"] * 2
+
+
+def test_watcher_reloads_nothing_when_it_loads_for_another_model(cfg: Config, caplog) -> None:
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+    with GalleryWatcher(cfg.gallery_path, "fake-v1", dim=8, interval=0.0) as watch:
+        with Gallery(cfg.gallery_path) as other:
+            other.sync(cfg, FakeEmbedder("fake-v2", dim=4), progress=False)  # model switched
+        labels, vectors = watch.poll()
+        assert labels == [] and vectors.shape == (0, 8)
+    assert "no embeddings for model fake-v1 any more (it has fake-v2)" in caplog.text
+
+
+def test_watcher_retries_a_failed_reload_and_keeps_going(cfg: Config, monkeypatch, caplog) -> None:
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+    with GalleryWatcher(cfg.gallery_path, "fake-v1", interval=0.0) as watch:
+        with Gallery(cfg.gallery_path) as other:
+            other.remove_identity("Alan Turing")
+
+        def broken(self, model_id, dim=None):
+            raise GalleryError(f"{self.path}: cannot read the gallery: disk I/O error")
+
+        monkeypatch.setattr(Gallery, "load", broken)
+        assert watch.poll() is None and watch.poll() is None
+        assert caplog.text.count("was not reloaded") == 1  # warned once, not at every check
+        monkeypatch.undo()
+        assert watch.poll()[0] == ["Ada Lovelace"] * 5  # the change is not forgotten
+        assert watch.poll() is None
+
+
+def test_watcher_follows_a_gallery_moved_away_and_rebuilt(cfg: Config, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="recognizer.gallery")
+    with Gallery(cfg.gallery_path) as gallery:
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+    with GalleryWatcher(cfg.gallery_path, "fake-v1", interval=0.0) as watch:
+        aside = cfg.gallery_path.with_name("gallery-old.sqlite")
+        cfg.gallery_path.rename(aside)
+        for suffix in ("-wal", "-shm"):
+            wal = Path(f"{cfg.gallery_path}{suffix}")
+            if wal.exists():
+                wal.rename(Path(f"{aside}{suffix}"))
+        assert watch.poll() is None
+        assert "gallery.sqlite is missing" in caplog.text
+        shutil.rmtree(cfg.pre_images_dir / "Ada Lovelace")
+        with Gallery(cfg.gallery_path) as rebuilt:  # a new file, rebuilt from pre_images/
+            rebuilt.sync(cfg, FakeEmbedder(), progress=False)
+        assert watch.poll()[0] == ["Alan Turing"] * 3
+        assert "replaced by a new file" in caplog.text

@@ -312,6 +312,93 @@ def test_gallery_and_labels_must_agree(cfg, db):
         RecognitionPipeline(cfg, FakeDetector(), FakeEmbedder(), LABELS, GALLERY[:1], db)
 
 
+# --------------------------------------------------------------------------- gallery updates
+def test_update_gallery_adds_a_person_and_undecided_tracks_go_on(cfg, db, caplog):
+    caplog.set_level("INFO", logger="recognizer.pipeline")
+    pipe = RecognitionPipeline(
+        cfg, FakeDetector(), FakeEmbedder(), ["Bob"], E[1:2], db, clock=clock()
+    )  # Bob only
+    early = [pipe.process(make_frame(i, {"Ada": (100, 60)})) for i in range(10)]
+    assert [(e.name, e.action) for r in early for e in r.events] == [(UNKNOWN, ACTION_UNKNOWN)]
+    change = pipe.update_gallery(["Ada", "Bob"], GALLERY)
+    assert (change.people, change.added, change.removed) == (2, ("Ada",), ())
+    assert "gallery reloaded: 2 people (+1, -0); added Ada" in caplog.text
+    assert pipe.people == ["Ada", "Bob"]
+    later = [pipe.process(make_frame(10 + i, {"Ada": (100, 60)})) for i in range(30)]
+    events = [e for r in later for e in r.events]
+    assert [(e.name, e.action) for e in events] == [("Ada", "present")]
+    assert events[0].track_id == early[0].faces[0].track_id  # the same track, not restarted
+    assert rows(cfg) == ([("Ada", "Present")], [("Ada", "present")])
+
+
+def test_update_gallery_with_the_same_contents_changes_nothing(cfg, db, caplog):
+    caplog.set_level("INFO", logger="recognizer.pipeline")
+    pipe, _, _ = engine(cfg, db)
+    before = pipe.embeddings
+    assert pipe.update_gallery(list(LABELS), GALLERY.copy()) is None
+    assert pipe.embeddings is before and "gallery reloaded" not in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["template", "nearest"])
+def test_update_gallery_prepares_the_gallery_like_the_constructor(cfg, db, mode):
+    from recognizer.match import identity_templates
+
+    labels = ["Ada", "Ada", "Bob", "Cy"]
+    vectors = np.stack([E[0], NEAR_ADA, E[1], E[2]])
+    updated, _, _ = engine(cfg, db, match_mode=mode)
+    built = RecognitionPipeline(updated.cfg, FakeDetector(), FakeEmbedder(), labels, vectors, db)
+    change = updated.update_gallery(labels, vectors)
+    assert (change.people, change.embeddings, change.added) == (3, 4, ("Cy",))
+    assert updated.labels == built.labels
+    np.testing.assert_array_equal(updated.embeddings, built.embeddings)
+    if mode == "template":  # one unit-norm mean per person
+        names, templates = identity_templates(vectors, labels)
+        assert updated.labels == names == ["Ada", "Bob", "Cy"]
+        np.testing.assert_allclose(updated.embeddings, templates)
+    else:
+        assert updated.labels == labels
+        np.testing.assert_array_equal(updated.embeddings, vectors)
+
+
+def test_removed_person_keeps_a_confirmed_track_but_is_unknown_when_back(cfg, db, caplog):
+    caplog.set_level("INFO", logger="recognizer.pipeline")
+    pipe, _, _ = engine(cfg, db, cooldown_seconds=1.0)  # would be recorded again if known
+    first = [pipe.process(make_frame(i, {"Ada": (100, 60)})) for i in range(5)]
+    assert first[-1].faces[0].status == "confirmed"
+    change = pipe.update_gallery(["Bob"], E[1:2])
+    assert change.removed == ("Ada",) and change.added == ()
+    assert "gallery reloaded: 1 people (+0, -1); removed Ada" in caplog.text
+    lingering = pipe.process(make_frame(5, {"Ada": (100, 60)})).faces[0]
+    assert (lingering.label, lingering.status) == ("Ada", "confirmed")  # identity kept
+    assert lingering.track_id == first[0].faces[0].track_id
+    gone = [pipe.process(make_frame(6 + i, {})) for i in range(10)]
+    assert gone[-1].faces == []
+    back = [pipe.process(make_frame(16 + i, {"Ada": (100, 60)})) for i in range(40)]
+    assert {f.label for r in back for f in r.faces} == {UNKNOWN}
+    assert [(e.name, e.action) for r in back for e in r.events] == [(UNKNOWN, ACTION_UNKNOWN)]
+    assert rows(cfg) == ([("Ada", "Present")], [("Ada", "present")])
+
+
+def test_a_gallery_emptied_while_running_makes_everyone_unknown(cfg, db):
+    pipe, _, _ = engine(cfg, db)
+    change = pipe.update_gallery([], np.zeros((0, 4), np.float32))
+    assert (change.people, change.removed) == (0, ("Ada", "Bob"))
+    assert pipe.labels == [] and pipe.embeddings.shape == (0, 4)
+    results = [pipe.process(make_frame(i, {"Ada": (20, 40), "Bob": (200, 40)})) for i in range(8)]
+    assert {f.label for r in results for f in r.faces} == {UNKNOWN}
+    assert [e.name for r in results for e in r.events] == [UNKNOWN, UNKNOWN]
+    assert rows(cfg) == ([], [])
+
+
+def test_update_gallery_refuses_a_gallery_of_another_dimension(cfg, db):
+    pipe, _, _ = engine(cfg, db)
+    with pytest.raises(ValueError, match=r"shape \(2, 3\).*dimension 4"):
+        pipe.update_gallery(LABELS, np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="1 labels for 2 embeddings"):
+        pipe.update_gallery(["Ada"], GALLERY)
+    assert pipe.labels == LABELS  # the gallery in use is untouched
+
+
 # --------------------------------------------------------------------------- the loop
 class FakeWindow:
     """Plays a key script: the i-th call of key() returns keys[i] (then None)."""

@@ -3,21 +3,39 @@
 Stage 1 is the one-shot check-in (headless without --continuous): it stops after the first
 person. Stage 2 runs the same video in --continuous mode: everyone enrolled is marked, the
 person from stage 1 is not entered twice, the stranger never appears.
+
+The gallery-reload tests at the end are fast: synthetic frames, the fake detector and embedder
+of ``test_pipeline``, and a "scanner" that changes ``gallery.sqlite`` on its own connection
+while the loop runs.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+from test_pipeline import (
+    PALETTE,
+    FakeDetector,
+    FakeEmbedder,
+    ListSource,
+    clock,
+    make_frame,
+)
 
-from attendance.config import load_config
+from attendance.config import Config, load_config
 from attendance.demo import build_video, enrol, load_photo, pretty_name
-from attendance.sources import open_source
+from attendance.sources import Frame, open_source
 from recognizer import cli
-from recognizer.db import AttendanceDB
-
-pytestmark = [pytest.mark.weights, pytest.mark.sample]
+from recognizer.db import AttendanceDB, PendingWriter
+from recognizer.gallery import Gallery, GalleryWatcher
+from recognizer.match import UNKNOWN
+from recognizer.pipeline import ACTION_UNKNOWN, RecognitionPipeline
+from scanner.remove_cli import remove_person
 
 ENROLLED = ("ben_afflek", "jerry_seinfeld")
 STRANGER = "mindy_kaling"
@@ -61,6 +79,8 @@ def run_cli(workspace, embedder, detector, monkeypatch, capsys):
     return run
 
 
+@pytest.mark.weights
+@pytest.mark.sample
 def test_two_stage_headless_runs(run_cli, workspace, caplog):
     video = str(workspace.root / "visit.mp4")
 
@@ -98,6 +118,8 @@ def test_two_stage_headless_runs(run_cli, workspace, caplog):
         assert sum(1 for _ in check) == int(out[-1].split()[1])  # every frame recorded
 
 
+@pytest.mark.weights
+@pytest.mark.sample
 def test_nobody_enrolled_is_one_clear_line(run_cli, tmp_path, workspace, capsys):
     empty = tmp_path / "empty-ws"
     empty.mkdir()
@@ -110,6 +132,8 @@ def test_nobody_enrolled_is_one_clear_line(run_cli, tmp_path, workspace, capsys)
     ]
 
 
+@pytest.mark.weights
+@pytest.mark.sample
 def test_headless_one_shot_exits_1_when_nobody_is_recognised(run_cli, workspace, sample_dir):
     scenes = [
         (
@@ -124,3 +148,141 @@ def test_headless_one_shot_exits_1_when_nobody_is_recognised(run_cli, workspace,
     assert code == 1, err
     assert out[-1].startswith("summary: ") and "marked: nobody;" in out[-1]
     assert any(" unknown " in line and line.split("  ")[1] == "Unknown" for line in out[:-1])
+
+
+# --------------------------------------------------------------------------- gallery reload
+class ScannerAtWork(ListSource):
+    """Frames; before frame ``i`` is handed out, ``actions[i]()`` runs (another program)."""
+
+    def __init__(self, frames: list[Frame], actions: dict[int, Callable[[], None]]) -> None:
+        super().__init__(frames)
+        self.actions = dict(actions)
+
+    def __next__(self) -> Frame:
+        action = self.actions.pop(self.taken, None)
+        if action is not None:
+            action()
+        return super().__next__()
+
+
+def enrol_crop(cfg: Config, name: str) -> None:
+    """What ``attendance scan`` leaves behind: a crop in pre_images/ and its embedding, synced
+    for this person only on the scanner's own gallery connection."""
+    r, g, b = PALETTE[name]
+    crop = np.zeros((160, 160, 3), np.uint8)
+    crop[:] = (b, g, r)
+    folder = cfg.pre_images_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(folder / "0001.png"), crop)
+    with Gallery(cfg.gallery_path) as scanner:
+        summary = scanner.sync(cfg, FakeEmbedder(), names=[name], progress=False)
+    assert summary.embedded == 1
+
+
+@pytest.fixture
+def live(tmp_path: Path, cache_dir: Path) -> Config:
+    """A fast synthetic set-up (as in test_pipeline) with Bob enrolled in gallery.sqlite."""
+    settings = {
+        "detect_every": 1, "detect_width": 320, "confirm_k": 3, "confirm_m": 5,
+        "refresh_seconds": 1.0, "cooldown_seconds": 1.0, "threshold": 0.8,
+    }  # fmt: skip
+    cfg = load_config(tmp_path, overrides={"cache_dir": str(cache_dir), **settings}, env={})
+    enrol_crop(cfg, "Bob")
+    return cfg
+
+
+def recogniser(cfg: Config, writer: PendingWriter) -> tuple[RecognitionPipeline, GalleryWatcher]:
+    """A pipeline on the stored gallery and a watcher checking it before every frame."""
+    watcher = GalleryWatcher(cfg.gallery_path, FakeEmbedder.model_id, dim=4, interval=0.0)
+    with Gallery(cfg.gallery_path) as gallery:
+        labels, vectors = gallery.load(FakeEmbedder.model_id, dim=4)
+    pipe = RecognitionPipeline(
+        cfg, FakeDetector(), FakeEmbedder(), labels, vectors, writer, clock=clock()
+    )
+    return pipe, watcher
+
+
+def run(source, pipe, watcher, events):
+    """``run_loop`` with the watcher, collecting events."""
+    return cli.run_loop(source, pipe, gallery=watcher, on_event=events.append)
+
+
+def history(cfg: Config) -> list[tuple[str, str]]:
+    with AttendanceDB(cfg.db_path, create=False) as db:
+        return [(e.name, e.action) for e in db.events()]
+
+
+def test_person_enrolled_while_running_is_marked_without_restart(live: Config, caplog):
+    caplog.set_level(logging.INFO, logger="recognizer.pipeline")
+    frames = [make_frame(i, {"Ada": (100, 60)}) for i in range(40)]
+    source = ScannerAtWork(frames, {10: lambda: enrol_crop(live, "Ada")})
+    with PendingWriter(AttendanceDB(live.db_path)) as writer:
+        pipe, watcher = recogniser(live, writer)
+        assert pipe.people == ["Bob"]
+        with watcher:
+            events = []
+            summary = run(source, pipe, watcher, events)
+    assert watcher.reloads == 1  # one change, one reload
+    assert pipe.people == ["Ada", "Bob"]
+    assert "gallery reloaded: 2 people (+1, -0); added Ada" in caplog.text
+    assert [(e.name, e.action) for e in events] == [(UNKNOWN, ACTION_UNKNOWN), ("Ada", "present")]
+    assert events[0].frame_index < 10 < events[1].frame_index
+    assert summary.present == ["Ada"] and history(live) == [("Ada", "present")]
+
+
+def test_person_removed_while_running_becomes_unknown(live: Config, caplog):
+    caplog.set_level(logging.INFO, logger="recognizer.pipeline")
+    enrol_crop(live, "Ada")
+    frames = [make_frame(i, {"Ada": (100, 60)}) for i in range(10)]
+    frames += [make_frame(10 + i, {}) for i in range(10)]  # Ada leaves ...
+    frames += [make_frame(20 + i, {"Ada": (100, 60)}) for i in range(30)]  # ... and comes back
+    source = ScannerAtWork(frames, {12: lambda: remove_person(live, "Ada", purge=False)})
+    with PendingWriter(AttendanceDB(live.db_path)) as writer:
+        pipe, watcher = recogniser(live, writer)
+        with watcher:
+            events = []
+            run(source, pipe, watcher, events)
+    assert not (live.pre_images_dir / "Ada").exists() and pipe.people == ["Bob"]
+    assert "gallery reloaded: 1 people (+0, -1); removed Ada" in caplog.text
+    # marked once before; afterwards a stranger (the cool-down of 1 s would allow a new mark)
+    assert [(e.name, e.action, e.frame_index < 10) for e in events] == [
+        ("Ada", "present", True),
+        (UNKNOWN, ACTION_UNKNOWN, False),
+    ]
+    assert history(live) == [("Ada", "present")]
+
+
+def test_cli_watches_the_gallery_and_still_refuses_an_empty_one(
+    live: Config, monkeypatch, capsys, caplog
+):
+    """``face_recognizer --continuous`` wires the watcher in; nobody enrolled is still an error."""
+    from model.embedder import Embedder
+    from preprocess.detect import FaceDetector
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(Embedder, "from_config", classmethod(lambda cls, cfg: FakeEmbedder()))
+    monkeypatch.setattr(FaceDetector, "from_config", classmethod(lambda cls, cfg: FakeDetector()))
+    monkeypatch.setattr(cli, "RELOAD_INTERVAL", 0.0)
+    caplog.set_level(logging.INFO, logger="recognizer.pipeline")
+    frames = [make_frame(i, {"Ada": (100, 60)}) for i in range(40)]
+    source = ScannerAtWork(frames, {10: lambda: enrol_crop(live, "Ada")})
+    monkeypatch.setattr("attendance.sources.open_source", lambda spec: source)
+    flags = ["--workspace", str(live.root), "--source", "synthetic", "--continuous"]
+    settings = {
+        "detect_every": 1, "detect_width": 320, "refresh_seconds": 1.0, "threshold": 0.8,
+        "confirm_k": 3, "confirm_m": 5,
+    }  # fmt: skip
+    for key, value in settings.items():
+        flags += ["--set", f"{key}={value}"]
+    assert cli.main(flags) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[1] for line in out[:-1]] == [UNKNOWN, "Ada"]
+    assert "marked: Ada;" in out[-1]
+    assert "gallery reloaded: 2 people (+1, -0); added Ada" in caplog.text
+
+    # a gallery empty at start-up is refused as before
+    for name in ("Ada", "Bob"):
+        remove_person(live, name, purge=False)
+    assert cli.main(flags) == 2
+    assert "error: nobody is enrolled" in capsys.readouterr().err
