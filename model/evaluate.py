@@ -32,6 +32,7 @@ from attendance.config import Config, write_config_value
 from attendance.errors import UserError
 from attendance.fsutil import atomic_open, atomic_write_bytes
 from model.metrics import (
+    decision_distances,
     evaluate_embeddings,
     few_shot_open_set_false_accept,
     pair_scores,
@@ -375,6 +376,7 @@ class EvaluationReport:
     results: list[VariantResult]
     plots: dict[str, str] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None  # current variant's decisions at cfg.threshold
 
     @property
     def current(self) -> VariantResult:
@@ -413,6 +415,7 @@ class EvaluationReport:
             "results": [r.as_dict() for r in self.results],
             "plots": self.plots,
             "calibration": self.calibration,
+            "decision": self.decision,
             "best": self.winners() if self.compared() else [],
         }
 
@@ -465,6 +468,8 @@ class EvaluationReport:
             f"{cur['n_impostor_pairs']} impostor pairs, mean distance "
             f"{cur['genuine_distance_mean']:.3f} / {cur['impostor_distance_mean']:.3f}"
         )
+        if self.decision:
+            lines.append(decision_line(self.decision))
         if self.compared():
             lines += self.winners()
         for name, path in self.plots.items():
@@ -472,8 +477,10 @@ class EvaluationReport:
         if self.calibration:
             c = self.calibration
             lines.append(
-                f"calibrated threshold {c['threshold']:.4f} for FAR {c['far']:g} "
-                f"(TAR {c['tar']:.4f}; was {c['previous']:.4f}) written to {c['config']}"
+                f"calibrated threshold {c['threshold']:.4f} for FAR {c['far']:g} on "
+                f"{c['mode']} decisions (TAR {c['tar']:.4f}, strangers accepted "
+                f"{c['n_strangers_accepted']}/{c['n_strangers']}; was {c['previous']:.4f}) "
+                f"written to {c['config']}"
             )
         return "\n".join(lines)
 
@@ -482,6 +489,41 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def decision_summary(
+    mode: str, genuine: np.ndarray, stranger: np.ndarray, threshold: float
+) -> dict[str, Any]:
+    """How the recogniser's rule (winner distance ``<= threshold``) treats the decisions.
+
+    ``genuine`` and ``stranger`` come from :func:`model.metrics.decision_distances`.
+    """
+    accepted_genuine = int(np.sum(genuine <= threshold))
+    accepted_strangers = int(np.sum(stranger <= threshold))
+    return {
+        "mode": mode,
+        "threshold": float(threshold),
+        "genuine_max": float(genuine.max()),
+        "stranger_min": _finite(float(stranger.min())),
+        "genuine_accept": accepted_genuine / len(genuine),
+        "stranger_accept": accepted_strangers / len(stranger),
+        "n_genuine": len(genuine),
+        "n_genuine_accepted": accepted_genuine,
+        "n_strangers": len(stranger),
+        "n_strangers_accepted": accepted_strangers,
+    }
+
+
+def decision_line(d: dict[str, Any]) -> str:
+    """One text line of :func:`decision_summary`."""
+    stranger_min = "none" if d["stranger_min"] is None else f"{d['stranger_min']:.3f}"
+    return (
+        f"decision ({d['mode']}): genuine max {d['genuine_max']:.3f}, stranger min "
+        f"{stranger_min}, genuine accepted at threshold {d['threshold']:.4f}: "
+        f"{100 * d['genuine_accept']:.1f}% ({d['n_genuine_accepted']}/{d['n_genuine']}), "
+        f"strangers accepted: {100 * d['stranger_accept']:.1f}% "
+        f"({d['n_strangers_accepted']}/{d['n_strangers']})"
+    )
 
 
 def evaluate_folder(
@@ -499,8 +541,11 @@ def evaluate_folder(
 
     The embedder's own flip setting and ``cfg.alignment`` are the "current" variant; with
     ``compare`` the other alignment and flip setting are evaluated as well. Both match modes
-    are always reported. ``calibrate_far`` writes the threshold with that verification FAR
-    (current variant) to the workspace configuration.
+    are always reported. Verification figures use image pairs; the ``decision_*`` figures and
+    calibration use the distances the recogniser thresholds
+    (:func:`model.metrics.decision_distances`). ``calibrate_far`` writes the threshold whose
+    stranger accept rate is at most that FAR (current variant and ``cfg.match_mode``) to the
+    workspace configuration.
     """
     root = Path(root)
     split = split_dataset(root)
@@ -521,6 +566,7 @@ def evaluate_folder(
     results: list[VariantResult] = []
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     current_pairs: tuple[np.ndarray, np.ndarray] | None = None
+    current_decisions: tuple[np.ndarray, np.ndarray] | None = None
     for alignment in alignments:
         for flip in flips:
             variant = with_flip(embedder, flip)
@@ -536,8 +582,15 @@ def evaluate_folder(
                         emb[g_rows], labels[g_rows], emb[p_rows], labels[p_rows], FEW_SHOT,
                         mode=mode,
                     )  # fmt: skip
+                    genuine, stranger = decision_distances(
+                        emb[g_rows], labels[g_rows], emb[p_rows], labels[p_rows], mode
+                    )
                 except ValueError as exc:
                     raise EvaluationError(f"{root}: cannot evaluate: {exc}") from None
+                metrics["decision_genuine_max"] = float(genuine.max())
+                metrics["decision_stranger_min"] = float(stranger.min())
+                if is_current and mode == cfg.match_mode:
+                    current_decisions = genuine, stranger
                 results.append(
                     VariantResult(
                         alignment, flip, mode, metrics, is_current and mode == cfg.match_mode
@@ -549,7 +602,8 @@ def evaluate_folder(
             curves[f"{alignment}, flip {'on' if flip else 'off'}"] = (far, tar)
             if is_current:
                 current_pairs = pairs
-    assert current_pairs is not None  # the first variant is always the current one
+    # the first variant is always the current one
+    assert current_pairs is not None and current_decisions is not None
     report = EvaluationReport(
         dataset=str(root),
         split=split.description,
@@ -558,39 +612,85 @@ def evaluate_folder(
         n_probes=len(p_rows),
         failed=cropset.failed,
         results=results,
+        decision=decision_summary(cfg.match_mode, *current_decisions, cfg.threshold),
     )
     if calibrate_far is not None:
-        report.calibration = calibrate(cfg, *current_pairs, far=calibrate_far)
+        report.calibration = calibrate(cfg, *current_decisions, far=calibrate_far)
     if out_dir is not None:
         report.plots = save_plots(
-            Path(out_dir), curves, current_pairs, report.current, cfg.threshold, report.calibration
-        )
+            Path(out_dir), curves, current_pairs, report.current, cfg.threshold,
+            report.calibration, current_decisions,
+        )  # fmt: skip
     return report
 
 
-def calibrate(cfg: Config, distances: np.ndarray, same: np.ndarray, far: float) -> dict[str, Any]:
-    """Write the threshold whose verification FAR is at most ``far`` into the workspace config."""
+def calibrate(cfg: Config, genuine: np.ndarray, stranger: np.ndarray, far: float) -> dict[str, Any]:
+    """Write the largest threshold accepting at most a fraction ``far`` of strangers.
+
+    ``genuine`` and ``stranger`` are the decision distances of ``cfg.match_mode``
+    (:func:`model.metrics.decision_distances`). The threshold is rounded down to 4 decimals, so
+    it never accepts more strangers than the exact one; the genuine accept rate (TAR) there is
+    reported, and a warning logged when the FAR target rejects genuine probes.
+    """
     if not 0.0 < far < 1.0:
         raise EvaluationError(f"--far {far}: the target false accept rate must be in (0, 1)")
-    n_impostor = int((~same).sum())
-    if n_impostor * far < 1.0:
+    genuine = np.asarray(genuine, dtype=np.float64)
+    stranger = np.asarray(stranger, dtype=np.float64)
+    if len(stranger) * far < 1.0:
         log.warning(
-            "only %d impostor pairs: FAR %g cannot be measured finer than 1/%d; the threshold "
-            "is set just below the closest impostor pair",
-            n_impostor, far, n_impostor,
+            "only %d stranger decisions: FAR %g cannot be measured finer than 1/%d; the "
+            "threshold is set just below the closest stranger",
+            len(stranger), far, len(stranger),
         )  # fmt: skip
-    threshold = threshold_at_far(distances, same, far)
-    value = math.floor(min(threshold, 2.0) * 1e4) / 1e4  # 4 decimals, never above the exact one
+    same = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(stranger), bool)])
+    try:
+        threshold = threshold_at_far(np.concatenate([genuine, stranger]), same, far)
+    except ValueError as exc:
+        raise EvaluationError(f"cannot calibrate: {exc}") from None
+    value = _round_down(min(threshold, 2.0))
+    summary = decision_summary(cfg.match_mode, genuine, stranger, value)
+    if summary["stranger_accept"] > far:
+        raise EvaluationError(
+            f"cannot calibrate: {summary['n_strangers_accepted']} strangers are at distance "
+            f"{stranger.min():.4f} or closer, so no threshold >= 0 reaches FAR {far:g}; are "
+            "the same photos filed under two identities?"
+        )
     path = write_config_value(cfg.root, "threshold", value)
-    tar = float(np.mean(distances[same] <= value))
-    log.info("threshold %.4f (FAR <= %g, TAR %.4f) written to %s", value, far, tar, path)
+    if summary["n_genuine_accepted"] < len(genuine):
+        log.warning(
+            "FAR %g forces threshold %.4f below the farthest genuine probe (%.4f): %d of %d "
+            "genuine probes (%.1f%%) would be rejected as Unknown",
+            far, value, genuine.max(), len(genuine) - summary["n_genuine_accepted"],
+            len(genuine), 100.0 * (1.0 - summary["genuine_accept"]),
+        )  # fmt: skip
+    log.info(
+        "threshold %.4f (%s decisions: strangers accepted %d/%d <= FAR %g, TAR %.4f) "
+        "written to %s",
+        value, cfg.match_mode, summary["n_strangers_accepted"], len(stranger), far,
+        summary["genuine_accept"], path,
+    )  # fmt: skip
     return {
         "threshold": value,
         "far": far,
-        "tar": tar,
+        "tar": summary["genuine_accept"],
         "previous": cfg.threshold,
         "config": str(path),
+        "mode": cfg.match_mode,
+        "stranger_accept": summary["stranger_accept"],
+        "n_strangers_accepted": summary["n_strangers_accepted"],
+        "n_strangers": summary["n_strangers"],
+        "n_genuine": summary["n_genuine"],
+        "genuine_max": summary["genuine_max"],
+        "stranger_min": summary["stranger_min"],
     }
+
+
+def _round_down(threshold: float) -> float:
+    """``threshold`` to 4 decimals, never above it (float rounding included), at least 0."""
+    steps = math.floor(threshold * 1e4)
+    while steps > 0 and steps / 1e4 > threshold:
+        steps -= 1
+    return max(0.0, steps / 1e4)
 
 
 def save_plots(
@@ -600,8 +700,14 @@ def save_plots(
     current: VariantResult,
     threshold: float,
     calibration: dict[str, Any] | None = None,
+    decisions: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, str]:
-    """ROC curves (log FAR) and the genuine/impostor distance histogram as PNGs in ``out_dir``."""
+    """ROC curves (log FAR) and distance histograms as PNGs in ``out_dir``.
+
+    ``distances.png`` shows the image-pair distances and, given ``decisions`` (genuine and
+    stranger decision distances of ``current``), the distances the recogniser thresholds, with
+    the configured and calibrated thresholds.
+    """
     from matplotlib.figure import Figure
 
     distances, same = pairs
@@ -621,19 +727,30 @@ def save_plots(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
 
-    hist = Figure(figsize=(6.4, 4.8), dpi=100)
-    ax = hist.subplots()
+    hist = Figure(figsize=(6.4, 8.4 if decisions is not None else 4.8), dpi=100)
+    axes = hist.subplots(2 if decisions is not None else 1, 1, squeeze=False)[:, 0]
     bins = np.linspace(0.0, max(2.0, float(distances.max())), 61)
-    ax.hist(distances[~same], bins=bins, alpha=0.6, density=True, label="different people")
-    ax.hist(distances[same], bins=bins, alpha=0.6, density=True, label="same person")
+    panels = [(axes[0], distances[same], distances[~same], "distances of image pairs",
+               ("same person", "different people"))]  # fmt: skip
+    if decisions is not None:
+        genuine, stranger = decisions
+        panels.append((axes[1], genuine, stranger[np.isfinite(stranger)],
+                       f"recogniser decisions ({current.match_mode}): distance to the winner",
+                       ("own identity (probes)", "strangers (identity left out)")))  # fmt: skip
+    for ax, genuine_d, impostor_d, title, names in panels:
+        ax.hist(impostor_d, bins=bins, alpha=0.6, density=True, label=names[1])
+        ax.hist(genuine_d, bins=bins, alpha=0.6, density=True, label=names[0])
+        ax.set_ylabel("density")
+        ax.set_title(title)
+    ax = axes[-1]  # the thresholds apply to the decisions (or, without them, the only panel)
     ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.3f}")
     if calibration:
         ax.axvline(calibration["threshold"], color="r", linestyle=":",
-                   label=f"calibrated {calibration['threshold']:.3f}")  # fmt: skip
+                   label=f"calibrated {calibration['threshold']:.4f}")  # fmt: skip
     ax.set_xlabel("Euclidean distance between unit embeddings")
-    ax.set_ylabel("density")
-    ax.set_title("distances of image pairs")
-    ax.legend()
+    for ax in axes:
+        ax.legend()
+    hist.tight_layout()
 
     out: dict[str, str] = {}
     for name, figure in (("roc", roc), ("distances", hist)):

@@ -2,8 +2,11 @@
 
 ``DIR`` holds identity subfolders, or ``train/`` + ``val/`` splits of them (gallery = train,
 probes = val; otherwise the first half of each identity's sorted photos is the gallery).
-Prints a table (or JSON), saves ``roc.png`` and ``distances.png`` into ``--out-dir``, and with
-``--calibrate`` writes the threshold for the target FAR into the workspace's attendance.toml.
+Prints a table (or JSON) and a line on the recogniser's decisions at the configured threshold,
+saves ``roc.png`` and ``distances.png`` into ``--out-dir``, and with ``--calibrate`` writes into
+the workspace's attendance.toml the largest threshold at which at most ``--far`` of strangers
+(each identity left out of the gallery in turn) would be accepted, measured on the distances the
+recogniser compares in the configured ``match_mode`` (not on image pairs).
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calibrate",
         action="store_true",
-        help="write the threshold reaching the target FAR into the workspace configuration",
+        help="write the largest threshold whose stranger accept rate (in the configured "
+        "match_mode) is at most --far into the workspace configuration",
     )
     parser.add_argument(
-        "--far", type=_far, default=1e-3, help="target false accept rate of --calibrate (1e-3)"
+        "--far", type=_far, default=1e-3, help="target stranger accept rate of --calibrate (1e-3)"
     )
     parser.add_argument(
         "--compare",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recognizer.match import MODES, euclidean_distances, identity_templates
+from recognizer.match import MODES, euclidean_distances, identity_templates, match_embeddings
 
 FAR_TARGETS = (1e-2, 1e-3)
 OPEN_SET_FRR = 0.01
@@ -261,6 +261,61 @@ def few_shot_open_set_false_accept(
         )
         rates.append(rate)
     return float(np.mean(rates))
+
+
+def _winner_distances(
+    queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray, mode: str
+) -> np.ndarray:
+    """Distance of the winning gallery entry per query, exactly as the recogniser matches."""
+    matches = match_embeddings(queries, gallery, labels.tolist(), float("inf"), mode)
+    return np.array([m.distance for m in matches], dtype=np.float64)
+
+
+def decision_distances(
+    gallery_emb: np.ndarray,
+    gallery_labels: Sequence[str],
+    probe_emb: np.ndarray,
+    probe_labels: Sequence[str],
+    mode: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(genuine, stranger)``: the distances the recogniser compares with its threshold.
+
+    * ``genuine``, one per probe of an enrolled identity (probe order): the distance to the
+      probe's *own* identity as :func:`recognizer.match.match_embeddings` measures it in
+      ``mode`` (its nearest own gallery image, or its own template);
+    * ``stranger``, leave-one-identity-out: for each identity ``X`` (of the gallery or the
+      probes, sorted), every image of ``X`` (gallery images, then probes) is matched against the
+      gallery without ``X``; the winner's distance is what a stranger would be accepted at.
+
+    A threshold ``t`` accepts a genuine probe when ``genuine <= t`` and a stranger when
+    ``stranger <= t``, the recogniser's rule.
+    """
+    if mode not in MODES:
+        raise ValueError(f"match mode {mode!r} is not one of {', '.join(MODES)}")
+    gallery_emb = np.asarray(gallery_emb, dtype=np.float32).reshape(len(gallery_labels), -1)
+    probe_emb = np.asarray(probe_emb, dtype=np.float32).reshape(len(probe_labels), -1)
+    gallery_labels = np.asarray(list(gallery_labels), dtype=str)
+    probe_labels = np.asarray(list(probe_labels), dtype=str)
+    enrolled = np.unique(gallery_labels)
+    if len(enrolled) < 2:
+        raise ValueError("decision distances need at least two identities in the gallery")
+    genuine = np.full(len(probe_labels), np.nan)
+    for name in enrolled:
+        own = probe_labels == name
+        if own.any():
+            mine = gallery_labels == name
+            genuine[own] = _winner_distances(
+                probe_emb[own], gallery_emb[mine], gallery_labels[mine], mode
+            )
+    genuine = genuine[np.isin(probe_labels, enrolled)]
+    if len(genuine) == 0:
+        raise ValueError("no probe belongs to an identity of the gallery")
+    stranger = []
+    for name in np.unique(np.concatenate([gallery_labels, probe_labels])):
+        keep = gallery_labels != name
+        images = np.concatenate([gallery_emb[~keep], probe_emb[probe_labels == name]])
+        stranger.append(_winner_distances(images, gallery_emb[keep], gallery_labels[keep], mode))
+    return genuine, np.concatenate(stranger)
 
 
 def evaluate_embeddings(

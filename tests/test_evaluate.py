@@ -17,6 +17,7 @@ from model.evaluate import (
     NPZ_ARRAYS,
     EmbeddedImages,
     EvaluationError,
+    calibrate,
     crop_images,
     embed_folder,
     evaluate_folder,
@@ -24,6 +25,7 @@ from model.evaluate import (
     split_dataset,
     with_flip,
 )
+from model.metrics import decision_distances
 from preprocess.detect import Face
 
 # --------------------------------------------------------------------------- fakes
@@ -239,28 +241,108 @@ def test_evaluate_compare_reports_every_variant_plots_and_calibrates(
     text = report.to_text()
     assert "landmarks *" in text and "margin" in text and "best AUC" in text
     assert f"calibrated threshold {threshold:.4f}" in text
+    assert f"decision ({workspace.match_mode}): genuine max " in text
+    assert f"genuine accepted at threshold {workspace.threshold:.4f}: " in text
     data = json.loads(report.to_json())
     assert data["results"][0]["current"] is True and "tar_at_far_1e-3" in data["results"][0]
+    assert {"decision_genuine_max", "decision_stranger_min"} <= set(data["results"][0])
+    assert data["decision"]["mode"] == workspace.match_mode
+    assert data["calibration"]["mode"] == workspace.match_mode
     assert [line.split(":")[0] for line in data["best"]] == [
         "best AUC", "best EER", "best TAR@1e-3", "best rank-1", "best open-set FA",
         "best open-set FA 3-shot",
     ]  # fmt: skip
 
 
-def test_calibrated_threshold_meets_the_target_far(dataset: Path, workspace: Config) -> None:
-    from model.metrics import pair_scores
+def fake_decisions(dataset: Path, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The decision distances of the fakes on ``dataset``, recomputed outside evaluate_folder."""
+    split = split_dataset(dataset)
+    cropset = crop_images(split.gallery + split.probes, FakeDetector(), cfg, progress=False)
+    emb = FakeEmbedder().embed(cropset.crops[cfg.alignment])
+    labels = np.array([it.identity for it in cropset.items])
+    g = cropset.subset([it.relpath for it in split.gallery])
+    p = cropset.subset([it.relpath for it in split.probes])
+    return decision_distances(emb[g], labels[g], emb[p], labels[p], cfg.match_mode)
 
+
+@pytest.mark.parametrize("far", [0.05, 0.2])
+def test_calibrated_threshold_meets_the_target_far_on_decisions(
+    dataset: Path, workspace: Config, far: float
+) -> None:
     report = evaluate_folder(
-        dataset, workspace, FakeDetector(), FakeEmbedder(), calibrate_far=0.05, progress=False
+        dataset, workspace, FakeDetector(), FakeEmbedder(), calibrate_far=far, progress=False
     )
-    cropset = crop_images(list_images(dataset), FakeDetector(), workspace, progress=False)
-    emb = FakeEmbedder().embed(cropset.crops["landmarks"])
-    distances, same = pair_scores(emb, [it.identity for it in cropset.items])
+    genuine, stranger = fake_decisions(dataset, workspace)
     threshold = report.calibration["threshold"]
-    assert np.mean(distances[~same] <= threshold) <= 0.05
-    assert report.calibration["tar"] == pytest.approx(np.mean(distances[same] <= threshold))
+    assert read_toml(workspace.root)["threshold"] == threshold
+    # the recogniser's rule: strangers whose winner is within the threshold get in
+    assert np.mean(stranger <= threshold) <= far
+    # ... and it is the largest such threshold at 4 decimals
+    assert np.mean(stranger <= threshold + 1e-4) > far
+    assert report.calibration["tar"] == pytest.approx(np.mean(genuine <= threshold))
+    assert report.calibration["stranger_accept"] == pytest.approx(np.mean(stranger <= threshold))
+    assert report.calibration["n_strangers"] == len(stranger) == 20  # every image, once
     assert len(report.results) == 2  # no --compare: current variant, both match modes
     assert report.plots == {}
+    # the report's decision line uses the configured (pre-calibration) threshold
+    assert report.decision["threshold"] == workspace.threshold
+    assert report.decision["genuine_accept"] == pytest.approx(
+        np.mean(genuine <= workspace.threshold)
+    )
+    assert report.decision["stranger_min"] == pytest.approx(stranger.min())
+    assert report.current.metrics["decision_genuine_max"] == pytest.approx(genuine.max())
+
+
+def test_calibration_follows_the_match_mode(dataset: Path, workspace: Config) -> None:
+    thresholds = {}
+    for mode in ("nearest", "template"):
+        cfg = workspace.replace(match_mode=mode)
+        report = evaluate_folder(
+            dataset, cfg, FakeDetector(), FakeEmbedder(), calibrate_far=0.1, progress=False
+        )
+        _, stranger = fake_decisions(dataset, cfg)
+        thresholds[mode] = report.calibration["threshold"]
+        assert report.calibration["mode"] == report.decision["mode"] == mode
+        assert (
+            np.mean(stranger <= thresholds[mode])
+            <= 0.1
+            < np.mean(stranger <= thresholds[mode] + 1e-4)
+        )
+    assert thresholds["nearest"] != thresholds["template"]
+
+
+def test_calibrate_reports_lost_genuine_probes_and_few_strangers(
+    workspace: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    genuine = np.array([0.2, 0.5, 0.9])
+    stranger = np.array([0.95, 0.7, 1.3, 1.2, 0.6123456])
+    with caplog.at_level("WARNING", logger="model.evaluate"):
+        result = calibrate(workspace, genuine, stranger, far=0.01)
+    assert result["threshold"] == 0.6123  # just below the closest stranger, rounded down
+    assert result["tar"] == pytest.approx(2 / 3) and result["n_strangers_accepted"] == 0
+    assert result["genuine_max"] == 0.9 and result["stranger_min"] == pytest.approx(0.6123456)
+    assert read_toml(workspace.root)["threshold"] == 0.6123
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "only 5 stranger decisions" in messages
+    assert "1 of 3 genuine probes (33.3%) would be rejected" in messages
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="model.evaluate"):
+        result = calibrate(workspace, genuine, stranger, far=0.2)  # one stranger may get in
+    assert result["threshold"] == 0.6999 and result["n_strangers_accepted"] == 1
+    assert result["tar"] == pytest.approx(2 / 3)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="model.evaluate"):
+        result = calibrate(workspace, genuine[:2], stranger, far=0.2)
+    assert result["tar"] == 1.0 and not caplog.records  # nothing lost, enough strangers
+
+
+def test_calibrate_refuses_impossible_targets(workspace: Config) -> None:
+    with pytest.raises(EvaluationError, match="must be in"):
+        calibrate(workspace, np.array([0.5]), np.array([1.0]), far=0.0)
+    with pytest.raises(EvaluationError, match="no threshold >= 0"):
+        calibrate(workspace, np.array([0.5]), np.array([0.0, 1.0]), far=0.1)
+    assert not (workspace.root / "attendance.toml").exists()
 
 
 def test_evaluate_needs_two_identities(tmp_path: Path, workspace: Config) -> None:
@@ -309,6 +391,8 @@ def test_evaluate_cli_json_and_plots(
     data = json.loads(capsys.readouterr().out)
     assert data["split"].startswith("per identity") and len(data["results"]) == 2
     assert data["failed"][0]["path"] == "bob/04.jpg"
+    assert data["decision"]["mode"] == "template" and data["decision"]["threshold"] == 1.0
+    assert 0.0 <= data["decision"]["stranger_accept"] <= 1.0 and data["calibration"] is None
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["distances.png", "roc.png"]
     assert not (ws / "attendance.toml").exists()  # no --calibrate: configuration untouched
 
@@ -328,6 +412,7 @@ def test_evaluate_cli_calibrate_and_errors(
     )
     out = capsys.readouterr().out
     assert "calibrated threshold" in out and (ws / "evaluation" / "roc.png").is_file()
+    assert "decision (template): genuine max" in out and "template decisions" in out
     assert "threshold" in read_toml(ws)
     assert main(["evaluate", str(tmp_path / "missing"), "--workspace", str(ws), "-q"]) == 2
     assert "no such folder" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import pytest
 
 from model.metrics import (
     best_accuracy,
+    decision_distances,
     equal_error_rate,
     evaluate_embeddings,
     nearest_identity,
@@ -258,6 +259,95 @@ def test_open_set_against_brute_force() -> None:
             assert per_identity[left] == pytest.approx(brute[-1])
         assert rate == pytest.approx(np.mean(brute))
         assert 0.0 < rate < 1.0  # noisy clusters: some strangers get in, not all
+
+
+def brute_decisions(gallery, g_labels, probes, p_labels, mode):
+    """decision_distances by explicit loops, the recogniser's rule written out."""
+
+    def entries(keep):
+        rows = [(e, n) for e, n in zip(gallery, g_labels, strict=True) if keep(n)]
+        if mode == "nearest":
+            return rows
+        names = sorted({n for _, n in rows})
+        return [(l2_normalize(np.sum([e for e, n in rows if n == m], axis=0)), m) for m in names]
+
+    def winner(x, rows):
+        return min(np.linalg.norm(x.astype(np.float64) - e) for e, _ in rows)
+
+    genuine = [
+        winner(p, entries(lambda n, own=own: n == own))
+        for p, own in zip(probes, p_labels, strict=True)
+        if own in g_labels
+    ]
+    stranger = []
+    for left in sorted(set(g_labels) | set(p_labels)):
+        rows = entries(lambda n, left=left: n != left)
+        images = [e for e, n in zip(gallery, g_labels, strict=True) if n == left]
+        images += [p for p, n in zip(probes, p_labels, strict=True) if n == left]
+        stranger += [winner(x, rows) for x in images]
+    return np.array(genuine), np.array(stranger)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "template"])
+def test_decision_distances_against_brute_force(mode: str) -> None:
+    rng = np.random.default_rng(19)
+    gallery, g_labels = clustered(rng, ["a", "b", "c", "d"], 5, noise=0.7)
+    probes, p_labels = clustered(rng, ["a", "b", "c", "d", "z"], 3, noise=0.7)  # z: unenrolled
+    order = rng.permutation(len(probes))  # results follow the probe order, not identity order
+    probes, p_labels = probes[order], [p_labels[k] for k in order]
+    genuine, stranger = decision_distances(gallery, g_labels, probes, p_labels, mode)
+    expected_genuine, expected_stranger = brute_decisions(gallery, g_labels, probes, p_labels, mode)
+    assert genuine.shape == (12,) and stranger.shape == (20 + 15,)
+    np.testing.assert_allclose(genuine, expected_genuine, atol=1e-5)
+    np.testing.assert_allclose(stranger, expected_stranger, atol=1e-5)
+
+
+def test_decision_distances_modes_differ_and_templates_are_closer_than_pairs() -> None:
+    rng = np.random.default_rng(23)
+    emb, labels = clustered(rng, ["a", "b", "c"], 10, noise=0.3)
+    labels = np.array(labels)
+    in_gallery = np.arange(30) % 10 < 6  # 6 gallery + 4 probe images around the same centres
+    gallery, g_labels = emb[in_gallery], labels[in_gallery]
+    probes, p_labels = emb[~in_gallery], labels[~in_gallery]
+    near_g, near_s = decision_distances(gallery, g_labels, probes, p_labels, "nearest")
+    temp_g, temp_s = decision_distances(gallery, g_labels, probes, p_labels, "template")
+    assert not np.allclose(near_g, temp_g) and not np.allclose(near_s, temp_s)
+    # a probe is nearer its identity's mean than to a typical image of it: pair distances
+    # overstate what the recogniser compares with its threshold
+    distances, same = pair_scores(emb, labels)
+    assert temp_g.mean() < distances[same].mean() - 0.05
+    assert temp_s.mean() < distances[~same].mean()
+
+
+def test_decision_distances_hand_computed() -> None:
+    def at(*angles: float) -> np.ndarray:
+        return np.array([[np.cos(a), np.sin(a)] for a in angles])
+
+    def chord(angle: float) -> float:
+        return 2 * np.sin(angle / 2)
+
+    # gallery a at 0 and 0.4 rad (template at 0.2), b at 1.5; probes a@0.1, b@1.4
+    gallery, g_labels = at(0.0, 0.4, 1.5), ["a", "a", "b"]
+    probes, p_labels = at(0.1, 1.4), ["a", "b"]
+    genuine, stranger = decision_distances(gallery, g_labels, probes, p_labels, "nearest")
+    np.testing.assert_allclose(genuine, [chord(0.1), chord(0.1)], atol=1e-6)
+    # a's images 0, 0.4, 0.1 against b@1.5; b's images 1.5, 1.4 against a's nearest (0.4)
+    expected = [chord(1.5), chord(1.1), chord(1.4), chord(1.1), chord(1.0)]
+    np.testing.assert_allclose(stranger, expected, atol=1e-6)
+    genuine, stranger = decision_distances(gallery, g_labels, probes, p_labels, "template")
+    np.testing.assert_allclose(genuine, [chord(0.1), chord(0.1)], atol=1e-6)
+    expected = [chord(1.5), chord(1.1), chord(1.4), chord(1.3), chord(1.2)]
+    np.testing.assert_allclose(stranger, expected, atol=1e-6)
+
+
+def test_decision_distances_errors() -> None:
+    emb = l2_normalize(np.eye(3))
+    with pytest.raises(ValueError, match="at least two identities"):
+        decision_distances(emb, ["a", "a", "a"], emb[:1], ["a"], "template")
+    with pytest.raises(ValueError, match="no probe belongs"):
+        decision_distances(emb, ["a", "b", "b"], emb[:1], ["z"], "nearest")
+    with pytest.raises(ValueError, match="match mode"):
+        decision_distances(emb, ["a", "b", "b"], emb[:1], ["a"], "average")
 
 
 def test_evaluate_embeddings_keys_and_values() -> None:
