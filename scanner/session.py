@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from attendance.errors import UserError
+from attendance.fsutil import fsync_dir
 from attendance.names import person_dir
 from preprocess.detect import Detector, Face
 from scanner.pose import Pose, PoseDiversity, estimate_pose
@@ -69,15 +70,6 @@ def next_shot_number(folder: Path) -> int:
         return 1
     numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _NUMBERED.match(p.name))]
     return max(numbers, default=0) + 1
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _publish_exclusive(tmp: Path, target: Path) -> None:
@@ -125,7 +117,7 @@ def write_new_shot(folder: Path, data: bytes, suffix: str = ".jpg") -> Path:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return target
 
 
