@@ -90,6 +90,19 @@ class Appearance:
     end: int
 
 
+def letterbox(bgr: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
+    """``bgr`` scaled to fit a ``width``x``height`` grey frame, like a webcam picture."""
+    import cv2
+
+    h, w = bgr.shape[:2]
+    scale = min(height / h, width / w)
+    resized = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
+    frame = np.full((height, width, 3), 90, np.uint8)
+    y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
+    frame[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
+    return frame
+
+
 def fit_height(image: np.ndarray, height: int, max_width: int) -> np.ndarray:
     """``image`` resized to ``height`` pixels high (narrower if it would exceed ``max_width``)."""
     import cv2

@@ -33,21 +33,11 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attendance.config import Config, load_config  # noqa: E402
+from attendance.demo import letterbox  # noqa: E402
 from attendance.sample import SAMPLE_PEOPLE, ensure_sample_data  # noqa: E402
 
 TARGET_SECONDS = 5.0
 FPS = 15.0
-
-
-def letterbox(bgr: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
-    """``bgr`` scaled into a ``width``x``height`` grey frame, like a webcam picture."""
-    h, w = bgr.shape[:2]
-    scale = min(height / h, width / w)
-    resized = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
-    frame = np.full((height, width, 3), 90, np.uint8)
-    y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
-    frame[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
-    return frame
 
 
 def jitter(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:

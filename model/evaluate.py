@@ -298,7 +298,7 @@ class EmbeddedImages:
 
     @classmethod
     def load(cls, path: str | Path) -> EmbeddedImages:
-        """Read a file written by :meth:`save` (no pickle)."""
+        """Read a file written by :meth:`save` (plain arrays only, object arrays refused)."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 missing = [name for name in NPZ_ARRAYS if name not in data.files]

@@ -12,6 +12,7 @@ import pytest
 
 from attendance.cli import main as attendance_main
 from attendance.config import Config
+from attendance.demo import letterbox
 from attendance.sample import SAMPLE_PEOPLE
 from preprocess.pipeline import crop_largest_face, run_preprocess
 from recognizer.gallery import Gallery
@@ -20,17 +21,6 @@ from scanner import cli as scanner_cli
 
 PERSON = "mindy_kaling"
 NAME = "Mindy Kaling"
-
-
-def letterbox(bgr: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
-    """``bgr`` scaled to fit a ``width``x``height`` grey frame, like a webcam picture."""
-    h, w = bgr.shape[:2]
-    scale = min(height / h, width / w)
-    resized = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
-    frame = np.full((height, width, 3), 90, np.uint8)
-    y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
-    frame[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
-    return frame
 
 
 def sample_frames(photos: list[Path], dest: Path) -> Path:

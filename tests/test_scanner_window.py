@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_scanner_integration import letterbox
 
 from attendance.config import Config
+from attendance.demo import letterbox
 from scanner.quality import QualityLimits, assess
 from scanner.session import DownscaledDetector
 
