@@ -86,6 +86,9 @@ class Config:
     train_epochs: int = 10
     learning_rate: float = 1e-4
     trainable_from: str = "Block8_1"  # freeze everything before this block
+    # A fine-tuned model must beat the current one on a held-out metric by at least this much
+    # (one pair on a small held-out set is noise); any loss at all rejects it.
+    train_min_gain: float = 0.005
     seed: int = 0
 
     # ------------------------------------------------------------------------
@@ -131,6 +134,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "train_margin": (0.0, 2.0),
     "train_epochs": (1, 10000),
     "learning_rate": (0.0, 1.0),
+    "train_min_gain": (0.0, 1.0),
     "seed": (0, 2**31 - 1),
 }
 

@@ -81,6 +81,7 @@ class TrainOptions:
     activate: bool = True
     holdout_image_fraction: float = 0.3
     holdout_identity_fraction: float = 0.2
+    min_gain: float = 0.005  # smallest held-out gain that counts as an improvement
     batches_per_epoch: int | None = None  # default: enough to see every training image once
     batch_size: int = 32  # inference batch for the frozen part and evaluation
     flip_average: bool = True
@@ -121,6 +122,7 @@ class TrainOptions:
             batch_size=cfg.embed_batch,
             flip_average=cfg.flip_average,
             match_mode=cfg.match_mode,
+            min_gain=cfg.train_min_gain,
         )
         changes = {k: v for k, v in changes.items() if v is not None}
         return cls(**{**asdict(base), **changes})
@@ -131,6 +133,7 @@ class TrainOptions:
             "identities", "images", "margin", "epochs", "learning_rate", "trainable_from",
             "seed", "mining", "augment", "checkpoint", "cache_features", "holdout_image_fraction",
             "holdout_identity_fraction", "batches_per_epoch", "flip_average", "match_mode",
+            "min_gain",
         )  # fmt: skip
         params = {k: getattr(self, k) for k in keep}
         params.update(optimizer="adam", batchnorm="frozen", distance="squared euclidean")
@@ -942,18 +945,22 @@ class Decision:
     reason: str
 
 
-def _direction_change(before: float, after: float, sign: int) -> int:
+def _direction_change(before: float, after: float, sign: int, min_gain: float = 0.0) -> int:
+    """+1 if ``after`` is better by at least ``min_gain``, -1 if it is worse at all, else 0."""
     delta = (after - before) * sign
     if not (math.isfinite(before) and math.isfinite(after)):
         return 0 if before == after else (1 if delta > 0 else -1)
-    return 0 if abs(delta) <= _TOLERANCE else (1 if delta > 0 else -1)
+    if delta < -_TOLERANCE:
+        return -1
+    return 1 if delta >= max(min_gain, _TOLERANCE) else 0
 
 
-def decide(before: dict[str, float], after: dict[str, float]) -> Decision:
+def decide(before: dict[str, float], after: dict[str, float], min_gain: float = 0.0) -> Decision:
     """Accept only if no headline metric (TAR@FAR=1e-3, open-set false accept, rank-1) gets
-    worse and one of them improves; when all three tie, AUC must improve without EER
-    getting worse."""
-    changes = {key: _direction_change(before[key], after[key], sign) for key, sign in
+    worse and one of them improves by at least ``min_gain``; when all three tie, AUC must
+    improve by ``min_gain`` without EER getting worse. Any loss, however small, rejects:
+    a gain of one pair on a small held-out set is noise, a loss is not shipped."""
+    changes = {key: _direction_change(before[key], after[key], sign, min_gain) for key, sign in
                HEADLINE_METRICS + TIEBREAK_METRICS}  # fmt: skip
     headline = [key for key, _ in HEADLINE_METRICS]
     regressed = tuple(k for k in headline if changes[k] < 0)
@@ -965,7 +972,10 @@ def decide(before: dict[str, float], after: dict[str, float]) -> Decision:
     if changes["auc"] > 0 and changes["eer"] >= 0:
         return Decision(True, ("auc",), (), "headline metrics tie; AUC improved")
     tie_regressed = tuple(k for k, _ in TIEBREAK_METRICS if changes[k] < 0)
-    return Decision(False, (), tie_regressed, "no held-out improvement")
+    reason = "no held-out improvement"
+    if min_gain > 0:
+        reason += f" of at least {min_gain:g}"
+    return Decision(False, (), tie_regressed, reason)
 
 
 # --- the whole run -----------------------------------------------------------------------
@@ -1056,7 +1066,7 @@ def run_training(
     history, interrupted = tuner.train()
     timings["train_seconds"] = time.perf_counter() - started
     after = tuner.evaluate()
-    decision = decide(before, after)
+    decision = decide(before, after, opts.min_gain)
     report = TrainReport(before, after, decision, history, interrupted, base, counts=counts,
                          timings=timings, best_epoch=tuner.best_epoch,
                          monitor_before=(tuner.initial_monitor or (0.0, 0.0))[0])  # fmt: skip

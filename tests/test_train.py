@@ -305,6 +305,16 @@ def test_decide(after, accepted, regressed):
     assert decision.reason
 
 
+def test_decide_needs_a_real_gain_but_rejects_any_loss():
+    one_pair = _metrics(tar=0.9 + 1 / 375)  # one genuine pair more on a small held-out set
+    assert decide(_metrics(), one_pair).accepted
+    small = decide(_metrics(), one_pair, min_gain=0.005)
+    assert not small.accepted and "at least 0.005" in small.reason
+    assert decide(_metrics(), _metrics(tar=0.91), min_gain=0.005).accepted
+    tiny_loss = _metrics(tar=0.95, rank1=0.9 - 1e-4)
+    assert decide(_metrics(), tiny_loss, min_gain=0.005).regressed == ("rank1",)
+
+
 def test_improving_run_is_saved_and_activated(model, ws):
     from model.versions import get_version, resolve_active
     from model.weights import load_npz, model_tensors
