@@ -16,10 +16,11 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 
 from attendance import __version__
-from attendance.config import Config, ConfigError, load_config
+from attendance.config import PATH_KEYS, Config, ConfigError, load_config
 from attendance.errors import UserError
 
 log = logging.getLogger("attendance")
@@ -74,11 +75,17 @@ def config_from_args(args: argparse.Namespace, **extra: object) -> Config:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set threshold=0.9")
-        overrides[key.strip()] = value.strip()
+        key, value = key.strip(), value.strip()
+        # Paths typed on the command line are relative to where the user stands.
+        overrides[key] = _from_cwd(value) if key in PATH_KEYS and value else value
     if getattr(args, "weights", None):
-        overrides["weights"] = args.weights
+        overrides["weights"] = _from_cwd(args.weights)
     overrides.update({k: v for k, v in extra.items() if v is not None})
     return load_config(getattr(args, "workspace", None), overrides=overrides)
+
+
+def _from_cwd(value: str) -> str:
+    return str(Path(value).expanduser().resolve())
 
 
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:

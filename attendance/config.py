@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -24,6 +25,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 CONFIG_FILENAME = "attendance.toml"
 ENV_PREFIX = "ATTENDANCE_"
+# ATTENDANCE_* variables that are not configuration keys: the workspace root, a local copy
+# of the weights/sample sdist, and where tests save screenshots.
+ENV_NOT_CONFIG = frozenset({"ROOT", "SDIST", "TEST_ARTIFACTS"})
 APP_NAME = "facenet-attendance"
 
 
@@ -87,7 +91,7 @@ class Config:
     learning_rate: float = 1e-4
     trainable_from: str = "Block8_1"  # freeze everything before this block
     # A fine-tuned model must beat the current one on a held-out metric by at least this much
-    # (one pair on a small held-out set is noise); any loss at all rejects it.
+    # (one genuine pair among hundreds does not count); any loss at all rejects it.
     train_min_gain: float = 0.005
     seed: int = 0
 
@@ -105,7 +109,9 @@ class Config:
         return load_config(self.root, overrides=changes, env={}, base=self)
 
 
-_PATH_FIELDS = {"images_dir", "pre_images_dir", "db_path", "gallery_path", "weights", "cache_dir"}
+PATH_KEYS = frozenset(
+    {"images_dir", "pre_images_dir", "db_path", "gallery_path", "weights", "cache_dir"}
+)
 _CHOICES = {
     "alignment": ("landmarks", "margin"),
     "match_mode": ("nearest", "template"),
@@ -170,7 +176,7 @@ def _coerce(name: str, value: Any, root: Path) -> Any:
     if default is dataclasses.MISSING:
         default = _FIELD_TYPES[name].default_factory()  # type: ignore[misc]
     try:
-        if name in _PATH_FIELDS:
+        if name in PATH_KEYS:
             if value is None or value == "":
                 return None if name == "weights" else default
             path = Path(os.path.expanduser(str(value)))
@@ -232,7 +238,7 @@ def load_config(
         for key, raw in read_toml(root).items():
             values[key] = _coerce(key, raw, root)
         for name, raw in env.items():
-            if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "ROOT":
+            if not name.startswith(ENV_PREFIX) or name[len(ENV_PREFIX) :] in ENV_NOT_CONFIG:
                 continue
             key = name[len(ENV_PREFIX) :].lower()
             if key not in _FIELD_TYPES:
@@ -252,16 +258,27 @@ def load_config(
 
 
 def write_config_value(root: Path, key: str, value: float | int | str | bool) -> Path:
-    """Set one key in the workspace's ``attendance.toml`` atomically (used by calibration)."""
+    """Set one key in the workspace's ``attendance.toml`` atomically (used by calibration).
+
+    The key's line is replaced in place (or appended); every other line, comments included,
+    is kept as the user wrote it.
+    """
     from attendance.fsutil import atomic_write_text
 
     _coerce(key, value, root)  # validates the key and type
-    data = read_toml(root)
-    data[key] = value
-    lines = ["# facenet-attendance workspace configuration"]
-    for name, val in data.items():
-        lines.append(f"{name} = {_toml_value(val)}")
+    read_toml(root)  # refuse to touch a file that does not parse
     path = root / CONFIG_FILENAME
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    if not lines:
+        lines = ["# facenet-attendance workspace configuration"]
+    line = f"{key} = {_toml_value(value)}"
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    for i, existing in enumerate(lines):
+        if pattern.match(existing):
+            lines[i] = line
+            break
+    else:
+        lines.append(line)
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 

@@ -57,6 +57,12 @@ class Embedder:
         from model.versions import resolve_active
         from model.weights import load_model
 
+        if cfg.weights is not None and cfg.model_version != "pretrained":
+            log.warning(
+                "--weights/ATTENDANCE_WEIGHTS is ignored: the active model is the fine-tuned "
+                "version %s (attendance model use pretrained to go back)",
+                cfg.model_version,
+            )
         path, model_id = resolve_active(cfg)
         log.info("loading FaceNet weights %s (%s)", Path(path).name, model_id)
         return cls(load_model(Path(path)), model_id, cfg.embed_batch, cfg.flip_average)

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,7 +317,7 @@ class EmbeddedImages:
                     alignment=str(data["alignment"]),
                     flip_average=bool(data["flip_average"]),
                 )
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise EvaluationError(f"{path}: cannot read embeddings ({exc})") from None
 
 

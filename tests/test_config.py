@@ -79,17 +79,45 @@ def test_replace_validates(tmp_path):
         cfg.replace(threshold=-1)
 
 
-def test_cli_set_and_weights_flags(tmp_path):
+def test_cli_set_and_weights_flags(tmp_path, monkeypatch):
     import argparse
 
+    monkeypatch.chdir(tmp_path)
+    workspace = tmp_path / "ws"
     args = argparse.Namespace(
-        workspace=str(tmp_path), overrides=["threshold=0.75"], weights="w.npz"
+        workspace=str(workspace), overrides=["threshold=0.75", "db_path=here.db"], weights="w.npz"
     )
     cfg = config_from_args(args)
-    assert cfg.threshold == 0.75 and cfg.weights == tmp_path.resolve() / "w.npz"
+    assert cfg.threshold == 0.75
+    # paths typed on the command line are relative to the current directory ...
+    assert cfg.weights == tmp_path.resolve() / "w.npz"
+    assert cfg.db_path == tmp_path.resolve() / "here.db"
+    # ... while the workspace's own defaults stay inside the workspace
+    assert cfg.images_dir == workspace.resolve() / "images"
     args.overrides = ["threshold"]
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         config_from_args(args)
+
+
+def test_non_config_environment_variables_are_not_rejected(tmp_path):
+    env = {
+        "ATTENDANCE_SDIST": "/x.tar.gz",
+        "ATTENDANCE_TEST_ARTIFACTS": "/a",
+        "ATTENDANCE_ROOT": "/",
+    }
+    assert load_config(tmp_path, env=env).root == tmp_path.resolve()
+
+
+def test_write_config_value_keeps_comments_lines_and_mode(tmp_path):
+    path = tmp_path / "attendance.toml"
+    path.write_text('# our site\nalignment = "margin"  # chosen by hand\nthreshold = 0.9\n')
+    path.chmod(0o644)
+    write_config_value(tmp_path, "threshold", 0.95)
+    write_config_value(tmp_path, "confirm_k", 2)
+    assert path.read_text() == (
+        '# our site\nalignment = "margin"  # chosen by hand\nthreshold = 0.95\nconfirm_k = 2\n'
+    )
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):

@@ -224,8 +224,32 @@ def test_real_embeddings_are_unit_deterministic_and_discriminative(embedder, sam
     assert np.median(same) < np.median(diff)
 
 
-def test_checkpoint_sha_constant_is_the_published_one():
-    assert CHECKPOINT_SHA256 == "6acdd8fb3a3fb2b54257abdd1879246a3fcbe18fbe53a41c751e141abe63a0af"
+@pytest.mark.weights
+def test_cached_checkpoint_has_the_published_checksum(cache_dir):
+    from attendance.fsutil import sha256_file
+
+    cfg = load_config("/", overrides={"cache_dir": str(cache_dir)}, env={})
+    assert sha256_file(ensure_checkpoint(cfg)) == CHECKPOINT_SHA256
+
+
+def test_truncated_or_empty_weights_give_a_one_line_error(tmp_path):
+    path = tmp_path / "w.npz"
+    save_npz(path, {"A/kernel": np.ones(1000, np.float32)})
+    path.with_suffix(".json").unlink()  # a hand-placed file: no sidecar to catch it
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(WeightsError, match="not a readable .npz"):
+        load_npz(path)
+    path.write_bytes(b"")
+    with pytest.raises(WeightsError, match="not a readable .npz"):
+        load_npz(path)
+
+
+def test_cached_weights_without_checksum_are_converted_again(tmp_path, monkeypatch):
+    cfg = load_config(tmp_path, overrides={"cache_dir": str(tmp_path)}, env={})
+    (tmp_path / "facenet_keras.npz").write_bytes(b"placed by hand")
+    calls = []
+    monkeypatch.setattr("model.weights.acquire_weights", lambda c: calls.append(c) or "fresh")
+    assert resolve_weights(cfg) == "fresh" and calls == [cfg]
 
 
 @pytest.mark.weights
