@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import IO
 
 CHUNK = 1 << 20
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -67,9 +70,7 @@ def _mode_for(path: Path) -> int:
     try:
         return path.stat().st_mode & 0o7777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_UMASK
 
 
 def remove_stale_temps(folder: str | Path) -> int:
