@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 FOLDER_FPS = 10.0  # nominal frame rate of a folder of images (timestamps and recordings)
+STREAM_TIMEOUT_MS = 5000  # open and read time-outs of network streams
+# how long close() waits for the reader thread: longer than one blocking open or read
+CLOSE_TIMEOUT_SECONDS = STREAM_TIMEOUT_MS / 1000 + 2.0
 BACKOFF_BASE_SECONDS = 0.5  # first reconnection delay; doubles on every failed attempt
 BACKOFF_MAX_SECONDS = 8.0
 SOURCE_HINT = "pass --source FILE|URL|DIR or a working camera index"
@@ -252,6 +255,10 @@ class LiveSource(FrameSource):
     read counts as a drop: with ``reconnect`` the capture is reopened after 0.5, 1, 2, 4...
     seconds (capped) up to ``max_retries`` consecutive failures; then iteration raises
     :class:`SourceError`. Without ``reconnect`` a drop ends the iteration.
+
+    The reader thread owns its capture and releases it when its loop ends (OpenCV does not
+    allow releasing a capture during a ``read``); :meth:`close` stops the thread and waits
+    up to ``close_timeout`` seconds for it.
     """
 
     def __init__(
@@ -263,8 +270,10 @@ class LiveSource(FrameSource):
         max_retries: int = 5,
         backoff: tuple[float, float] | None = None,
         unavailable: str = "",
+        close_timeout: float = CLOSE_TIMEOUT_SECONDS,
     ) -> None:
         self._opener = opener
+        self.close_timeout = close_timeout
         self._description = description
         self.reconnect = reconnect
         self.max_retries = max_retries
@@ -312,10 +321,13 @@ class LiveSource(FrameSource):
             self._read_loop()
         finally:  # whatever happens in this thread, the consumer must not wait forever
             with self._cond:
+                cap, self._cap = self._cap, None
                 if not self._ended:
                     self._ended = True
                     self._error = self._error or f"{self._description}: the reader stopped"
                 self._cond.notify_all()
+            if cap is not None:  # no read in progress: this thread was the only reader
+                cap.release()
 
     @staticmethod
     def _read(cap: Capture) -> tuple[bool, np.ndarray | None]:
@@ -339,6 +351,8 @@ class LiveSource(FrameSource):
             if self._stop.is_set():
                 break
             if cap is not None:
+                with self._cond:
+                    self._cap = None
                 cap.release()
             if not self.reconnect:
                 log.info("%s ended after %d frames", self._description, self._captured)
@@ -368,6 +382,10 @@ class LiveSource(FrameSource):
             if self._stop.wait(delay):
                 return None
             cap = self._opener()
+            if self._stop.is_set():  # closed while opening: nobody would release it later
+                if cap is not None:
+                    cap.release()
+                return None
             if cap is not None and cap.isOpened():
                 self.reconnects += 1
                 log.warning("%s: reconnected", self._description)
@@ -403,18 +421,27 @@ class LiveSource(FrameSource):
         return Frame(image, index, timestamp, self._description)
 
     def close(self) -> None:
+        """Stop the reader and let it release the capture; safe to call again."""
         self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5.0)
+        reader = self._thread
+        in_reader = threading.current_thread() is reader
+        if reader.is_alive() and not in_reader:
+            reader.join(timeout=self.close_timeout)
         with self._cond:
-            cap, self._cap = self._cap, None
             self._latest = None
             self._ended = True
+            alive = reader.is_alive()
+            cap = None
+            if not alive:  # normally released by the reader already; this is a fallback
+                cap, self._cap = self._cap, None
         if cap is not None:
             cap.release()
-
-
-STREAM_TIMEOUT_MS = 5000  # open and read time-outs of network streams
+        elif alive and not in_reader:
+            log.warning(
+                "%s: the reader is still busy after %.3g s; it releases the capture when its "
+                "current read or open returns",
+                self._description, self.close_timeout,
+            )  # fmt: skip
 
 
 def _open_capture(target: int | str) -> Capture:

@@ -1,7 +1,8 @@
 """``attendance remove NAME``: forget a person (privacy).
 
 Deletes the person's photos (``images/<Name>/``), crops (``pre_images/<Name>/`` and their
-preprocessing records) and embeddings (every model's rows in the gallery). The attendance
+preprocessing records) and embeddings (every model's rows in the gallery), in that order, so
+that a gallery sync running meanwhile cannot re-embed the person. The attendance
 history stays unless ``--purge`` is given, which also deletes the person's rows from the
 ``attendance`` and ``events`` tables. Asks first; ``--yes`` skips the question. Every step is
 idempotent, so an interrupted removal is finished by running the command again.
@@ -121,13 +122,14 @@ def _rmtree(folder: Path) -> None:
 
 
 def remove_person(cfg: Config, name: str, purge: bool) -> Footprint:
-    """Delete everything stored about ``name``; return what was there."""
-    before = footprint(cfg, name, purge)
-    if Path(cfg.gallery_path).exists():
-        from recognizer.gallery import Gallery
+    """Delete everything stored about ``name``; return what was there.
 
-        with Gallery(cfg.gallery_path, timeout=cfg.db_timeout_seconds) as gallery:
-            gallery.remove_identity(name)
+    The order matters: the sources go before what is derived from them (photos, then crops
+    and their preprocessing records, then embeddings), so a gallery sync or preprocess run
+    in between (a recogniser starting up) cannot bring the person back. Each step is
+    idempotent; running again after an interruption finishes the removal.
+    """
+    before = footprint(cfg, name, purge)
     _rmtree(person_dir(cfg.images_dir, name))
     if Path(cfg.images_dir).is_dir() and Path(cfg.pre_images_dir).is_dir():
         from preprocess.pipeline import run_preprocess
@@ -135,6 +137,11 @@ def remove_person(cfg: Config, name: str, purge: bool) -> Footprint:
         # drops the crops it made and the person's preprocessing records
         run_preprocess(cfg, names=[name], progress=False)
     _rmtree(person_dir(cfg.pre_images_dir, name))
+    if Path(cfg.gallery_path).exists():
+        from recognizer.gallery import Gallery
+
+        with Gallery(cfg.gallery_path, timeout=cfg.db_timeout_seconds) as gallery:
+            gallery.remove_identity(name)
     if purge:
         before.attendance_rows, before.events = purge_history(cfg, name)
     return before

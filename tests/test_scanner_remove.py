@@ -123,3 +123,84 @@ def test_unknown_or_bad_name_is_a_one_line_error(cfg: Config, capsys, name, mess
 def test_remove_in_an_empty_workspace_creates_nothing(workspace: Config, capsys) -> None:
     assert remove(workspace, "Ada", "--purge", "--yes") == 2
     assert not workspace.gallery_path.exists() and not workspace.db_path.exists()
+
+
+# --------------------------------------------------------------------------- step order
+STEPS = 4  # images/<Name>, preprocess (crops + records), pre_images/<Name>, gallery rows
+
+
+class Crash(Exception):
+    """A simulated interruption (power cut, Ctrl-C) between two removal steps."""
+
+
+def hook_steps(monkeypatch, after_step) -> None:
+    """Call ``after_step(k)`` right after the k-th removal step (0-based), in whatever order
+    :func:`remove_person` runs them."""
+    import preprocess.pipeline
+    import scanner.remove_cli
+
+    done = [0]
+
+    def wrap(step):
+        def wrapped(*args, **kwargs):
+            result = step(*args, **kwargs)
+            done[0] += 1
+            after_step(done[0] - 1)
+            return result
+
+        return wrapped
+
+    monkeypatch.setattr(scanner.remove_cli, "_rmtree", wrap(scanner.remove_cli._rmtree))
+    monkeypatch.setattr(
+        preprocess.pipeline, "run_preprocess", wrap(preprocess.pipeline.run_preprocess)
+    )
+    monkeypatch.setattr(Gallery, "remove_identity", wrap(Gallery.remove_identity))
+
+
+def assert_ada_gone(cfg: Config) -> None:
+    assert not (cfg.images_dir / "Ada Lovelace").exists()
+    assert not (cfg.pre_images_dir / "Ada Lovelace").exists()
+    assert manifest_identities(cfg) == {"Alan Turing"}
+    assert rows_of(cfg, "Ada Lovelace") == []
+    assert len(rows_of(cfg, "Alan Turing")) == 2
+
+
+@pytest.mark.parametrize("step", range(STEPS))
+def test_a_sync_between_steps_cannot_bring_the_person_back(cfg: Config, monkeypatch, step) -> None:
+    """A recogniser starting up (``load_gallery`` = full sync) while the removal runs."""
+    from scanner.remove_cli import remove_person
+
+    synced = []
+
+    def sync_now(k: int) -> None:
+        if k == step:
+            with Gallery(cfg.gallery_path) as gallery:
+                gallery.sync(cfg, FakeEmbedder(), progress=False)
+            synced.append(k)
+
+    hook_steps(monkeypatch, sync_now)
+    remove_person(cfg, "Ada Lovelace", purge=False)
+    assert synced == [step]
+    assert_ada_gone(cfg)
+    with Gallery(cfg.gallery_path) as gallery:  # and the next start-up sync neither
+        gallery.sync(cfg, FakeEmbedder(), progress=False)
+    assert rows_of(cfg, "Ada Lovelace") == []
+
+
+@pytest.mark.parametrize("step", range(STEPS))
+def test_running_again_finishes_an_interrupted_removal(cfg: Config, monkeypatch, step) -> None:
+    from scanner.remove_cli import remove_person
+
+    def crash(k: int) -> None:
+        if k == step:
+            raise Crash(f"interrupted after step {k}")
+
+    with monkeypatch.context() as patch:
+        hook_steps(patch, crash)
+        with pytest.raises(Crash):
+            remove_person(cfg, "Ada Lovelace", purge=True)
+    assert history(cfg, "Ada Lovelace") == (2, 2)  # the purge comes last: not reached
+    assert remove(cfg, "Ada Lovelace", "--purge", "--yes") == 0
+    assert_ada_gone(cfg)
+    assert history(cfg, "Ada Lovelace") == (0, 0)
+    assert history(cfg, "Alan Turing") == (2, 2)

@@ -238,6 +238,93 @@ def test_live_source_drops_stale_frames_for_a_slow_consumer():
     assert frames[-1].timestamp >= frames[0].timestamp
 
 
+class BlockingCapture(FakeCapture):
+    """A capture whose ``read`` hangs until ``proceed`` is set (a stream read waiting on
+    the network), recording a ``release`` that comes while a read is in flight."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.in_read = threading.Event()
+        self.proceed = threading.Event()
+        self.reading = False
+        self.releases = 0
+        self.released_during_read = False
+
+    def read(self):
+        self.reading = True
+        self.in_read.set()
+        self.proceed.wait(10.0)
+        self.reading = False
+        return False, None
+
+    def release(self) -> None:
+        self.released_during_read |= self.reading
+        self.releases += 1
+        super().release()
+
+
+def test_close_never_releases_during_a_read(caplog):
+    cap = BlockingCapture()
+    source = LiveSource(Opener([cap]), "stream slow", reconnect=False, close_timeout=0.05)
+    assert cap.in_read.wait(10.0)
+    with caplog.at_level(logging.WARNING, logger="attendance.sources"):
+        source.close()  # the reader is stuck in read(): close gives up waiting...
+    assert cap.releases == 0  # ...without pulling the capture from under it
+    assert "stream slow: the reader is still busy" in caplog.text
+    with pytest.raises(StopIteration):
+        next(source)
+    cap.proceed.set()  # the read returns: the reader sees the stop and releases
+    source.close_timeout = 10.0
+    source.close()
+    assert cap.releases == 1 and not cap.released_during_read
+
+
+def test_a_capture_opened_during_close_is_released(caplog):
+    opening, closed = threading.Event(), threading.Event()
+    late = FakeCapture(100)
+
+    def opener():
+        if not opening.is_set() and opener.calls:  # the reconnection attempt
+            opening.set()
+            closed.wait(10.0)  # a slow open that outlasts close()
+            return late
+        opener.calls += 1
+        return FakeCapture(0)  # the first capture drops at once
+
+    opener.calls = 0
+    source = LiveSource(opener, "stream flaky", backoff=(0.001, 0.001), close_timeout=0.05)
+    assert opening.wait(10.0)
+    with caplog.at_level(logging.WARNING, logger="attendance.sources"):
+        source.close()
+    assert "still busy" in caplog.text and not late.released
+    closed.set()  # the open completes after close() returned
+    source.close_timeout = 10.0
+    source.close()
+    assert late.released
+    assert source.reconnects == 0  # a capture opened after the stop does not count
+
+
+def test_close_is_idempotent_and_releases_once():
+    class Counting(FakeCapture):
+        releases = 0
+
+        def release(self) -> None:
+            self.releases += 1
+            super().release()
+
+    cap = Counting(10**6, delay=0.001)  # never ends by itself
+    source = LiveSource(Opener([cap]), "camera 0", reconnect=False)
+    assert next(source).image.shape == (4, 4, 3)
+    source.close()
+    assert cap.releases == 1
+    source.close()
+    with source:  # __exit__ closes a third time
+        pass
+    assert cap.releases == 1
+    with pytest.raises(StopIteration):
+        next(source)
+
+
 def test_live_source_that_never_opens():
     with pytest.raises(SourceError, match="^camera 3 is away$"):
         LiveSource(Opener([None]), "camera 3", unavailable="camera 3 is away")
