@@ -11,8 +11,11 @@ Modes:
   stdout. Without ``--continuous`` a headless run is a one-shot check-in: it stops after the
   first person marked (exit 0), or exits 1 if the source ended before anyone was recognised.
 
-A folder of images is taken as a sequence of frames with detection on every image; for a
-folder of unrelated photos (one look per person) use ``--set confirm_k=1 --set confirm_m=1``.
+A folder of images is a set of independent photos: each image is its own scene (the
+pipeline's ``independent_frames``), with detection on every image, no tracking from one image
+to the next, and every face judged on that one look (1-of-1: ``confirm_k``/``confirm_m`` and
+``refresh_seconds`` do not apply; ``cooldown_seconds`` still does, counted at a nominal 10
+images per second).
 
 People enrolled or removed while it runs (by ``attendance scan`` or ``attendance remove`` in
 another terminal) are picked up without a restart: every ``RELOAD_INTERVAL`` seconds the loop
@@ -56,7 +59,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         default="0",
         help="camera index (default 0), video file, rtsp:// or http(s):// stream URL, "
-        "or a folder of images",
+        "or a folder of images (each image is judged on its own: no tracking between images, "
+        "one look decides, so confirm_k/confirm_m do not apply)",
     )
     parser.add_argument(
         "--continuous",
@@ -111,8 +115,11 @@ class RunSummary:
 
 # --------------------------------------------------------------------------- building
 def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: Any = None,
-                   detector: Any = None) -> Any:  # fmt: skip
-    """Load the detector, the embedder and the gallery; return a ``RecognitionPipeline``."""
+                   detector: Any = None, independent_frames: bool = False) -> Any:  # fmt: skip
+    """Load the detector, the embedder and the gallery; return a ``RecognitionPipeline``.
+
+    ``independent_frames``: every frame is its own scene (a folder of photos).
+    """
     from preprocess.detect import FaceDetector
     from recognizer.gallery import load_gallery
     from recognizer.pipeline import RecognitionPipeline
@@ -130,8 +137,9 @@ def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: An
     log.info("gallery: %d embeddings of %d people", len(labels), len(set(labels)))
     detector = detector or FaceDetector.from_config(cfg)
     return RecognitionPipeline(
-        cfg, detector, embedder, labels, embeddings, recorder, continuous=continuous
-    )
+        cfg, detector, embedder, labels, embeddings, recorder, continuous=continuous,
+        independent_frames=independent_frames,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -276,8 +284,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(open_source(args.source))
             log.info("source: %s", source.describe())
-            if isinstance(source, FolderSource) and cfg.detect_every != 1:
-                cfg = cfg.replace(detect_every=1)  # each image is its own scene: detect them all
             video = None
             if args.record:
                 video = VideoRecorder(args.record, source.fps or 15.0)
@@ -294,7 +300,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 interval=RELOAD_INTERVAL,
             )
             stack.callback(watcher.close)
-            pipeline = build_pipeline(cfg, writer, continuous=args.continuous, embedder=embedder)
+            pipeline = build_pipeline(
+                cfg,
+                writer,
+                continuous=args.continuous,
+                embedder=embedder,
+                independent_frames=isinstance(source, FolderSource),  # each image its own scene
+            )
             window = None
             if not headless:
                 window = Window()

@@ -27,6 +27,11 @@ class Confirmation:
     An identity is *confirmed* once it won at least ``k`` of the last ``m`` observations,
     each below the threshold (``known``). Unknown observations fill the window but never
     confirm anything, so a stranger stays :data:`UNKNOWN`.
+
+    A confirmed identity holds only while new observations agree with it: an observation
+    that :meth:`disagrees` (Unknown, or another name) starts the window over with itself, so
+    a different face that takes over a confirmed track is judged afresh at once instead of
+    inheriting the old votes.
     """
 
     def __init__(self, k: int, m: int) -> None:
@@ -36,8 +41,18 @@ class Confirmation:
         self.m = m
         self.window: deque[Observation] = deque(maxlen=m)
 
+    def disagrees(self, match: Match) -> bool:
+        """Would ``match`` contradict the confirmed identity (Unknown or another name)?"""
+        confirmed = self.identity
+        return confirmed is not None and (not match.known or match.identity != confirmed)
+
     def add(self, match: Match, time: float) -> str | None:
-        """Record one match; return the identity confirmed by the window (or ``None``)."""
+        """Record one match; return the identity confirmed by the window (or ``None``).
+
+        A match that :meth:`disagrees` with the confirmed identity clears the window first.
+        """
+        if self.disagrees(match):
+            self.window.clear()
         self.window.append(Observation(match.identity, float(match.distance), match.known, time))
         return self.identity
 
@@ -45,7 +60,8 @@ class Confirmation:
     def identity(self) -> str | None:
         """The identity with at least ``k`` known wins in the window, else ``None``.
 
-        With ``k <= m/2`` two identities could both qualify; the one with more wins (then the
+        Should two identities qualify (``k <= m/2``; :meth:`add` prevents it by restarting the
+        window when a rival follows a confirmed identity), the one with more wins (then the
         most recent) is chosen.
         """
         votes = Counter(o.identity for o in self.window if o.known)

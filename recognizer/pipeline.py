@@ -9,13 +9,23 @@ Cost control:
 - detection runs every ``cfg.detect_every``-th frame on a copy downscaled to
   ``cfg.detect_width``; in between, the IoU tracker carries the boxes;
 - a tracked face is embedded (one batch per frame for all faces) only while it is new or not
-  yet decided (its k-of-m window is not full), then at most every ``cfg.refresh_seconds``.
+  yet decided (its k-of-m window is not full), then at most every ``cfg.refresh_seconds``;
+- with ``independent_frames=True`` (image folders: ``recognizer.cli`` sets it for a
+  ``FolderSource``) every frame is its own scene: tracks are dropped before each frame,
+  detection runs on every frame, and each face is embedded and judged on that one sighting
+  (1-of-1: ``confirm_k``/``confirm_m`` and ``refresh_seconds`` do not apply).
 
 Decisions:
 
 - an identity is confirmed when it wins ``cfg.confirm_k`` of the last ``cfg.confirm_m``
   observations of one track below ``cfg.threshold``; strangers stay ``Unknown`` and are never
   written (a full window without a winner gives one ``unknown`` event, not a database row);
+- a confirmed identity holds only while fresh embeddings agree: one that does not (a stranger
+  or someone else stepped into the same box) starts the track's window over with itself, so
+  the label changes at once and the old name is not recorded again; a swap behind a
+  confirmed track is therefore caught at its next refresh at the latest;
+- a person is recorded only from an embedding of this very frame that matches them below
+  the threshold, with that embedding's distance;
 - *continuous* mode records every confirmed person, at most once per ``cfg.cooldown_seconds``
   each (a person who stays in view is recorded again, as ``seen``, after the cool-down);
 - *single* mode (the window's scan mode) records the first confirmed person, then pauses
@@ -160,6 +170,7 @@ class RecognitionPipeline:
         continuous: bool = True,
         clock: Callable[[], dt.datetime] = dt.datetime.now,
         aligner: Callable[[np.ndarray, Any], np.ndarray] | None = None,
+        independent_frames: bool = False,
     ) -> None:
         self.cfg = cfg
         self.detector = detector
@@ -171,7 +182,18 @@ class RecognitionPipeline:
         self.clock = clock
         self.crop_size = int(getattr(embedder, "input_size", 160))
         self.align = aligner or default_aligner(cfg, self.crop_size)
-        self.tracker = IoUTracker(cfg.confirm_k, cfg.confirm_m)
+        self.independent_frames = independent_frames
+        if independent_frames:
+            if (cfg.confirm_k, cfg.confirm_m) != (1, 1):
+                log.info(
+                    "independent frames: each image is judged on its own sighting "
+                    "(confirm_k=%d/confirm_m=%d do not apply)",
+                    cfg.confirm_k,
+                    cfg.confirm_m,
+                )
+            self.tracker = IoUTracker(1, 1)  # one sighting per scene decides
+        else:
+            self.tracker = IoUTracker(cfg.confirm_k, cfg.confirm_m)
         self.cooldown = Cooldown(cfg.cooldown_seconds)
         self.paused = False
         self.banner: str | None = None
@@ -226,10 +248,10 @@ class RecognitionPipeline:
     def update_gallery(self, labels: Sequence[str], embeddings: np.ndarray) -> GalleryChange | None:
         """Swap in a reloaded gallery (call between frames); ``None`` when nothing changed.
 
-        Tracks are kept: a confirmed track keeps its identity (its later refreshes vote as
-        usual, against the new gallery), an undecided one goes on being matched, now against
-        the new gallery. An empty gallery makes every new face Unknown. Logs one line
-        ``gallery reloaded: N people (+added, -removed)``.
+        Tracks are kept: a confirmed track keeps its identity until its next refresh, which is
+        matched against the new gallery (a person removed becomes Unknown then); an undecided
+        one goes on being matched, now against the new gallery. An empty gallery makes every
+        new face Unknown. Logs one line ``gallery reloaded: N people (+added, -removed)``.
         """
         prepared = self._prepare_gallery(labels, embeddings)
         old_labels, old_embeddings = self._gallery
@@ -268,6 +290,9 @@ class RecognitionPipeline:
         if self.paused:
             result.paused, result.banner = True, self.banner
             return result
+        if self.independent_frames:  # a new scene: nothing carries over from the last frame
+            self.tracker.reset()
+            self._since_detect = None
         due = self._since_detect is None or self._since_detect + 1 >= self.cfg.detect_every
         if due:
             self._since_detect = 0
@@ -345,8 +370,12 @@ class RecognitionPipeline:
         labels, gallery = self._gallery
         matches = match_embeddings(vectors, gallery, labels, self.cfg.threshold)
         for track, match in zip(due, matches, strict=True):
-            track.confirmation.add(match, frame.timestamp)
-            track.last_embedded = frame.timestamp
+            before = track.identity
+            if track.observe(match, frame.timestamp):
+                log.debug(
+                    "track %d: was %s, now %s (%.3f): confirmation restarted",
+                    track.id, before, match.identity, match.distance,
+                )  # fmt: skip
         timings["match"] += time.perf_counter() - start
 
         start = time.perf_counter()
@@ -359,12 +388,16 @@ class RecognitionPipeline:
 
     # -- decisions ---------------------------------------------------------------------------
     def _decide(self, track: Track, frame: Frame) -> RecognitionEvent | None:
+        """Record ``track``'s confirmed person, if the sighting just embedded is them."""
         name = track.identity
         if name is None:
             return self._stranger(track, frame)
+        latest = track.confirmation.latest
+        if latest is None or not latest.known or latest.identity != name:
+            return None  # this very face is not (known as) them: never record on old votes
         if self.paused or not self.cooldown.ready(name, frame.timestamp):
             return None
-        distance = track.confirmation.distance_of(name)
+        distance = latest.distance
         when = self.clock()
         saved = self.recorder.mark_present(name, when, distance, frame.source)
         self.cooldown.note(name, frame.timestamp)

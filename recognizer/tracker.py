@@ -65,6 +65,20 @@ class Track:
         """The confirmed identity, if any."""
         return self.confirmation.identity
 
+    def observe(self, match: Any, time: float) -> bool:
+        """Add the match of a fresh embedding (``recognizer.match.Match``) taken at ``time``.
+
+        Returns true when it contradicted the confirmed identity, so the confirmation started
+        over with it (a different face took over this track): the new face is announced
+        afresh if it is a stranger.
+        """
+        restarted = self.confirmation.disagrees(match)
+        self.confirmation.add(match, time)
+        self.last_embedded = time
+        if restarted:
+            self.announced_unknown = False
+        return restarted
+
 
 class IoUTracker:
     """Greedy IoU association of detections to tracks."""

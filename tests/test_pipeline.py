@@ -255,6 +255,73 @@ def test_continuous_mode_cooldown_per_person(cfg, db):
     assert names == [("Ada", "Present")] and len(logged) == 3
 
 
+def swap(first: str, second: str, pipe, *, seconds: float = 3.0, after: int = 40):
+    """``first`` stands at one spot for ``seconds`` at 10 fps, then ``second`` takes the very
+    same box (one track, never lost); returns the results of every frame."""
+    spot = (100, 60)
+    before = [make_frame(i, {first: spot}) for i in range(round(10 * seconds))]
+    later = [make_frame(len(before) + i, {second: spot}) for i in range(after)]
+    return [pipe.process(f) for f in before + later], len(before)
+
+
+def test_stranger_taking_over_a_confirmed_track_is_never_recorded_as_its_owner(cfg, db):
+    pipe, _, _ = engine(cfg, db, cooldown_seconds=2.0)
+    results, change = swap("Ada", "Zed", pipe)
+    assert {r.faces[0].track_id for r in results} == {1}  # the tracker kept one track
+    events = [(e.name, e.action, e.frame_index) for r in results for e in r.events]
+    assert events[:2] == [("Ada", "present", 2), ("Ada", "seen", 22)]
+    assert not [e for e in events[2:] if e[0] == "Ada"]  # nothing for Ada once Zed stands there
+    assert [(name, action) for name, action, _ in events[2:]] == [(UNKNOWN, ACTION_UNKNOWN)]
+    # Zed's first embedding is the next refresh of the confirmed track (at most 1 s later) ...
+    first = next(i for i in range(change, len(results)) if results[i].embedded)
+    assert first <= change + 10
+    # ... and from that very frame on he is shown Unknown, then judged (embedded) every frame
+    assert all(r.faces[0].label == UNKNOWN for r in results[first:])
+    assert results[first].faces[0].status == "unknown"
+    assert all(r.embedded for r in results[first : first + 5])
+    assert rows(cfg) == ([("Ada", "Present")], [("Ada", "present"), ("Ada", "seen")])
+
+
+def test_enrolled_person_taking_over_a_confirmed_track_is_confirmed_afresh(cfg, db):
+    pipe, _, _ = engine(cfg, db, cooldown_seconds=2.0)
+    results, change = swap("Ada", "Bob", pipe)
+    first = next(i for i in range(change, len(results)) if results[i].embedded)
+    shown = [(r.faces[0].label, r.faces[0].status) for r in results[first : first + 3]]
+    assert shown == [("Bob", "candidate"), ("Bob", "candidate"), ("Bob", "confirmed")]  # k of m
+    events = [(e.name, e.action, e.frame_index) for r in results for e in r.events]
+    assert not [e for e in events if e[0] == "Ada" and e[2] >= change]
+    assert [e for e in events if e[0] == "Bob"][0] == ("Bob", "present", first + 2)
+    assert all(r.faces[0].label == "Bob" for r in results[first:])
+    names, logged = rows(cfg)
+    assert names == [("Ada", "Present"), ("Bob", "Present")]
+    assert logged[:3] == [("Ada", "present"), ("Ada", "seen"), ("Bob", "present")]
+    assert ("Ada", "seen") not in logged[3:]
+
+
+@pytest.mark.parametrize("k,m", [(1, 1), (3, 5)])
+def test_independent_frames_judge_every_photo_on_its_own(cfg, db, k, m):
+    """A folder of photos, all at the same spot, different people: each photo is judged on
+    its own sighting whatever confirm_k/confirm_m say (one look is all a photo gives)."""
+    settings = cfg.replace(confirm_k=k, confirm_m=m, detect_every=3, refresh_seconds=60.0)
+    pipe = RecognitionPipeline(
+        settings, FakeDetector(), FakeEmbedder(), LABELS, GALLERY, db, clock=clock(),
+        independent_frames=True,
+    )  # fmt: skip
+    people = ["Ada", "Bob", "Zed", "Ada", "Bob", "Bob"]
+    results = [pipe.process(make_frame(i, {p: (100, 60)})) for i, p in enumerate(people)]
+    assert all(r.detected and r.embedded == 1 for r in results)
+    shown = [(r.faces[0].label, r.faces[0].status) for r in results]
+    assert shown == [
+        ("Ada", "confirmed"), ("Bob", "confirmed"), (UNKNOWN, "unknown"),
+        ("Ada", "confirmed"), ("Bob", "confirmed"), ("Bob", "confirmed"),
+    ]  # fmt: skip
+    assert len({r.faces[0].track_id for r in results}) == len(people)  # no track carried over
+    events = [(e.name, e.action, e.frame_index) for r in results for e in r.events]
+    assert events == [("Ada", "present", 0), ("Bob", "present", 1), (UNKNOWN, ACTION_UNKNOWN, 2)]
+    assert pipe.marked == ["Ada", "Bob"]
+    assert sorted(rows(cfg)[0]) == [("Ada", "Present"), ("Bob", "Present")]
+
+
 def test_window_mode_pauses_after_one_person_until_resumed(cfg, db):
     pipe, detector, _ = engine(cfg, db, continuous=False)
     both = {"Ada": (20, 40), "Bob": (200, 40)}

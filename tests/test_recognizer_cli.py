@@ -286,3 +286,46 @@ def test_cli_watches_the_gallery_and_still_refuses_an_empty_one(
         remove_person(live, name, purge=False)
     assert cli.main(flags) == 2
     assert "error: nobody is enrolled" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- image folders
+def test_folder_of_photos_judges_every_photo_on_its_own(
+    live: Config, tmp_path, monkeypatch, capsys
+):
+    """Alternating people, one photo each, all at the same spot: every photo gets its own label
+    (nothing carried over by the tracker or the refresh interval) and each person is marked."""
+    from model.embedder import Embedder
+    from preprocess.detect import FaceDetector
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(Embedder, "from_config", classmethod(lambda cls, cfg: FakeEmbedder()))
+    monkeypatch.setattr(FaceDetector, "from_config", classmethod(lambda cls, cfg: FakeDetector()))
+    enrol_crop(live, "Ada")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    people = ["Ada", "Bob", "Zed", "Ada", "Bob"]
+    for i, person in enumerate(people):
+        assert cv2.imwrite(
+            str(photos / f"{i + 1:04d}.png"), make_frame(i, {person: (100, 60)}).image
+        )
+    flags = ["--workspace", str(live.root), "--source", str(photos), "--continuous"]
+    settings = {
+        "detect_every": 3, "confirm_k": 1, "confirm_m": 1, "refresh_seconds": 1.0,
+        "cooldown_seconds": 0.0, "threshold": 0.8,
+    }  # fmt: skip
+    for key, value in settings.items():
+        flags += ["--set", f"{key}={value}"]
+    assert cli.main(flags) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [(line.split("  ")[1], line.split("  ")[3].split()[0]) for line in out[:-1]] == [
+        ("Ada", "present"), ("Bob", "present"), (UNKNOWN, ACTION_UNKNOWN),
+        ("Ada", "seen"), ("Bob", "seen"),
+    ]  # fmt: skip
+    assert out[-1].startswith("summary: 5 frames") and "marked: Ada, Bob;" in out[-1]
+    assert history(live) == [
+        ("Ada", "present"),
+        ("Bob", "present"),
+        ("Ada", "seen"),
+        ("Bob", "seen"),
+    ]

@@ -135,14 +135,68 @@ def test_split_votes_do_not_confirm():
 
 def test_old_wins_slide_out_of_the_window():
     c = Confirmation(k=3, m=5)
-    for i in range(3):
-        c.add(known("Ada"), i)
-    assert c.identity == "Ada"
-    for i in range(3):
-        c.add(unknown(), 3 + i)
-    assert c.identity is None  # only 2 of the last 5 are Ada
-    assert c.distance_of("Ada") == 0.5
+    for i, m in enumerate([known("Ada"), known("Ada"), unknown(), unknown(), unknown()]):
+        assert c.add(m, i) is None
+    assert c.add(known("Ada", 0.4), 5) is None  # 3 Ada wins seen, but the first slid out
+    assert [o.identity for o in c.window] == ["Ada", UNKNOWN, UNKNOWN, UNKNOWN, "Ada"]
+    assert c.distance_of("Ada") == 0.4
     assert c.distance_of("Bob") == float("inf")
+
+
+def confirmed_ada() -> Confirmation:
+    c = Confirmation(k=3, m=5)
+    for i in range(3):
+        c.add(known("Ada", 0.3), i)
+    assert c.identity == "Ada"
+    return c
+
+
+def test_agreeing_sightings_keep_a_confirmed_window():
+    c = confirmed_ada()
+    assert not c.disagrees(known("Ada", 0.6))
+    assert c.add(known("Ada", 0.6), 3) == "Ada" and len(c.window) == 4
+    assert c.label() == ("Ada", 0.6, "confirmed")
+
+
+def test_an_unknown_sighting_restarts_a_confirmed_window():
+    c = confirmed_ada()
+    assert c.disagrees(unknown())
+    assert c.add(unknown(), 3) is None  # not 3 of the last 4 for Ada: started over
+    assert len(c.window) == 1 and c.distance_of("Ada") == float("inf")
+    assert c.label() == (UNKNOWN, 1.3, "unknown")
+    for i in range(2):
+        assert c.add(known("Ada"), 4 + i) is None  # Ada must win k times again
+    assert c.add(known("Ada"), 6) == "Ada"
+
+
+def test_another_name_restarts_a_confirmed_window_and_needs_k_wins():
+    c = confirmed_ada()
+    assert c.disagrees(known("Bob"))
+    assert c.add(known("Bob", 0.4), 3) is None
+    assert c.label() == ("Bob", 0.4, "candidate")
+    assert c.add(known("Bob", 0.4), 4) is None
+    assert c.add(known("Bob", 0.45), 5) == "Bob"
+    assert c.label() == ("Bob", 0.45, "confirmed")
+
+
+def test_undecided_window_is_not_restarted():
+    c = Confirmation(k=3, m=5)
+    c.add(known("Ada"), 0)
+    assert not c.disagrees(unknown()) and not c.disagrees(known("Bob"))
+    c.add(unknown(), 1)
+    c.add(known("Bob"), 2)
+    assert len(c.window) == 3
+
+
+def test_track_observe_reports_a_restart_and_announces_the_newcomer_again():
+    tracker = IoUTracker(k=1, m=1)
+    (track,) = tracker.update([det(10, 10)], 0.0)
+    assert not track.observe(known("Ada"), 0.0) and track.identity == "Ada"
+    assert track.last_embedded == 0.0
+    track.announced_unknown = True  # as if a stranger had been announced on this track before
+    assert not track.observe(known("Ada"), 1.0)
+    assert track.observe(unknown(), 2.0) and track.identity is None
+    assert not track.announced_unknown and track.last_embedded == 2.0
 
 
 def test_k_equals_one_confirms_immediately_and_k_must_fit_m():
@@ -153,11 +207,13 @@ def test_k_equals_one_confirms_immediately_and_k_must_fit_m():
         Confirmation(k=0, m=3)
 
 
-def test_tie_break_prefers_the_most_recent_winner():
+def test_small_k_first_to_reach_k_wins_and_a_rival_starts_over():
     c = Confirmation(k=2, m=5)
-    for i, m in enumerate([known("Ada"), known("Bob"), known("Ada"), known("Bob")]):
+    for i, m in enumerate([known("Ada"), known("Bob"), known("Ada")]):
         c.add(m, i)
-    assert c.identity == "Bob"
+    assert c.identity == "Ada"  # Ada reached k first
+    assert c.add(known("Bob"), 3) is None  # Bob does not inherit his earlier vote
+    assert c.label() == ("Bob", 0.5, "candidate") and len(c.window) == 1
 
 
 def test_empty_confirmation_label():
