@@ -29,6 +29,8 @@ ENV_PREFIX = "ATTENDANCE_"
 # of the weights/sample sdist, and where tests save screenshots.
 ENV_NOT_CONFIG = frozenset({"ROOT", "SDIST", "TEST_ARTIFACTS"})
 APP_NAME = "facenet-attendance"
+# Crop methods of preprocessing: 5-point similarity alignment, or MTCNN box plus margin.
+ALIGNMENTS = ("landmarks", "margin")
 
 
 class ConfigError(UserError, ValueError):
@@ -113,7 +115,7 @@ PATH_KEYS = frozenset(
     {"images_dir", "pre_images_dir", "db_path", "gallery_path", "weights", "cache_dir"}
 )
 _CHOICES = {
-    "alignment": ("landmarks", "margin"),
+    "alignment": ALIGNMENTS,
     "match_mode": ("nearest", "template"),
 }
 # (minimum, maximum) inclusive

@@ -24,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from attendance.config import load_config  # noqa: E402
+from attendance.config import ALIGNMENTS, load_config  # noqa: E402
 from attendance.sample import ensure_sample_data  # noqa: E402
 
 WARM_TARGET_SECONDS = 2.0
@@ -74,7 +74,7 @@ def main() -> int:
         detector.detect(first)
         print(f"MTCNN start-up + first detection: {time.perf_counter() - started:.1f} s")
 
-        for alignment in ("landmarks", "margin"):
+        for alignment in ALIGNMENTS:
             run_cfg = cfg.replace(alignment=alignment)
             started = time.perf_counter()
             summary = run_preprocess(run_cfg, detector=detector, progress=False)

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from attendance.config import Config
+from attendance.config import ALIGNMENTS, Config
 
 HELP = "embed every photo of a folder of identity subfolders into an .npz file"
 
@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE.npz", required=True, help="the npz file to write")
     parser.add_argument(
         "--alignment",
-        choices=("landmarks", "margin"),
+        choices=ALIGNMENTS,
         help="crop method (default: the alignment config key)",
     )
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from attendance.config import Config, write_config_value
+from attendance.config import ALIGNMENTS, Config, write_config_value
 from attendance.errors import UserError
 from attendance.fsutil import atomic_open, atomic_write_bytes
 from model.metrics import (
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "val")
-ALIGNMENTS = ("landmarks", "margin")
 FEW_SHOT = 3  # gallery images per identity of the few-shot open-set figure
 FEW_SHOT_KEY = f"open_set_false_accept_{FEW_SHOT}shot"
 #: (metric key, label, higher is better, depends on the match mode) of the "best" summary

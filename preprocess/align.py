@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from attendance.config import ALIGNMENTS
 from attendance.errors import UserError
 from preprocess.detect import Face
 
 TEMPLATE_PATH = Path(__file__).with_name("template.json")
-METHODS = ("landmarks", "margin")
+METHODS = ALIGNMENTS
 
 
 class AlignmentError(UserError, ValueError):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from attendance.config import Config
+from attendance.config import ALIGNMENTS, Config
 
 HELP = "detect and align faces: images/<Name>/* -> pre_images/<Name>/*.png (incremental)"
 
@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--alignment",
-        choices=("landmarks", "margin"),
+        choices=ALIGNMENTS,
         help="crop method (default: the alignment config key, 'landmarks')",
     )
 
