@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from attendance.config import Config
-from attendance.errors import UserError
+from common.config import Config
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def build_video(
 
 def load_photo(path: Path) -> np.ndarray:
     """A sample photo as BGR uint8."""
-    from preprocess.image_io import read_image
+    from common.image_io import read_image
 
     return np.ascontiguousarray(read_image(path)[..., ::-1])
 
@@ -247,8 +247,8 @@ def enrol(cfg: Config, sample: Path, people: Sequence[str], limit: int | None = 
 
     ``limit`` takes only the first photos of each person (in name order).
     """
-    from attendance.fsutil import atomic_write_bytes
-    from attendance.names import person_dir
+    from common.fsutil import atomic_write_bytes
+    from common.names import person_dir
 
     copied = 0
     for person in people:
@@ -317,7 +317,7 @@ def run_demo(
     out: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run the five demo steps; ``embedder``/``detector`` may be passed in to reuse them."""
-    from attendance.sample import SAMPLE_PEOPLE, ensure_sample_data
+    from common.sdist import SAMPLE_PEOPLE, ensure_sample_data
 
     if stranger not in SAMPLE_PEOPLE:
         raise DemoError(f"--stranger {stranger!r} is not one of {', '.join(SAMPLE_PEOPLE)}")
@@ -344,11 +344,11 @@ def run_demo(
             embedder = Embedder.from_config(cfg)
 
     with steps.step(f"enrol {', '.join(result.enrolled)}"):
-        from preprocess.detect import FaceDetector
+        from preprocess.detectors import make_detector
         from preprocess.pipeline import run_preprocess
         from recognizer.gallery import Gallery
 
-        detector = detector or FaceDetector.from_config(cfg)
+        detector = detector or make_detector(cfg)
         copied = enrol(cfg, sample, people)
         summary = run_preprocess(cfg, detector=detector, progress=False)
         for line in summary.lines():
@@ -383,7 +383,7 @@ def run_demo(
 
 def _recognise(cfg: Config, result: DemoResult, embedder: Any, detector: Any,
                out: Callable[[str], None]) -> None:  # fmt: skip
-    from attendance.sources import open_source
+    from common.sources import open_source
     from recognizer.cli import build_pipeline, run_loop
     from recognizer.db import AttendanceDB, PendingWriter
 
@@ -452,9 +452,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m attendance.demo``."""
-    from attendance.cli import run_single
+    from common.runner import run_single
 
-    return run_single("attendance.demo", "attendance demo", argv)
+    return run_single("attendance demo", HELP, configure, run, argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 
-from attendance.config import Config
+from common.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Acquire what is missing and print one line per item with its location."""
-    from attendance.sample import SAMPLE_PEOPLE, ensure_sample_data
+    from common.sdist import SAMPLE_PEOPLE, ensure_sample_data
     from model.weights import resolve_weights
 
     started = time.perf_counter()
@@ -49,9 +49,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m attendance.fetch``."""
-    from attendance.cli import run_single
+    from common.runner import run_single
 
-    return run_single("attendance.fetch", "attendance fetch", argv)
+    return run_single("attendance fetch", HELP, configure, run, argv)
 
 
 if __name__ == "__main__":

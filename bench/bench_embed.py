@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from attendance.config import load_config  # noqa: E402
+from common.config import load_config  # noqa: E402
 
 TARGETS = {1: 45.0, 32: 110.0}  # faces/s of the straightforward pipeline
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from attendance.config import ALIGNMENTS, load_config  # noqa: E402
-from attendance.sample import ensure_sample_data  # noqa: E402
+from common.config import ALIGNMENTS, load_config  # noqa: E402
+from common.sdist import ensure_sample_data  # noqa: E402
 
 WARM_TARGET_SECONDS = 2.0
 
@@ -64,11 +64,11 @@ def main() -> int:
         n_images = sum(1 for _ in (root / "images").glob("*/*.jpg"))
         print(f"workspace: {root} ({n_images} train photos, 5 people)")
 
-        from preprocess.detect import FaceDetector
-        from preprocess.image_io import read_image
+        from common.image_io import read_image
+        from preprocess.detectors import make_detector
         from preprocess.pipeline import run_preprocess
 
-        detector = FaceDetector.from_config(cfg)
+        detector = make_detector(cfg)
         first = read_image(next((root / "images").glob("*/*.jpg")))
         started = time.perf_counter()
         detector.detect(first)

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from attendance.cli import setup_logging
-from attendance.config import Config, load_config
 from attendance.demo import Appearance, build_video, enrol, load_photo, pretty_name
-from attendance.sample import SAMPLE_PEOPLE, ensure_sample_data
+from common.config import Config, load_config
+from common.runner import setup_logging
+from common.sdist import SAMPLE_PEOPLE, ensure_sample_data
 
 log = logging.getLogger("bench")
 PEOPLE = [p for p in SAMPLE_PEOPLE if p != "mindy_kaling"]
@@ -110,7 +110,7 @@ def make_videos(folder: Path, sample: Path, seconds: float, fps: float):
 
 def run_once(name, cfg, video: Path, appearances: list[Appearance], labels, vectors,
              detector, embedder, db_dir: Path) -> Run:  # fmt: skip
-    from attendance.sources import open_source
+    from common.sources import open_source
     from recognizer.db import AttendanceDB, PendingWriter
     from recognizer.pipeline import RecognitionPipeline
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(0, quiet=True)
 
     from model.embedder import Embedder
-    from preprocess.detect import FaceDetector
+    from preprocess.detectors import make_detector
 
     with tempfile.TemporaryDirectory(prefix="bench-recognizer-") as tmp:
         root = Path(args.dir) if args.dir else Path(tmp) / "ws"
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(root, overrides={"cooldown_seconds": 0.0}, env=None)
         sample = ensure_sample_data(cfg.cache_dir)
         embedder = Embedder.from_config(cfg)
-        detector = FaceDetector.from_config(cfg)
+        detector = make_detector(cfg)
         labels, vectors = prepare(cfg, sample, detector, embedder)
         videos = make_videos(Path(tmp), sample, args.seconds, args.fps)
         # warm-up: first calls trace the TensorFlow graphs

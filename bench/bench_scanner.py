@@ -32,9 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from attendance.config import Config, load_config  # noqa: E402
 from attendance.demo import letterbox  # noqa: E402
-from attendance.sample import SAMPLE_PEOPLE, ensure_sample_data  # noqa: E402
+from common.config import Config, load_config  # noqa: E402
+from common.sdist import SAMPLE_PEOPLE, ensure_sample_data  # noqa: E402
 
 TARGET_SECONDS = 5.0
 FPS = 15.0
@@ -96,9 +96,9 @@ def good_frames(photos: list[Path], detector, cfg: Config, count: int) -> list[n
 
 
 def recognised(cfg: Config, name: str, photos: list[Path], detector, embedder) -> str:  # noqa: ANN001
+    from common.vectors import match_embeddings
     from preprocess.pipeline import NoFaceError, crop_largest_face
     from recognizer.gallery import Gallery
-    from recognizer.match import match_embeddings
 
     crops = []
     for photo in photos:
@@ -192,7 +192,7 @@ def build_video(photos: list[Path], path: Path, seed: int = 1) -> tuple[Path, li
 
 
 def auto_spread(cfg: Config, video: Path, origin: list[int], detector) -> None:  # noqa: ANN001
-    from attendance.sources import open_source
+    from common.sources import open_source
     from scanner.pose import pose_spread
     from scanner.quality import QualityLimits
     from scanner.session import CaptureSession
@@ -248,7 +248,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from model.embedder import Embedder
-    from preprocess.detect import FaceDetector
+    from preprocess.detectors import make_detector
     from preprocess.pipeline import run_preprocess
     from recognizer.gallery import Gallery
     from scanner.cli import load_embedder
@@ -259,7 +259,7 @@ def main() -> int:
         sample = ensure_sample_data(load_config(root, env=env).cache_dir)
         cfg = workspace(root, sample, args.person)
         t0 = time.perf_counter()
-        detector = FaceDetector.from_config(cfg)
+        detector = make_detector(cfg)
         detector.detect(np.zeros((64, 64, 3), np.uint8))
         t1 = time.perf_counter()
         embedder: Embedder = load_embedder(cfg)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from attendance.config import Config, load_config  # noqa: E402
-from attendance.sample import ensure_sample_data  # noqa: E402
+from common.config import Config, load_config  # noqa: E402
+from common.sdist import ensure_sample_data  # noqa: E402
 
 log = logging.getLogger("bench_train")
 KEYS = (

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from attendance.config import ALIGNMENTS, Config
+from common.config import ALIGNMENTS, Config
 
 HELP = "embed every photo of a folder of identity subfolders into an .npz file"
 
@@ -35,12 +35,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     """Embed the folder and write the npz atomically."""
     from model.embedder import Embedder
     from model.evaluate import embed_folder
-    from preprocess.detect import FaceDetector
+    from preprocess.detectors import make_detector
 
     if args.alignment:
         cfg = cfg.replace(alignment=args.alignment)
     embedder = Embedder.from_config(cfg)
-    detector = FaceDetector.from_config(cfg)
+    detector = make_detector(cfg)
     result = embed_folder(
         Path(args.folder), cfg, detector, embedder, progress=False if args.quiet else None
     )
@@ -57,9 +57,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m model.embed_cli``."""
-    from attendance.cli import run_single
+    from common.runner import run_single
 
-    return run_single("model.embed_cli", "attendance embed", argv)
+    return run_single("attendance embed", HELP, configure, run, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attendance.config import Config
+from common.config import Config
+from common.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,6 @@ def prewhiten(batch: np.ndarray) -> np.ndarray:
     return ((x - mean) / np.maximum(std, floor)).astype(np.float32, copy=False)
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
 class Embedder:
     """A loaded encoder with a compiled inference function.
 
@@ -39,7 +34,7 @@ class Embedder:
     embeddings are recomputed whenever either changes.
     """
 
-    def __init__(self, model, model_id: str, batch_size: int = 32, flip_average: bool = True):
+    def __init__(self, model, model_id: str, batch_size: int, flip_average: bool):
         import tensorflow as tf
 
         self.model = model

@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from attendance.config import ALIGNMENTS, Config, write_config_value
-from attendance.errors import UserError
-from attendance.fsutil import atomic_open, atomic_write_bytes
+from common.config import ALIGNMENTS, Config, write_config_value
+from common.errors import UserError
+from common.fsutil import atomic_open, atomic_write_bytes
+from common.vectors import MODES
 from model.metrics import (
     decision_distances,
     evaluate_embeddings,
@@ -40,7 +41,6 @@ from model.metrics import (
     roc_curve,
     threshold_at_far,
 )
-from recognizer.match import MODES
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +206,8 @@ def crop_images(
     """
     from tqdm import tqdm
 
+    from common.image_io import ImageReadError, read_image
     from preprocess.align import AlignmentError
-    from preprocess.image_io import ImageReadError, read_image
     from preprocess.pipeline import ImageRejected, crop_largest_face
 
     alignments = list(alignments or [cfg.alignment])

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from attendance.config import Config
-from attendance.errors import UserError
+from common.config import Config
+from common.errors import UserError
 
 HELP = "evaluate the model on a folder of identity subfolders (ROC, EER, rank-1, open-set)"
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     """Evaluate and print the report."""
     from model.embedder import Embedder
     from model.evaluate import evaluate_folder
-    from preprocess.detect import FaceDetector
+    from preprocess.detectors import make_detector
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     report = evaluate_folder(
         folder,
         cfg,
-        FaceDetector.from_config(cfg),
+        make_detector(cfg),
         Embedder.from_config(cfg),
         compare=args.compare,
         out_dir=out_dir,
@@ -83,9 +83,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m model.evaluate_cli``."""
-    from attendance.cli import run_single
+    from common.runner import run_single
 
-    return run_single("model.evaluate_cli", "attendance evaluate", argv)
+    return run_single("attendance evaluate", HELP, configure, run, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recognizer.match import MODES, euclidean_distances, identity_templates, match_embeddings
+from common.vectors import MODES, euclidean_distances, identity_templates, match_embeddings
 
 FAR_TARGETS = (1e-2, 1e-3)
 OPEN_SET_FRR = 0.01
@@ -151,7 +151,7 @@ def nearest_identity(
     """``(labels, distances)`` of the nearest gallery identity of every probe.
 
     ``mode="nearest"`` compares with every gallery image, ``"template"`` with each identity's
-    renormalised mean embedding (as :func:`recognizer.match.match_embeddings`).
+    renormalised mean embedding (as :func:`common.vectors.match_embeddings`).
     """
     if mode not in MODES:
         raise ValueError(f"match mode {mode!r} is not one of {', '.join(MODES)}")
@@ -281,7 +281,7 @@ def decision_distances(
     """``(genuine, stranger)``: the distances the recogniser compares with its threshold.
 
     * ``genuine``, one per probe of an enrolled identity (probe order): the distance to the
-      probe's *own* identity as :func:`recognizer.match.match_embeddings` measures it in
+      probe's *own* identity as :func:`common.vectors.match_embeddings` measures it in
       ``mode`` (its nearest own gallery image, or its own template);
     * ``stranger``, leave-one-identity-out: for each identity ``X`` (of the gallery or the
       probes, sorted), every image of ``X`` (gallery images, then probes) is matched against the

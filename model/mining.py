@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.vectors import squared_distances
+
 MINING_MODES = ("semi-hard", "batch-hard")
 
 
@@ -33,11 +35,9 @@ class Mined:
 
 def pairwise_sq_distances(emb: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances (N, N) between the rows of ``emb`` (clipped at 0)."""
-    emb = np.asarray(emb, dtype=np.float64)
-    sq = np.sum(emb * emb, axis=1)
-    d2 = sq[:, None] - 2.0 * emb @ emb.T + sq[None, :]
+    d2 = squared_distances(emb, emb)
     np.fill_diagonal(d2, 0.0)
-    return np.maximum(d2, 0.0)
+    return d2
 
 
 def _label_masks(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -33,11 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from attendance.config import Config
-from attendance.errors import UserError
-from attendance.fsutil import atomic_write_text, sha256_bytes, sha256_file
-from attendance.names import InvalidName, list_identities, validate_name
-from model.embedder import l2_normalize, prewhiten
+from common.config import Config
+from common.errors import UserError
+from common.fsutil import atomic_write_text, sha256_bytes, sha256_file
+from common.names import InvalidName, list_identities, validate_name
+from common.vectors import l2_normalize
+from model.embedder import prewhiten
 from model.mining import MINING_MODES, batch_all_loss, mine, triplet_loss
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class TrainError(UserError):
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Every knob of a training run (defaults from :class:`~attendance.config.Config`)."""
+    """Every knob of a training run (defaults from :class:`~common.config.Config`)."""
 
     identities: int = 4  # P identities per batch
     images: int = 4  # K images per identity
@@ -159,7 +160,7 @@ class CropSet:
 def load_crops(pre_images_dir: Path, size: int = 160) -> CropSet:
     """Read every ``<Name>/*.png|jpg`` crop; files that are unreadable or not ``size``×``size``
     are skipped with a warning naming them (run ``attendance preprocess`` to redo them)."""
-    from preprocess.image_io import ImageReadError, decode_image
+    from common.image_io import ImageReadError, decode_image
 
     root = Path(pre_images_dir)
     if not root.is_dir():

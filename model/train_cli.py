@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from attendance.config import Config
+from common.config import Config
 
 HELP = "fine-tune FaceNet on pre_images/ (triplet loss); keep the result only if it is better"
 
@@ -162,9 +162,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point (``python -m model.train_cli``)."""
-    from attendance.cli import run_single
+    from common.runner import run_single
 
-    return run_single("model.train_cli", "attendance train", argv)
+    return run_single("attendance train", HELP, configure, run, argv)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from attendance.config import ENV_PREFIX, Config, write_config_value
-from attendance.errors import UserError
-from attendance.fsutil import atomic_write_text, sha256_file
+from common.config import ENV_PREFIX, Config, write_config_value
+from common.errors import UserError
+from common.fsutil import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 

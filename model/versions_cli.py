@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from attendance.config import Config
-from attendance.errors import UserError
+from common.config import Config
+from common.errors import UserError
 
 HELP = "list fine-tuned model versions, or choose the active one (use VERSION | use pretrained)"
 
@@ -86,9 +86,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point (``python -m model.versions_cli``)."""
-    from attendance.cli import run_single
+    from common.runner import run_single
 
-    return run_single("model.versions_cli", "attendance model", argv)
+    return run_single("attendance model", HELP, configure, run, argv)
 
 
 if __name__ == "__main__":

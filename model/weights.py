@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from attendance.config import Config
-from attendance.errors import UserError
-from attendance.fsutil import atomic_open, atomic_write_text, sha256_file
-from attendance.sample import (
+from common.config import Config
+from common.errors import UserError
+from common.fsutil import atomic_open, atomic_write_text, sha256_file
+from common.sdist import (
     CHECKPOINT_SHA256,
     SDIST_REQUIREMENT,
     AcquireError,

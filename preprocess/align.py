@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attendance.config import ALIGNMENTS
-from attendance.errors import UserError
+from common.config import ALIGNMENTS
+from common.errors import UserError
 from preprocess.detect import Face
 
 TEMPLATE_PATH = Path(__file__).with_name("template.json")

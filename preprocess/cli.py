@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from attendance.config import ALIGNMENTS, Config
+from common.config import ALIGNMENTS, Config
 
 HELP = "detect and align faces: images/<Name>/* -> pre_images/<Name>/*.png (incremental)"
 
@@ -41,9 +41,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``call_preprocess`` console script."""
-    from attendance.cli import run_single
+    from common.runner import run_single
 
-    return run_single("preprocess.cli", "call_preprocess", argv)
+    return run_single("call_preprocess", HELP, configure, run, argv)
 
 
 if __name__ == "__main__":

@@ -93,11 +93,6 @@ class FaceDetector:
         self.max_side = int(max_side)
         self._mtcnn: Any = None
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> FaceDetector:
-        """A detector with the thresholds of configuration ``cfg``."""
-        return cls(min_face_px=cfg.min_face_px, min_score=cfg.min_detection_score)
-
     def _model(self) -> Any:
         if self._mtcnn is None:
             log.debug("loading MTCNN (TensorFlow start-up)")

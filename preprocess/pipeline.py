@@ -26,19 +26,20 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from attendance.config import Config
-from attendance.errors import UserError
-from attendance.fsutil import (
+from common.config import Config
+from common.errors import UserError
+from common.fsutil import (
     atomic_write_bytes,
     atomic_write_text,
     remove_stale_temps,
     sha256_bytes,
     sha256_file,
 )
-from attendance.names import InvalidName, person_dir, validate_name
+from common.image_io import ImageReadError, decode_image, encode_png, read_png_metadata
+from common.names import InvalidName, person_dir, validate_name
 from preprocess.align import TEMPLATE_PATH, AlignmentError, align_face
-from preprocess.detect import Detector, Face, FaceDetector, sort_faces
-from preprocess.image_io import ImageReadError, decode_image, encode_png, read_png_metadata
+from preprocess.detect import Detector, Face, sort_faces
+from preprocess.detectors import detector_settings, make_detector
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,7 @@ def crop_settings(cfg: Config) -> dict[str, Any]:
         "pipeline": PIPELINE_VERSION,
         "size": CROP_SIZE,
         "alignment": cfg.alignment,
-        "min_face_px": cfg.min_face_px,
-        "min_detection_score": cfg.min_detection_score,
+        **detector_settings(cfg),
     }
     if cfg.alignment == "margin":
         settings["margin"] = cfg.margin
@@ -385,7 +385,7 @@ class _Run:
     @property
     def detector(self) -> Detector:
         if self._detector is None:
-            self._detector = FaceDetector.from_config(self.cfg)
+            self._detector = make_detector(self.cfg)
         return self._detector
 
     def metadata(self, sha256: str) -> dict[str, Any]:

@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from attendance.config import Config
-from attendance.errors import UserError
+from common.config import Config
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: An
 
     ``independent_frames``: every frame is its own scene (a folder of photos).
     """
-    from preprocess.detect import FaceDetector
+    from preprocess.detectors import make_detector
     from recognizer.gallery import load_gallery
     from recognizer.pipeline import RecognitionPipeline
 
@@ -135,7 +135,7 @@ def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: An
             "`attendance scan` (or put photos in images/<Name>/) and `attendance preprocess`"
         )
     log.info("gallery: %d embeddings of %d people", len(labels), len(set(labels)))
-    detector = detector or FaceDetector.from_config(cfg)
+    detector = detector or make_detector(cfg)
     return RecognitionPipeline(
         cfg, detector, embedder, labels, embeddings, recorder, continuous=continuous,
         independent_frames=independent_frames,
@@ -180,7 +180,7 @@ def run_loop(
     An expected failure mid-run (:class:`UserError`) ends the loop and is kept in
     ``summary.error`` so the caller can print the summary before reporting it.
     """
-    from attendance.sources import LiveSource
+    from common.sources import LiveSource
     from recognizer.display import annotate
 
     summary = RunSummary(source=source.describe())
@@ -265,7 +265,7 @@ def _handle_key(key: str | None, pipeline: Any, summary: RunSummary) -> bool:
 # --------------------------------------------------------------------------- command
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Open the source, load the models and the gallery, run the loop, print a summary."""
-    from attendance.sources import FolderSource, open_source
+    from common.sources import FolderSource, open_source
     from model.embedder import Embedder
     from recognizer.db import AttendanceDB, PendingWriter
     from recognizer.display import VideoRecorder, Window, has_display
@@ -336,9 +336,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``face_recognizer``."""
-    from attendance.cli import run_single
+    from common.runner import run_single
 
-    return run_single("recognizer.cli", "face_recognizer", argv)
+    return run_single("face_recognizer", HELP, configure, run, argv)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from attendance.config import Config
-from attendance.errors import UserError
-from attendance.names import InvalidName, list_identities, validate_name
+from common.config import Config
+from common.errors import UserError
+from common.names import InvalidName, list_identities, validate_name
 from recognizer.db import ABSENT, PRESENT, AttendanceDB
 from recognizer.report import parse_date
 
@@ -76,9 +76,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point (``python -m recognizer.close_day_cli``)."""
-    from attendance.cli import run_single
+    from common.runner import run_single
 
-    return run_single("recognizer.close_day_cli", "attendance close-day", argv)
+    return run_single("attendance close-day", HELP, configure, run, argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from recognizer.match import UNKNOWN, Match
+from common.vectors import UNKNOWN, Match
 
 
 @dataclass(frozen=True)

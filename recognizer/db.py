@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from attendance.errors import UserError
-from attendance.names import validate_name
+from common.errors import UserError
+from common.names import validate_name
 
 log = logging.getLogger(__name__)
 

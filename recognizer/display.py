@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from attendance.errors import UserError
+from common.errors import UserError
 from recognizer.pipeline import FaceView, FrameResult
 
 log = logging.getLogger(__name__)

@@ -29,10 +29,10 @@ from typing import Protocol
 
 import numpy as np
 
-from attendance.config import Config
-from attendance.errors import UserError
-from attendance.fsutil import sha256_file
-from attendance.names import InvalidName, person_dir, validate_name
+from common.config import Config
+from common.errors import UserError
+from common.fsutil import sha256_file
+from common.names import InvalidName, person_dir, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +382,7 @@ class Gallery:
             return
         from tqdm import tqdm
 
-        from preprocess.image_io import ImageReadError, read_image
+        from common.image_io import ImageReadError, read_image
 
         size = int(getattr(embedder, "input_size", 160))
         batch_size = max(1, int(cfg.embed_batch))

@@ -1,6 +1,6 @@
 """The headless per-frame engine: detect → align → embed → match → decide → record.
 
-:class:`RecognitionPipeline` turns one :class:`attendance.sources.Frame` into a
+:class:`RecognitionPipeline` turns one :class:`common.sources.Frame` into a
 :class:`FrameResult` (what to draw, what was recorded, per-stage timings). It has no window
 and no key handling; ``recognizer.display`` draws results and ``recognizer.cli`` drives it.
 
@@ -52,10 +52,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from attendance.config import Config
-from attendance.sources import Frame
+from common.config import Config
+from common.sources import Frame
+from common.vectors import UNKNOWN, identity_templates, match_embeddings
 from recognizer.confirm import Cooldown
-from recognizer.match import UNKNOWN, identity_templates, match_embeddings
 from recognizer.tracker import Box, IoUTracker, Track
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from attendance.errors import UserError
+from common.errors import UserError
 from recognizer.db import ABSENT, PRESENT, AttendanceRow
 
 # (record key = CSV header, table title)

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from attendance.config import Config
-from attendance.errors import UserError
-from attendance.fsutil import atomic_write_text
+from common.config import Config
+from common.errors import UserError
+from common.fsutil import atomic_write_text
 from recognizer.close_day_cli import enrolled_identities
 from recognizer.db import ABSENT, PRESENT, AttendanceDB
 from recognizer.report import (
@@ -106,9 +106,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point (``python -m recognizer.report_cli``)."""
-    from attendance.cli import run_single
+    from common.runner import run_single
 
-    return run_single("recognizer.report_cli", "attendance report", argv)
+    return run_single("attendance report", HELP, configure, run, argv)
 
 
 if __name__ == "__main__":

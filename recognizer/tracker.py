@@ -66,7 +66,7 @@ class Track:
         return self.confirmation.identity
 
     def observe(self, match: Any, time: float) -> bool:
-        """Add the match of a fresh embedding (``recognizer.match.Match``) taken at ``time``.
+        """Add the match of a fresh embedding (``common.vectors.Match``) taken at ``time``.
 
         Returns true when it contradicted the confirmed identity, so the confirmation started
         over with it (a different face took over this track): the new face is announced

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attendance.config import Config
-from attendance.errors import UserError
-from attendance.names import InvalidName, list_identities, person_dir, validate_name
+from common.config import Config
+from common.errors import UserError
+from common.names import InvalidName, list_identities, person_dir, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- factories
 def make_detector(cfg: Config) -> Any:
     """The MTCNN detector (tests substitute a shared or fake one)."""
-    from preprocess.detect import FaceDetector
+    from preprocess.detectors import make_detector
 
-    return FaceDetector.from_config(cfg)
+    return make_detector(cfg)
 
 
 def load_embedder(cfg: Config) -> Any:
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     import numpy as np
 
-    from attendance.sources import open_source
+    from common.sources import open_source
     from scanner.enrol import Enroller, LockedDetector
     from scanner.quality import QualityLimits
     from scanner.session import CaptureSession, DownscaledDetector
@@ -293,9 +293,9 @@ def _finish_enrolment(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scanner`` console script."""
-    from attendance.cli import run_single
+    from common.runner import run_single
 
-    return run_single("scanner.cli", "scanner", argv)
+    return run_single("scanner", HELP, configure, run, argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
-from attendance.errors import UserError
+from common.errors import UserError
 from scanner.session import CaptureResult, CaptureSession, FrameView, Key
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from attendance.config import Config
-from attendance.names import person_dir
+from common.config import Config
+from common.names import person_dir
+from common.vectors import euclidean_distances
 from preprocess.detect import Detector, Face
 from preprocess.pipeline import PreprocessSummary, load_manifest, manifest_path, run_preprocess
 from recognizer.gallery import EmbedderLike, Gallery, SyncSummary
@@ -270,12 +271,6 @@ class ShotCheck:
         return out
 
 
-def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Euclidean distances between the rows of ``a`` (M, D) and ``b`` (N, D)."""
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    return np.sqrt(np.maximum(sq, 0.0))
-
-
 def compare_with_others(
     new: np.ndarray, labels: Sequence[str], gallery: np.ndarray, name: str, threshold: float
 ) -> list[IdentityDistance]:
@@ -285,7 +280,7 @@ def compare_with_others(
     labels_arr = np.asarray(labels, dtype=object)
     out = []
     for identity in sorted(set(labels) - {name}):
-        dist = _distances(new, gallery[labels_arr == identity])
+        dist = euclidean_distances(new, gallery[labels_arr == identity])
         nearest = dist.min(axis=1)
         out.append(
             IdentityDistance(
@@ -320,7 +315,7 @@ def split_groups(
     groups = []
     for cluster in sorted(set(labels.tolist()) - {main}):
         rows = np.flatnonzero(labels == cluster)
-        distance = float(_distances(embeddings[rows], main_rows).mean())
+        distance = float(euclidean_distances(embeddings[rows], main_rows).mean())
         if distance <= threshold:
             continue
         members = tuple(relpaths[i] for i in rows)

@@ -60,7 +60,7 @@ class QualityLimits:
 
     @classmethod
     def from_config(cls, cfg: Any) -> QualityLimits:
-        """Limits from a :class:`attendance.config.Config`."""
+        """Limits from a :class:`common.config.Config`."""
         return cls(min_face_px=float(cfg.min_scan_face_px), min_sharpness=float(cfg.min_sharpness))
 
 

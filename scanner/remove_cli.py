@@ -17,9 +17,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from attendance.config import Config
-from attendance.errors import UserError
-from attendance.names import list_identities, person_dir, validate_name
+from common.config import Config
+from common.errors import UserError
+from common.names import list_identities, person_dir, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m scanner.remove_cli NAME``."""
-    from attendance.cli import run_single
+    from common.runner import run_single
 
-    return run_single("scanner.remove_cli", "attendance remove", argv)
+    return run_single("attendance remove", HELP, configure, run, argv)
 
 
 if __name__ == "__main__":

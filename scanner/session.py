@@ -24,9 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from attendance.errors import UserError
-from attendance.fsutil import fsync_dir
-from attendance.names import person_dir
+from common.errors import UserError
+from common.fsutil import fsync_dir
+from common.names import person_dir
 from preprocess.detect import Detector, Face
 from scanner.pose import Pose, PoseDiversity, estimate_pose
 from scanner.quality import Issue, Quality, QualityLimits, assess
@@ -449,7 +449,7 @@ class KeyScript:
 def run_headless(
     session: CaptureSession, frames: Iterable, script: KeyScript | Sequence[Key | None] = ()
 ) -> CaptureResult:
-    """Feed ``frames`` (objects with ``image`` and ``index``, e.g. an ``attendance.sources``
+    """Feed ``frames`` (objects with ``image`` and ``index``, e.g. an ``common.sources``
     frame source) to ``session`` with scripted keys; return what was captured.
 
     Each frame is analysed (auto mode may capture it) and then gets the script's next key. An

@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from attendance.config import Config, load_config  # noqa: E402
+from common.config import Config, load_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +28,7 @@ def workspace(tmp_path: Path, cache_dir: Path) -> Config:
 @pytest.fixture(scope="session")
 def sample_dir(cache_dir: Path) -> Path:
     """``<cache>/sample`` with ``train/<name>/*.jpg`` and ``val/<name>/*.jpg`` (5 people)."""
-    from attendance.sample import ensure_sample_data
+    from common.sdist import ensure_sample_data
 
     return ensure_sample_data(cache_dir)
 
@@ -49,3 +49,24 @@ def detector():
     from preprocess.detect import FaceDetector
 
     return FaceDetector()
+
+
+@pytest.fixture
+def use_detector(monkeypatch: pytest.MonkeyPatch):
+    """``use_detector(obj)``: every ``make_detector`` call returns ``obj`` for this test.
+
+    The registry entry of the configured detector is swapped, keeping its crop settings, so
+    code under test builds its detector exactly as in production.
+    """
+    import dataclasses
+
+    from preprocess.detectors import REGISTRY
+
+    def use(detector: object) -> object:
+        for name, spec in list(REGISTRY.items()):
+            monkeypatch.setitem(
+                REGISTRY, name, dataclasses.replace(spec, build=lambda cfg: detector)
+            )
+        return detector
+
+    return use

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from attendance.cli import config_from_args, main
-from attendance.config import ConfigError, load_config, write_config_value
-from attendance.fsutil import atomic_open, atomic_write_text, remove_stale_temps, sha256_file
-from attendance.names import InvalidName, person_dir, validate_name
+from attendance.cli import main
+from common.config import ConfigError, load_config, write_config_value
+from common.fsutil import atomic_open, atomic_write_text, remove_stale_temps, sha256_file
+from common.names import InvalidName, person_dir, validate_name
+from common.runner import config_from_args
 
 # --- configuration ------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from attendance.errors import UserError
-from attendance.names import InvalidName
+from common.errors import UserError
+from common.names import InvalidName
 from recognizer.db import (
     ABSENT,
     ACTION_ABSENT,

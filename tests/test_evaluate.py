@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from attendance.config import Config, load_config, read_toml
+from common.config import Config, load_config, read_toml
 from model.evaluate import (
     FEW_SHOT_KEY,
     NPZ_ARRAYS,
@@ -355,17 +355,14 @@ def test_evaluate_needs_two_identities(tmp_path: Path, workspace: Config) -> Non
 
 
 @pytest.fixture
-def fake_models(monkeypatch: pytest.MonkeyPatch):
+def fake_models(monkeypatch: pytest.MonkeyPatch, use_detector):
     """Make the CLIs build the fakes instead of loading TensorFlow models."""
     import model.embedder
-    import preprocess.detect
 
     monkeypatch.setattr(
         model.embedder.Embedder, "from_config", classmethod(lambda c, cfg: FakeEmbedder())
     )
-    monkeypatch.setattr(
-        preprocess.detect.FaceDetector, "from_config", classmethod(lambda c, cfg: FakeDetector())
-    )
+    use_detector(FakeDetector())
 
 
 def test_evaluate_cli_json_and_plots(

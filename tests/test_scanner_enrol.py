@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from test_scanner_session import FakeDetector, Frame, make_frame, new_session, scan
 
-from attendance.config import Config
+from common.config import Config
+from common.vectors import match_embeddings
 from preprocess.pipeline import run_preprocess
 from recognizer.gallery import Gallery
-from recognizer.match import match_embeddings
 from scanner import cli as scanner_cli
 from scanner.enrol import (
     Enroller,

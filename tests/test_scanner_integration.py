@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from attendance.cli import main as attendance_main
-from attendance.config import Config
 from attendance.demo import letterbox
-from attendance.sample import SAMPLE_PEOPLE
+from common.config import Config
+from common.sdist import SAMPLE_PEOPLE
+from common.vectors import match_embeddings
 from preprocess.pipeline import crop_largest_face, run_preprocess
 from recognizer.gallery import Gallery
-from recognizer.match import match_embeddings
 from scanner import cli as scanner_cli
 
 PERSON = "mindy_kaling"

@@ -10,7 +10,7 @@ from test_scanner_enrol import ADA_TINT, ALAN_TINT, FakeEmbedder, rows_of, write
 from test_scanner_session import FakeDetector
 
 from attendance.cli import main as attendance_main
-from attendance.config import Config
+from common.config import Config
 from preprocess.pipeline import manifest_path, run_preprocess
 from recognizer.db import AttendanceDB
 from recognizer.gallery import Gallery

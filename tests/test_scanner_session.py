@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from attendance.cli import main as attendance_main
-from attendance.config import Config
-from attendance.names import InvalidName
+from common.config import Config
+from common.names import InvalidName
 from preprocess.detect import Face
 from scanner import cli as scanner_cli
 from scanner import session as session_mod

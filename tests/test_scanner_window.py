@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from attendance.config import Config
 from attendance.demo import letterbox
+from common.config import Config
 from scanner.quality import QualityLimits, assess
 from scanner.session import DownscaledDetector
 

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from attendance import sources
-from attendance.errors import UserError
-from attendance.sources import (
+from common import sources
+from common.errors import UserError
+from common.sources import (
     FolderSource,
     Frame,
     LiveSource,
@@ -70,7 +70,7 @@ def test_folder_in_natural_order_as_bgr_skipping_unreadable(tmp_path, caplog):
     (folder / "notes.txt").write_text("ignored", encoding="utf-8")
     (folder / "sub").mkdir()
     with (
-        caplog.at_level(logging.WARNING, logger="attendance.sources"),
+        caplog.at_level(logging.WARNING, logger="common.sources"),
         open_source(str(folder)) as source,
     ):
         assert isinstance(source, FolderSource)
@@ -187,7 +187,7 @@ class Opener:
 
 def test_live_source_reconnects_after_a_drop_with_backoff(caplog):
     opener = Opener([FakeCapture(5, delay=0.002), None, FakeCapture(4, start=100, delay=0.002)])
-    with caplog.at_level(logging.WARNING, logger="attendance.sources"):
+    with caplog.at_level(logging.WARNING, logger="common.sources"):
         source = LiveSource(opener, "stream test", max_retries=3)
         values = []
         with pytest.raises(SourceError, match="stream test was lost and did not come back after 3"):
@@ -220,7 +220,7 @@ def test_decoder_error_counts_as_a_drop(caplog):
             return super().read()
 
     source = LiveSource(Opener([Exploding(3, delay=0.002)]), "camera 0", reconnect=False)
-    with caplog.at_level(logging.WARNING, logger="attendance.sources"), source:
+    with caplog.at_level(logging.WARNING, logger="common.sources"), source:
         frames = list(source)
     assert 1 <= len(frames) <= 3 and "read failed" in caplog.text
 
@@ -267,7 +267,7 @@ def test_close_never_releases_during_a_read(caplog):
     cap = BlockingCapture()
     source = LiveSource(Opener([cap]), "stream slow", reconnect=False, close_timeout=0.05)
     assert cap.in_read.wait(10.0)
-    with caplog.at_level(logging.WARNING, logger="attendance.sources"):
+    with caplog.at_level(logging.WARNING, logger="common.sources"):
         source.close()  # the reader is stuck in read(): close gives up waiting...
     assert cap.releases == 0  # ...without pulling the capture from under it
     assert "stream slow: the reader is still busy" in caplog.text
@@ -294,7 +294,7 @@ def test_a_capture_opened_during_close_is_released(caplog):
     opener.calls = 0
     source = LiveSource(opener, "stream flaky", backoff=(0.001, 0.001), close_timeout=0.05)
     assert opening.wait(10.0)
-    with caplog.at_level(logging.WARNING, logger="attendance.sources"):
+    with caplog.at_level(logging.WARNING, logger="common.sources"):
         source.close()
     assert "still busy" in caplog.text and not late.released
     closed.set()  # the open completes after close() returned
@@ -361,7 +361,7 @@ def test_real_http_stream_reconnects_then_gives_up_when_the_camera_is_gone(caplo
     url = f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
     count = 0
     with (
-        caplog.at_level(logging.WARNING, logger="attendance.sources"),
+        caplog.at_level(logging.WARNING, logger="common.sources"),
         open_source(url, max_retries=2) as source,
     ):
         assert source.describe() == f"stream {url}"

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from common.vectors import UNKNOWN, Match
 from recognizer.confirm import Confirmation, Cooldown
-from recognizer.match import UNKNOWN, Match
 from recognizer.tracker import IoUTracker, iou
 
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from attendance.config import Config, load_config, read_toml
+from common.config import Config, load_config, read_toml
 from model.train import (
     GALLERY,
     HOLDOUT,

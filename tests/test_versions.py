@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from attendance.cli import main as cli_main
-from attendance.config import Config, load_config, read_toml
+from common.config import Config, load_config, read_toml
 from model.versions import (
     META_NAME,
     WEIGHTS_NAME,

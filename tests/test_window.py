@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import pytest
 
-from attendance.config import load_config
 from attendance.demo import build_video, enrol, load_photo, pretty_name
+from common.config import load_config
 from recognizer.db import AttendanceDB
 
 pytestmark = [pytest.mark.gui, pytest.mark.weights, pytest.mark.sample]

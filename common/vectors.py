@@ -1,4 +1,4 @@
-"""Match face embeddings against a gallery: nearest identity, Euclidean distance, threshold.
+"""Vector maths of face embeddings: normalise, distances, templates, and gallery matching.
 
 Pure and vectorised: one matrix product per call, no model, no I/O.
 
@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.config import MATCH_MODES
+
 UNKNOWN = "Unknown"
-MODES = ("nearest", "template")
+MODES = MATCH_MODES
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,17 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-def euclidean_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distances (len(a), len(b)) between the rows of ``a`` and ``b``, computed in float64."""
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (len(a), len(b)) between rows, float64, clipped at 0."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     sq = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * (a @ b.T)
-    return np.sqrt(np.maximum(sq, 0.0))
+    return np.maximum(sq, 0.0)
+
+
+def euclidean_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distances (len(a), len(b)) between the rows of ``a`` and ``b``, computed in float64."""
+    return np.sqrt(squared_distances(a, b))
 
 
 def identity_templates(gallery: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.ndarray]:

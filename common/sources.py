@@ -37,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from attendance.errors import UserError
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class FolderSource(FrameSource):
         return f"folder {self.folder.name or self.folder}"
 
     def __next__(self) -> Frame:
-        from preprocess.image_io import ImageReadError, read_image
+        from common.image_io import ImageReadError, read_image
 
         while self._pos < len(self.paths):
             path = self.paths[self._pos]

@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from attendance.errors import UserError
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 

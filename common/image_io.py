@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attendance.errors import UserError
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from attendance.errors import UserError
+from common.errors import UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,6 +31,10 @@ ENV_NOT_CONFIG = frozenset({"ROOT", "SDIST", "TEST_ARTIFACTS"})
 APP_NAME = "facenet-attendance"
 # Crop methods of preprocessing: 5-point similarity alignment, or MTCNN box plus margin.
 ALIGNMENTS = ("landmarks", "margin")
+# Face detectors by name (built by preprocess.detectors.make_detector).
+DETECTORS = ("mtcnn",)
+# How the recogniser compares a face with the gallery: per-identity mean, or every crop.
+MATCH_MODES = ("nearest", "template")
 
 
 class ConfigError(UserError, ValueError):
@@ -62,6 +66,7 @@ class Config:
     # it gained nothing with landmark alignment and it halves embedding throughput.
     flip_average: bool = False
     # --- preprocessing ------------------------------------------------------
+    detector: str = "mtcnn"  # face detector, by name (preprocess.detectors)
     alignment: str = "landmarks"  # "landmarks" (5-point similarity) or "margin" (box + margin)
     margin: int = 32  # pixels of margin around the MTCNN box for alignment="margin" (at 160 px)
     min_face_px: int = 20  # smallest face side, in input pixels, that preprocessing accepts
@@ -116,7 +121,8 @@ PATH_KEYS = frozenset(
 )
 _CHOICES = {
     "alignment": ALIGNMENTS,
-    "match_mode": ("nearest", "template"),
+    "detector": DETECTORS,
+    "match_mode": MATCH_MODES,
 }
 # (minimum, maximum) inclusive
 _RANGES: dict[str, tuple[float, float]] = {
@@ -265,7 +271,7 @@ def write_config_value(root: Path, key: str, value: float | int | str | bool) ->
     The key's line is replaced in place (or appended); every other line, comments included,
     is kept as the user wrote it.
     """
-    from attendance.fsutil import atomic_write_text
+    from common.fsutil import atomic_write_text
 
     _coerce(key, value, root)  # validates the key and type
     read_toml(root)  # refuse to touch a file that does not parse

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
-from attendance.errors import UserError
+from common.errors import UserError
 
 MAX_NAME_LENGTH = 100
 _FORBIDDEN = set('/\\:*?"<>|')
