@@ -23,6 +23,11 @@ from common.errors import UserError
 
 log = logging.getLogger(__name__)
 
+#: File endings read as photos wherever a folder is listed (sources, evaluation, training,
+#: shots). Pillow decodes all of them; the Netpbm ones (.pgm: the AT&T face set) included.
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm", ".pnm",
+)  # fmt: skip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _META_KEYWORD = b"facenet-attendance"
 _ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}

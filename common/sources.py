@@ -38,11 +38,11 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from common.errors import UserError
+from common.image_io import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 FOLDER_FPS = 10.0  # nominal frame rate of a folder of images (timestamps and recordings)
 STREAM_TIMEOUT_MS = 5000  # open and read time-outs of network streams
 # how long close() waits for the reader thread: longer than one blocking open or read

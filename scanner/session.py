@@ -26,6 +26,7 @@ import numpy as np
 
 from common.errors import UserError
 from common.fsutil import fsync_dir
+from common.image_io import IMAGE_SUFFIXES
 from common.names import person_dir
 from preprocess.detect import Detector, Face
 from scanner.pose import Pose, PoseDiversity, estimate_pose
@@ -33,9 +34,7 @@ from scanner.quality import Issue, Quality, QualityLimits, assess
 
 log = logging.getLogger(__name__)
 
-#: Image files that count as existing shots of a person.
-SHOT_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-_NUMBERED = re.compile(r"^(\d+)\.(jpg|jpeg|png|bmp|webp)$", re.IGNORECASE)
+_NUMBERED = re.compile(r"^(\d+)(\.[a-z]+)$", re.IGNORECASE)
 JPEG_QUALITY = 95
 DEFAULT_POSE_STEP = 6.0  # degrees between kept shots in auto mode
 
@@ -60,7 +59,7 @@ def count_shots(folder: Path) -> int:
     return sum(
         1
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SHOT_SUFFIXES
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     )
 
 
@@ -68,7 +67,11 @@ def next_shot_number(folder: Path) -> int:
     """One more than the highest numbered shot in ``folder`` (1 for none)."""
     if not folder.is_dir():
         return 1
-    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _NUMBERED.match(p.name))]
+    numbers = [
+        int(m.group(1))
+        for p in folder.iterdir()
+        if (m := _NUMBERED.match(p.name)) and m.group(2).lower() in IMAGE_SUFFIXES
+    ]
     return max(numbers, default=0) + 1
 
 
