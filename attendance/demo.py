@@ -271,7 +271,7 @@ class DemoResult:
     video: Path
     enrolled: list[str]
     stranger: str
-    rows: list[Any] = field(default_factory=list)  # recognizer.db.AttendanceRow (this run)
+    rows: list[Any] = field(default_factory=list)  # store.records.AttendanceRow (this run)
     events: list[Any] = field(default_factory=list)  # recognizer.pipeline.RecognitionEvent
     steps: list[tuple[str, float]] = field(default_factory=list)
     appearances: list[Appearance] = field(default_factory=list)
@@ -346,15 +346,16 @@ def run_demo(
     with steps.step(f"enrol {', '.join(result.enrolled)}"):
         from preprocess.detectors import make_detector
         from preprocess.pipeline import run_preprocess
-        from recognizer.gallery import Gallery
+        from store.factory import open_embedding_store
+        from store.gallery import sync_gallery
 
         detector = detector or make_detector(cfg)
         copied = enrol(cfg, sample, people)
         summary = run_preprocess(cfg, detector=detector, progress=False)
         for line in summary.lines():
             out(f"      {line}")
-        with Gallery(cfg.gallery_path, timeout=cfg.db_timeout_seconds) as gallery:
-            synced = gallery.sync(cfg, embedder, progress=False)
+        with open_embedding_store(cfg) as gallery:
+            synced = sync_gallery(gallery, cfg, embedder, progress=False)
         out(f"      {copied} photos copied; {synced}")
 
     with steps.step(f"build a video of held-back photos, with {result.stranger} as the stranger"):
@@ -372,9 +373,9 @@ def run_demo(
         _recognise(cfg, result, embedder, detector, out)
 
     with steps.step("read the attendance table"):
-        from recognizer.db import AttendanceDB
+        from store.factory import open_attendance_store
 
-        with AttendanceDB(cfg.db_path, cfg.db_timeout_seconds, create=False) as db:
+        with open_attendance_store(cfg, create=False) as db:
             result.rows = db.rows()  # the database was started afresh by this run
     for line in attendance_table(result):
         out(line)
@@ -385,12 +386,12 @@ def _recognise(cfg: Config, result: DemoResult, embedder: Any, detector: Any,
                out: Callable[[str], None]) -> None:  # fmt: skip
     from common.sources import open_source
     from recognizer.cli import build_pipeline, run_loop
-    from recognizer.db import AttendanceDB, PendingWriter
+    from store.factory import open_pending_writer
 
     reset_attendance(cfg)
     with (
         open_source(str(result.video)) as source,
-        PendingWriter(AttendanceDB(cfg.db_path, cfg.db_timeout_seconds)) as writer,
+        open_pending_writer(cfg) as writer,
     ):
         pipeline = build_pipeline(
             cfg, writer, continuous=True, embedder=embedder, detector=detector

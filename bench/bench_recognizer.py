@@ -78,11 +78,13 @@ class Run:
 def prepare(cfg: Config, sample: Path, detector, embedder):
     """Enrol the 4 people (incremental) and return the gallery."""
     from preprocess.pipeline import run_preprocess
-    from recognizer.gallery import load_gallery
+    from store.factory import open_embedding_store
+    from store.gallery import load_gallery
 
     enrol(cfg, sample, PEOPLE)
     run_preprocess(cfg, detector=detector, progress=False)
-    return load_gallery(cfg, embedder, progress=False)
+    with open_embedding_store(cfg) as gallery:
+        return load_gallery(gallery, cfg, embedder, progress=False)
 
 
 def make_videos(folder: Path, sample: Path, seconds: float, fps: float):
@@ -111,8 +113,8 @@ def make_videos(folder: Path, sample: Path, seconds: float, fps: float):
 def run_once(name, cfg, video: Path, appearances: list[Appearance], labels, vectors,
              detector, embedder, db_dir: Path) -> Run:  # fmt: skip
     from common.sources import open_source
-    from recognizer.db import AttendanceDB, PendingWriter
     from recognizer.pipeline import RecognitionPipeline
+    from store.factory import open_pending_writer
 
     db_path = db_dir / f"{name.replace(' ', '_')}.db"
     for suffix in ("", "-wal", "-shm"):
@@ -120,7 +122,7 @@ def run_once(name, cfg, video: Path, appearances: list[Appearance], labels, vect
     started_at: dict[int, float] = {}
     done_at: dict[int, float] = {}
     with (
-        PendingWriter(AttendanceDB(db_path)) as writer,
+        open_pending_writer(cfg.replace(db_path=db_path)) as writer,
         open_source(str(video)) as source,
     ):
         pipe = RecognitionPipeline(

@@ -98,7 +98,7 @@ def good_frames(photos: list[Path], detector, cfg: Config, count: int) -> list[n
 def recognised(cfg: Config, name: str, photos: list[Path], detector, embedder) -> str:  # noqa: ANN001
     from common.vectors import match_embeddings
     from preprocess.pipeline import NoFaceError, crop_largest_face
-    from recognizer.gallery import Gallery
+    from store.factory import open_embedding_store
 
     crops = []
     for photo in photos:
@@ -107,7 +107,7 @@ def recognised(cfg: Config, name: str, photos: list[Path], detector, embedder) -
             crops.append(crop_largest_face(rgb, detector, cfg, photo.name)[0])
         except NoFaceError:
             continue
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         labels, vectors = gallery.load(embedder.model_id)
     matches = match_embeddings(embedder.embed(np.stack(crops)), vectors, labels, cfg.threshold)
     return f"{sum(m.identity == name for m in matches)}/{len(matches)} val photos recognised"
@@ -166,11 +166,11 @@ def capture_and_enrol(
 
 def reset_person(cfg: Config, name: str) -> None:
     from preprocess.pipeline import run_preprocess
-    from recognizer.gallery import Gallery
+    from store.factory import open_embedding_store
 
     shutil.rmtree(cfg.images_dir / name, ignore_errors=True)
     run_preprocess(cfg, names=[name], progress=False)
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         gallery.remove_identity(name)
 
 
@@ -250,8 +250,9 @@ def main() -> int:
     from model.embedder import Embedder
     from preprocess.detectors import make_detector
     from preprocess.pipeline import run_preprocess
-    from recognizer.gallery import Gallery
     from scanner.cli import load_embedder
+    from store.factory import open_embedding_store
+    from store.gallery import sync_gallery
 
     root = Path(tempfile.mkdtemp(prefix="bench-scanner-"))
     try:
@@ -266,8 +267,8 @@ def main() -> int:
         t2 = time.perf_counter()
         print(f"start-up (paid while capturing): MTCNN {t1 - t0:.1f} s, FaceNet {t2 - t1:.1f} s")
         run_preprocess(cfg, detector=detector, progress=False)
-        with Gallery(cfg.gallery_path) as gallery:
-            gallery.sync(cfg, embedder, progress=False)
+        with open_embedding_store(cfg) as gallery:
+            sync_gallery(gallery, cfg, embedder, progress=False)
             others = gallery.identities(embedder.model_id)
         print(f"existing gallery: {sum(others.values())} embeddings of {len(others)} people")
 

@@ -121,14 +121,16 @@ def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: An
     ``independent_frames``: every frame is its own scene (a folder of photos).
     """
     from preprocess.detectors import make_detector
-    from recognizer.gallery import load_gallery
     from recognizer.pipeline import RecognitionPipeline
+    from store.factory import open_embedding_store
+    from store.gallery import load_gallery
 
     if embedder is None:
         from model.embedder import Embedder
 
         embedder = Embedder.from_config(cfg)
-    labels, embeddings = load_gallery(cfg, embedder)
+    with open_embedding_store(cfg) as gallery:
+        labels, embeddings = load_gallery(gallery, cfg, embedder)
     if not labels:
         raise NobodyEnrolled(
             f"nobody is enrolled: {cfg.pre_images_dir} has no face crops; run "
@@ -175,7 +177,7 @@ def run_loop(
     ``n`` resumes a paused scan, ``esc``/``q`` quit. While paused on a file or folder the
     current frame is held (the file does not run on); live sources keep showing live frames.
     ``video`` (``recognizer.display.VideoRecorder``) receives the same annotated frames.
-    ``gallery`` (``recognizer.gallery.GalleryWatcher``) is polled between frames; a reloaded
+    ``gallery`` (``store.gallery.GalleryWatcher``) is polled between frames; a reloaded
     gallery goes to ``pipeline.update_gallery``.
     An expected failure mid-run (:class:`UserError`) ends the loop and is kept in
     ``summary.error`` so the caller can print the summary before reporting it.
@@ -267,9 +269,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     """Open the source, load the models and the gallery, run the loop, print a summary."""
     from common.sources import FolderSource, open_source
     from model.embedder import Embedder
-    from recognizer.db import AttendanceDB, PendingWriter
     from recognizer.display import VideoRecorder, Window, has_display
-    from recognizer.gallery import GalleryWatcher
+    from store.factory import open_embedding_store, open_pending_writer
+    from store.gallery import GalleryWatcher
+    from store.pending import PendingWriter
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames {args.max_frames}: must be at least 1")
@@ -288,15 +291,14 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             if args.record:
                 video = VideoRecorder(args.record, source.fps or 15.0)
                 stack.callback(video.close)
-            writer = PendingWriter(AttendanceDB(cfg.db_path, cfg.db_timeout_seconds))
+            writer = open_pending_writer(cfg)
             stack.callback(writer.close)  # saves queued sightings, closes the database
             embedder = Embedder.from_config(cfg)
             # watching starts before the gallery is loaded, so no change can slip in between
             watcher = GalleryWatcher(
-                cfg.gallery_path,
+                open_embedding_store(cfg),
                 embedder.model_id,
                 dim=embedder.dim,
-                timeout=cfg.db_timeout_seconds,
                 interval=RELOAD_INTERVAL,
             )
             stack.callback(watcher.close)

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from common.config import Config
 from common.errors import UserError
 from common.names import InvalidName, list_identities, validate_name
-from recognizer.db import ABSENT, PRESENT, AttendanceDB
 from recognizer.report import parse_date
+from store.factory import open_attendance_store
+from store.records import ABSENT, PRESENT
 
 HELP = "mark every enrolled person not seen on a day as Absent (default: today; idempotent)"
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             f"nobody is enrolled: no person folders in {cfg.images_dir} or {cfg.pre_images_dir}; "
             "enrol people with `attendance scan` or check --workspace"
         )
-    with AttendanceDB.open(cfg.db_path, cfg.db_timeout_seconds) as db:
+    with open_attendance_store(cfg) as db:
         inserted = db.close_day(day, enrolled)
         rows = db.rows(day)
     present = sorted(r.name for r in rows if r.status == PRESENT)

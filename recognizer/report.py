@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from common.errors import UserError
-from recognizer.db import ABSENT, PRESENT, AttendanceRow
+from store.records import ABSENT, PRESENT, AttendanceRow
 
 # (record key = CSV header, table title)
 Column = tuple[str, str]

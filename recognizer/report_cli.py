@@ -12,7 +12,6 @@ from common.config import Config
 from common.errors import UserError
 from common.fsutil import atomic_write_text
 from recognizer.close_day_cli import enrolled_identities
-from recognizer.db import ABSENT, PRESENT, AttendanceDB
 from recognizer.report import (
     DAY_COLUMNS,
     RANGE_COLUMNS,
@@ -25,6 +24,8 @@ from recognizer.report import (
     summarize,
     to_csv,
 )
+from store.factory import open_attendance_store
+from store.records import ABSENT, PRESENT
 
 HELP = "show attendance for a day, or per person over --from/--to; optionally save it as CSV"
 
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             raise DateError(
                 f"--from {start.isoformat()} is after --to {end.isoformat()}; swap them"
             )
-        with AttendanceDB.open(cfg.db_path, cfg.db_timeout_seconds, create=False) as db:
+        with open_attendance_store(cfg, create=False) as db:
             rows = db.rows(start=start, end=end)
         columns, records = RANGE_COLUMNS, range_records(summarize(rows))
         shown, right = columns, ("days_present", "days_absent")
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         )
     else:
         day = parse_date(args.date, "--date", today) if args.date else today
-        with AttendanceDB.open(cfg.db_path, cfg.db_timeout_seconds, create=False) as db:
+        with open_attendance_store(cfg, create=False) as db:
             rows = db.rows(day)
         columns, records = DAY_COLUMNS, day_records(rows)
         shown, right = tuple(c for c in columns if c[0] != "date"), ()

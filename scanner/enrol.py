@@ -32,7 +32,8 @@ from common.names import person_dir
 from common.vectors import euclidean_distances
 from preprocess.detect import Detector, Face
 from preprocess.pipeline import PreprocessSummary, load_manifest, manifest_path, run_preprocess
-from recognizer.gallery import EmbedderLike, Gallery, SyncSummary
+from store.factory import embedding_store_exists, open_embedding_store
+from store.gallery import EmbedderLike, SyncSummary, sync_gallery
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,8 @@ class Enroller:
         return run_preprocess(self.cfg, names=[self.name], detector=self.detector, progress=False)
 
     def _sync(self, embedder: EmbedderLike) -> SyncSummary:
-        with Gallery(self.cfg.gallery_path, timeout=self.cfg.db_timeout_seconds) as gallery:
-            return gallery.sync(self.cfg, embedder, names=[self.name], progress=False)
+        with open_embedding_store(self.cfg) as gallery:
+            return sync_gallery(gallery, self.cfg, embedder, names=[self.name], progress=False)
 
     def _round(self) -> None:
         """One background round: crops for new shots, then their embeddings if possible."""
@@ -194,9 +195,9 @@ def crop_relpaths(cfg: Config, shots: Sequence[Path]) -> dict[Path, str | None]:
 def identity_rows(cfg: Config, model_id: str, name: str) -> tuple[list[str], np.ndarray]:
     """``(relpaths, embeddings)`` of identity ``name`` in the gallery, sorted by relpath
     (:meth:`Gallery.load_identity`); empty, without creating a file, when there is no gallery."""
-    if not Path(cfg.gallery_path).exists():
+    if not embedding_store_exists(cfg):
         return [], np.zeros((0, 0), np.float32)
-    with Gallery(cfg.gallery_path, timeout=cfg.db_timeout_seconds) as gallery:
+    with open_embedding_store(cfg) as gallery:
         return gallery.load_identity(model_id, name)
 
 
@@ -361,7 +362,7 @@ def check_enrolment(
     """:func:`check_shots` for ``name`` with the gallery of workspace ``cfg``."""
     mapping = crop_relpaths(cfg, new_shots)
     new_relpaths = [r for r in mapping.values() if r]
-    with Gallery(cfg.gallery_path, timeout=cfg.db_timeout_seconds) as gallery:
+    with open_embedding_store(cfg) as gallery:
         own = gallery.load_identity(embedder.model_id, name, dim=embedder.dim)
         others = gallery.load(embedder.model_id, dim=embedder.dim)
     return check_shots(name, own, new_relpaths, others, cfg.threshold)
@@ -387,7 +388,7 @@ def discard_shots(
             os.rmdir(folder)
     if Path(cfg.images_dir).is_dir():
         run_preprocess(cfg, names=[folder.name], detector=detector, progress=False)
-    with Gallery(cfg.gallery_path, timeout=cfg.db_timeout_seconds) as gallery:
-        gallery.sync(cfg, embedder, names=[folder.name], progress=False)
+    with open_embedding_store(cfg) as gallery:
+        sync_gallery(gallery, cfg, embedder, names=[folder.name], progress=False)
     log.info("discarded %d shot(s) of %s with their crops and embeddings", deleted, folder.name)
     return deleted

@@ -20,6 +20,12 @@ from pathlib import Path
 from common.config import Config
 from common.errors import UserError
 from common.names import list_identities, person_dir, validate_name
+from store.factory import (
+    attendance_store_exists,
+    embedding_store_exists,
+    open_attendance_store,
+    open_embedding_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +73,17 @@ def _count_files(folder: Path) -> int:
 
 
 def _gallery_count(cfg: Config, name: str) -> int:
-    if not Path(cfg.gallery_path).exists():
+    if not embedding_store_exists(cfg):
         return 0  # do not create an empty gallery just to look
-    from recognizer.gallery import Gallery
-
-    with Gallery(cfg.gallery_path, timeout=cfg.db_timeout_seconds) as gallery:
+    with open_embedding_store(cfg) as gallery:
         return gallery.identities().get(name, 0)
 
 
 def history_counts(cfg: Config, name: str) -> tuple[int, int]:
     """``(attendance rows, events)`` recorded for ``name`` (0, 0 without a database)."""
-    if not Path(cfg.db_path).exists():
+    if not attendance_store_exists(cfg):
         return 0, 0
-    from recognizer.db import AttendanceDB
-
-    with AttendanceDB.open(cfg.db_path, cfg.db_timeout_seconds, create=False) as db:
+    with open_attendance_store(cfg, create=False) as db:
         return len(db.rows(name=name)), len(db.events(name=name))
 
 
@@ -100,12 +102,10 @@ def footprint(cfg: Config, name: str, with_history: bool) -> Footprint:
 
 def purge_history(cfg: Config, name: str) -> tuple[int, int]:
     """Delete ``name``'s attendance rows and events in one transaction; return the counts
-    (:meth:`AttendanceDB.delete_person`; ``(0, 0)`` without a database)."""
-    if not Path(cfg.db_path).exists():
+    (:meth:`AttendanceStore.delete_person`; ``(0, 0)`` without a database)."""
+    if not attendance_store_exists(cfg):
         return 0, 0
-    from recognizer.db import AttendanceDB
-
-    with AttendanceDB.open(cfg.db_path, cfg.db_timeout_seconds, create=False) as db:
+    with open_attendance_store(cfg, create=False) as db:
         return db.delete_person(name)
 
 
@@ -137,10 +137,8 @@ def remove_person(cfg: Config, name: str, purge: bool) -> Footprint:
         # drops the crops it made and the person's preprocessing records
         run_preprocess(cfg, names=[name], progress=False)
     _rmtree(person_dir(cfg.pre_images_dir, name))
-    if Path(cfg.gallery_path).exists():
-        from recognizer.gallery import Gallery
-
-        with Gallery(cfg.gallery_path, timeout=cfg.db_timeout_seconds) as gallery:
+    if embedding_store_exists(cfg):
+        with open_embedding_store(cfg) as gallery:
             gallery.remove_identity(name)
     if purge:
         before.attendance_rows, before.events = purge_history(cfg, name)

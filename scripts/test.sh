@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lint and the whole test suite (unit + real-weight integration + window tests under Xvfb).
+# Lint, the import-layer contracts and the whole test suite (unit + real-weight integration +
+# window tests under Xvfb).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need=()
@@ -16,4 +17,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 bash scripts/setup.sh dev
 .venv/bin/ruff check .
+.venv/bin/lint-imports --no-cache  # the layer contracts in pyproject.toml
 exec .venv/bin/python -m pytest -q "$@"

@@ -17,22 +17,22 @@ import pytest
 
 from common.errors import UserError
 from common.names import InvalidName
-from recognizer.db import (
+from store.pending import PendingWriter
+from store.records import (
     ABSENT,
     ACTION_ABSENT,
     ACTION_ABSENT_TO_PRESENT,
     ACTION_PRESENT,
     ACTION_SEEN,
     PRESENT,
-    SCHEMA_VERSION,
-    AttendanceDB,
     AttendanceRow,
     DatabaseCorrupt,
     DatabaseError,
     DatabaseLocked,
     DatabaseUnwritable,
-    PendingWriter,
 )
+from store.sqlite_attendance import SCHEMA_VERSION
+from store.sqlite_attendance import SQLiteAttendanceStore as AttendanceDB
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = dt.date(2024, 5, 1)
@@ -419,7 +419,7 @@ class FakeClock:
 
 
 def test_pending_writer_keeps_sightings_while_locked_and_flushes_them(db_path: Path, caplog):
-    caplog.set_level(logging.WARNING, logger="recognizer.db")
+    caplog.set_level(logging.WARNING, logger="store.pending")
     clock = FakeClock()
     db = AttendanceDB.open(db_path, timeout=0.05)
     writer = PendingWriter(db, retry_interval=5.0, clock=clock)
@@ -486,7 +486,7 @@ def test_pending_writer_queues_while_unwritable(db_path: Path):
 
 
 def test_pending_writer_close_never_drops_sightings_silently(db_path: Path, caplog):
-    caplog.set_level(logging.ERROR, logger="recognizer.db")
+    caplog.set_level(logging.ERROR, logger="store.pending")
     writer = PendingWriter(AttendanceDB.open(db_path, timeout=0.05), retry_interval=0)
     locker = Locker(db_path)
     try:
@@ -513,7 +513,7 @@ def test_pending_writer_refuses_bad_input_instead_of_queueing(db_path: Path):
 WORKER = r"""
 import datetime as dt, json, sys, time
 from pathlib import Path
-from recognizer.db import AttendanceDB
+from store.sqlite_attendance import SQLiteAttendanceStore as AttendanceDB
 
 path, proc, days = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 names = json.loads(sys.argv[4])

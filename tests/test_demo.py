@@ -8,7 +8,7 @@ import pytest
 
 from attendance import demo, fetch
 from attendance.demo import DEMO_MARKER, DemoError, claim_workspace, pretty_name, run_demo
-from recognizer.db import AttendanceDB
+from store.sqlite_attendance import SQLiteAttendanceStore
 
 ENROLLED = ["Ben Afflek", "Elton John", "Jerry Seinfeld", "Madonna"]
 
@@ -23,7 +23,7 @@ def test_demo_marks_the_four_enrolled_once_and_never_the_stranger(
         workspace, tmp_path / "demo", embedder=embedder, detector=detector, out=lines.append
     )
     assert result.enrolled == ENROLLED and result.stranger == "Mindy Kaling"
-    with AttendanceDB(tmp_path / "demo" / "attendance.db", create=False) as db:
+    with SQLiteAttendanceStore(tmp_path / "demo" / "attendance.db", create=False) as db:
         rows = [(r.name, r.status) for r in db.rows()]
         logged = [(e.name, e.action) for e in db.events()]
     assert sorted(rows) == [(name, "Present") for name in ENROLLED]  # once each

@@ -1,4 +1,4 @@
-"""recognizer.gallery: incremental sync, persistence, model changes, resumability, bad input."""
+"""store.gallery on the SQLite embedding store: sync, persistence, models, resuming, bad input."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pytest
 from common.config import Config
 from common.names import InvalidName
 from common.vectors import match_embeddings
-from recognizer.gallery import Gallery, GalleryError, GalleryWatcher, SyncSummary, load_gallery
+from store.gallery import GalleryWatcher, SyncSummary, load_gallery, sync_gallery
+from store.records import GalleryError
+from store.sqlite_embeddings import SQLiteEmbeddingStore as Gallery
 
 
 class FakeEmbedder:
@@ -74,7 +76,7 @@ def rows(cfg: Config) -> list[tuple]:
 def test_sync_embeds_everything_once_and_load_recomputes_nothing(cfg: Config) -> None:
     embedder = FakeEmbedder()
     with Gallery(cfg.gallery_path) as gallery:
-        summary = gallery.sync(cfg, embedder, progress=False)
+        summary = sync_gallery(gallery, cfg, embedder, progress=False)
         assert (summary.embedded, summary.unchanged, summary.removed) == (8, 0, 0)
         assert embedder.calls == [4, 4]  # batches of cfg.embed_batch
         labels, emb = gallery.load(embedder.model_id)
@@ -92,7 +94,7 @@ def test_sync_embeds_everything_once_and_load_recomputes_nothing(cfg: Config) ->
     # a fresh process: sync finds nothing to do, load reads without the model
     again = FakeEmbedder()
     with Gallery(cfg.gallery_path) as gallery:
-        summary = gallery.sync(cfg, again, progress=False)
+        summary = sync_gallery(gallery, cfg, again, progress=False)
         assert (summary.embedded, summary.unchanged) == (0, 8)
         labels2, emb2 = gallery.load(again.model_id)
     assert again.calls == []
@@ -104,7 +106,7 @@ def test_rows_record_sha_model_identity_relpath_and_dim(cfg: Config) -> None:
     from common.fsutil import sha256_file
 
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
     stored = rows(cfg)
     first = cfg.pre_images_dir / "Ada Lovelace" / "0000.png"
     assert stored[0] == (
@@ -120,10 +122,10 @@ def test_rows_record_sha_model_identity_relpath_and_dim(cfg: Config) -> None:
 
 def test_adding_one_person_embeds_only_their_crops(cfg: Config) -> None:
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         enrol(cfg, "Grace Hopper", 6, seed=200)
         embedder = FakeEmbedder()
-        summary = gallery.sync(cfg, embedder, names=["Grace Hopper"], progress=False)
+        summary = sync_gallery(gallery, cfg, embedder, names=["Grace Hopper"], progress=False)
         assert summary.embedded == 6 and summary.unchanged == 0
         assert embedder.embedded == 6
         assert gallery.identities("fake-v1") == {
@@ -137,10 +139,10 @@ def test_removing_a_folder_or_an_identity_drops_its_embeddings(cfg: Config) -> N
     import shutil
 
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         shutil.rmtree(cfg.pre_images_dir / "Alan Turing")
         embedder = FakeEmbedder()
-        summary = gallery.sync(cfg, embedder, progress=False)
+        summary = sync_gallery(gallery, cfg, embedder, progress=False)
         assert summary.removed == 3 and embedder.calls == []
         assert gallery.identities() == {"Ada Lovelace": 5}
         assert gallery.remove_identity("Ada Lovelace") == 5
@@ -153,19 +155,19 @@ def test_sync_of_one_name_whose_folder_is_gone_removes_only_that_person(cfg: Con
     import shutil
 
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         shutil.rmtree(cfg.pre_images_dir / "Alan Turing")
         (cfg.pre_images_dir / "Ada Lovelace" / "0000.png").unlink()
-        summary = gallery.sync(cfg, FakeEmbedder(), names=["Alan Turing"], progress=False)
+        summary = sync_gallery(gallery, cfg, FakeEmbedder(), names=["Alan Turing"], progress=False)
         assert summary.removed == 3
         assert gallery.identities() == {"Ada Lovelace": 5}  # Ada is out of scope: untouched
 
 
 def test_changed_model_id_re_embeds_and_drops_old_rows(cfg: Config) -> None:
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder("fake-v1"), progress=False)
+        sync_gallery(gallery, cfg, FakeEmbedder("fake-v1"), progress=False)
         new = FakeEmbedder("fake-v2", dim=4)
-        summary = gallery.sync(cfg, new, progress=False)
+        summary = sync_gallery(gallery, cfg, new, progress=False)
         assert summary.embedded == 8 and summary.other_models == 8
         assert gallery.model_ids() == ["fake-v2"]
         labels, emb = gallery.load("fake-v2", dim=4)
@@ -177,11 +179,11 @@ def test_changed_model_id_re_embeds_and_drops_old_rows(cfg: Config) -> None:
 def test_changed_crop_is_re_embedded_and_renamed_crop_reuses_its_vector(cfg: Config) -> None:
     folder = cfg.pre_images_dir / "Ada Lovelace"
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         write_crop(folder / "0001.png", seed=999)  # new content, same name
         (folder / "0002.png").rename(folder / "0002-renamed.png")
         embedder = FakeEmbedder()
-        summary = gallery.sync(cfg, embedder, progress=False)
+        summary = sync_gallery(gallery, cfg, embedder, progress=False)
         assert embedder.embedded == 1  # only the changed content went through the model
         assert (summary.embedded, summary.reused, summary.removed) == (1, 1, 2)
         relpaths = [r[3] for r in rows(cfg)]
@@ -194,10 +196,10 @@ def test_interrupted_sync_keeps_finished_batches_and_resumes(cfg: Config) -> Non
     enrol(cfg, "Grace Hopper", 6, seed=200)  # 14 crops: batches of 4, 4, 4, 2
     with Gallery(cfg.gallery_path) as gallery:
         with pytest.raises(KeyboardInterrupt):
-            gallery.sync(cfg, FakeEmbedder(fail_after=2), progress=False)
+            sync_gallery(gallery, cfg, FakeEmbedder(fail_after=2), progress=False)
         assert len(gallery.load("fake-v1")[0]) == 8  # two committed batches survive
         embedder = FakeEmbedder()
-        summary = gallery.sync(cfg, embedder, progress=False)
+        summary = sync_gallery(gallery, cfg, embedder, progress=False)
         assert embedder.calls == [4, 2] and summary.unchanged == 8
         assert len(gallery.load("fake-v1")[0]) == 14
 
@@ -209,7 +211,7 @@ def test_unreadable_and_wrong_size_crops_are_skipped_not_fatal(cfg: Config) -> N
     (folder / ".0007.png.tmp").write_bytes(b"half-written temp file")
     (folder / "notes.txt").write_text("ignored")
     with Gallery(cfg.gallery_path) as gallery:
-        summary = gallery.sync(cfg, FakeEmbedder(), progress=False)
+        summary = sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         assert summary.embedded == 8
         reasons = dict(summary.skipped)
         assert set(reasons) == {"Ada Lovelace/0005.png", "Ada Lovelace/0006.png"}
@@ -223,19 +225,21 @@ def test_invalid_identity_folders_are_ignored(cfg: Config) -> None:
     write_crop(cfg.pre_images_dir / " padded" / "0000.png", seed=2)
     (cfg.pre_images_dir / "stray.png").write_bytes(b"")
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         assert set(gallery.identities()) == {"Ada Lovelace", "Alan Turing"}
 
 
 def test_empty_or_missing_pre_images_gives_an_empty_gallery(workspace: Config) -> None:
-    labels, emb = load_gallery(workspace, FakeEmbedder(dim=8), progress=False)
+    with Gallery(workspace.gallery_path) as store:
+        labels, emb = load_gallery(store, workspace, FakeEmbedder(dim=8), progress=False)
     assert labels == [] and emb.shape == (0, 8)
     assert match_embeddings(np.ones((1, 8)), emb, labels, 1.0)[0].identity == "Unknown"
 
 
 def test_load_gallery_then_match_finds_the_person(cfg: Config) -> None:
     embedder = FakeEmbedder()
-    labels, emb = load_gallery(cfg, embedder, progress=False)
+    with Gallery(cfg.gallery_path) as store:
+        labels, emb = load_gallery(store, cfg, embedder, progress=False)
     from common.image_io import read_image
 
     probe = embedder.embed(read_image(cfg.pre_images_dir / "Alan Turing" / "0001.png")[None])
@@ -245,14 +249,14 @@ def test_load_gallery_then_match_finds_the_person(cfg: Config) -> None:
 
 def test_locked_database_gives_a_clear_error_and_loses_nothing(cfg: Config) -> None:
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
     enrol(cfg, "Grace Hopper", 2, seed=200)
     holder = sqlite3.connect(cfg.gallery_path)
     try:
         holder.execute("BEGIN IMMEDIATE")  # another process is writing
         with Gallery(cfg.gallery_path, timeout=0.2) as gallery:
             with pytest.raises(GalleryError, match="locked by another process"):
-                gallery.sync(cfg, FakeEmbedder(), progress=False)
+                sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
             assert len(gallery.load("fake-v1")[0]) == 8  # readers still see the data
     finally:
         holder.rollback()
@@ -269,7 +273,7 @@ def test_a_file_that_is_not_a_database_is_refused_and_kept(workspace: Config) ->
 
 def test_corrupt_vector_is_reported_by_load_and_repaired_by_sync(cfg: Config) -> None:
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
     with sqlite3.connect(cfg.gallery_path) as conn:
         conn.execute(
             "UPDATE embeddings SET vector = ? WHERE relpath = ?", (b"xx", "Alan Turing/0000.png")
@@ -278,7 +282,7 @@ def test_corrupt_vector_is_reported_by_load_and_repaired_by_sync(cfg: Config) ->
         with pytest.raises(GalleryError, match="Alan Turing/0000.png"):
             gallery.load("fake-v1")
         embedder = FakeEmbedder()
-        gallery.sync(cfg, embedder, progress=False)
+        sync_gallery(gallery, cfg, embedder, progress=False)
         assert embedder.calls == [1]
         assert gallery.load("fake-v1")[1].shape == (8, 8)
 
@@ -313,7 +317,8 @@ def test_real_embedder_gallery_recognises_a_held_out_photo(
             out = workspace.pre_images_dir / person / f"{k:04d}.png"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(encode_png(crop))
-    labels, emb = load_gallery(workspace, embedder, progress=False)
+    with Gallery(workspace.gallery_path) as store:
+        labels, emb = load_gallery(store, workspace, embedder, progress=False)
     assert labels == ["elton_john"] * 2 + ["madonna"] * 2
     with Gallery(workspace.gallery_path) as gallery:
         assert gallery.model_ids() == [embedder.model_id]
@@ -327,7 +332,7 @@ def test_real_embedder_gallery_recognises_a_held_out_photo(
 # --------------------------------------------------------------------------- load_identity
 def test_load_identity_gives_one_persons_relpaths_and_vectors(cfg: Config) -> None:
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         labels, everyone = gallery.load("fake-v1")
         relpaths, vectors = gallery.load_identity("fake-v1", "Alan Turing", dim=8)
         assert relpaths == [f"Alan Turing/{i:04d}.png" for i in range(3)]
@@ -345,7 +350,7 @@ def test_load_identity_gives_one_persons_relpaths_and_vectors(cfg: Config) -> No
 
 def test_load_identity_reports_a_corrupt_vector(cfg: Config) -> None:
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
     with sqlite3.connect(cfg.gallery_path) as conn:
         conn.execute(
             "UPDATE embeddings SET vector = ? WHERE relpath = ?", (b"xx", "Alan Turing/0001.png")
@@ -365,26 +370,28 @@ class FakeClock:
         return self.now
 
 
-def test_data_version_changes_only_for_other_connections_commits(cfg: Config) -> None:
+def test_change_token_changes_only_for_other_connections_commits(cfg: Config) -> None:
     with Gallery(cfg.gallery_path) as watcher, Gallery(cfg.gallery_path) as scanner:
-        first = watcher.data_version()
-        assert watcher.data_version() == first
-        watcher.sync(cfg, FakeEmbedder(), progress=False)  # its own writes do not count
-        assert watcher.data_version() == first
+        first = watcher.change_token()
+        assert watcher.change_token() == first
+        sync_gallery(watcher, cfg, FakeEmbedder(), progress=False)  # its own writes do not count
+        assert watcher.change_token() == first
         scanner.remove_identity("Alan Turing")  # another connection commits
-        assert watcher.data_version() != first
+        assert watcher.change_token() != first
 
 
 def test_watcher_reloads_only_after_a_change_and_at_most_every_interval(cfg: Config) -> None:
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
     clock = FakeClock()
-    with GalleryWatcher(cfg.gallery_path, "fake-v1", dim=8, interval=2.0, clock=clock) as watch:
+    with GalleryWatcher(
+        Gallery(cfg.gallery_path), "fake-v1", dim=8, interval=2.0, clock=clock
+    ) as watch:
         clock.now += 5.0
         assert watch.poll() is None and watch.checks == 1  # nothing changed
         enrol(cfg, "Grace Hopper", 2, seed=200)
         with Gallery(cfg.gallery_path) as scanner:  # the scanner, on another connection
-            scanner.sync(cfg, FakeEmbedder(), names=["Grace Hopper"], progress=False)
+            sync_gallery(scanner, cfg, FakeEmbedder(), names=["Grace Hopper"], progress=False)
         clock.now += 1.0
         assert watch.poll() is None and watch.checks == 1  # not due yet: the file is not read
         clock.now += 1.0
@@ -401,10 +408,12 @@ def test_watcher_reloads_only_after_a_change_and_at_most_every_interval(cfg: Con
 
 def test_watcher_reloads_nothing_when_it_loads_for_another_model(cfg: Config, caplog) -> None:
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
-    with GalleryWatcher(cfg.gallery_path, "fake-v1", dim=8, interval=0.0) as watch:
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
+    with GalleryWatcher(Gallery(cfg.gallery_path), "fake-v1", dim=8, interval=0.0) as watch:
         with Gallery(cfg.gallery_path) as other:
-            other.sync(cfg, FakeEmbedder("fake-v2", dim=4), progress=False)  # model switched
+            sync_gallery(
+                other, cfg, FakeEmbedder("fake-v2", dim=4), progress=False
+            )  # model switched
         labels, vectors = watch.poll()
         assert labels == [] and vectors.shape == (0, 8)
     assert "no embeddings for model fake-v1 any more (it has fake-v2)" in caplog.text
@@ -412,8 +421,8 @@ def test_watcher_reloads_nothing_when_it_loads_for_another_model(cfg: Config, ca
 
 def test_watcher_retries_a_failed_reload_and_keeps_going(cfg: Config, monkeypatch, caplog) -> None:
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
-    with GalleryWatcher(cfg.gallery_path, "fake-v1", interval=0.0) as watch:
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
+    with GalleryWatcher(Gallery(cfg.gallery_path), "fake-v1", interval=0.0) as watch:
         with Gallery(cfg.gallery_path) as other:
             other.remove_identity("Alan Turing")
 
@@ -429,10 +438,10 @@ def test_watcher_retries_a_failed_reload_and_keeps_going(cfg: Config, monkeypatc
 
 
 def test_watcher_follows_a_gallery_moved_away_and_rebuilt(cfg: Config, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="recognizer.gallery")
+    caplog.set_level(logging.INFO, logger="store.sqlite_embeddings")
     with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
-    with GalleryWatcher(cfg.gallery_path, "fake-v1", interval=0.0) as watch:
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
+    with GalleryWatcher(Gallery(cfg.gallery_path), "fake-v1", interval=0.0) as watch:
         aside = cfg.gallery_path.with_name("gallery-old.sqlite")
         cfg.gallery_path.rename(aside)
         for suffix in ("-wal", "-shm"):
@@ -443,6 +452,6 @@ def test_watcher_follows_a_gallery_moved_away_and_rebuilt(cfg: Config, caplog) -
         assert "gallery.sqlite is missing" in caplog.text
         shutil.rmtree(cfg.pre_images_dir / "Ada Lovelace")
         with Gallery(cfg.gallery_path) as rebuilt:  # a new file, rebuilt from pre_images/
-            rebuilt.sync(cfg, FakeEmbedder(), progress=False)
+            sync_gallery(rebuilt, cfg, FakeEmbedder(), progress=False)
         assert watch.poll()[0] == ["Alan Turing"] * 3
         assert "replaced by a new file" in caplog.text

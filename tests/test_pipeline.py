@@ -21,7 +21,6 @@ from common.vectors import UNKNOWN
 from preprocess.align import landmark_template
 from preprocess.detect import Face
 from recognizer.cli import run_loop
-from recognizer.db import AttendanceDB, PendingWriter
 from recognizer.display import (
     VideoRecorder,
     annotate,
@@ -30,6 +29,8 @@ from recognizer.display import (
     put_text,
 )
 from recognizer.pipeline import ACTION_QUEUED, ACTION_UNKNOWN, FaceView, RecognitionPipeline
+from store.factory import open_attendance_store
+from store.pending import PendingWriter
 
 W, H = 320, 240
 PALETTE = {  # RGB colour of each synthetic person
@@ -161,7 +162,7 @@ def cfg(tmp_path):
 
 @pytest.fixture
 def db(cfg):
-    writer = PendingWriter(AttendanceDB(cfg.db_path, cfg.db_timeout_seconds))
+    writer = PendingWriter(open_attendance_store(cfg))
     yield writer
     writer.close()
 
@@ -176,7 +177,7 @@ def engine(cfg, recorder, *, continuous=True, **changes):
 
 
 def rows(cfg):
-    with AttendanceDB(cfg.db_path, create=False) as db:
+    with open_attendance_store(cfg, create=False) as db:
         return [(r.name, r.status) for r in db.rows()], [(e.name, e.action) for e in db.events()]
 
 

@@ -32,10 +32,11 @@ from common.config import Config, load_config
 from common.sources import Frame, open_source
 from common.vectors import UNKNOWN
 from recognizer import cli
-from recognizer.db import AttendanceDB, PendingWriter
-from recognizer.gallery import Gallery, GalleryWatcher
 from recognizer.pipeline import ACTION_UNKNOWN, RecognitionPipeline
 from scanner.remove_cli import remove_person
+from store.factory import open_attendance_store, open_embedding_store
+from store.gallery import GalleryWatcher, sync_gallery
+from store.pending import PendingWriter
 
 ENROLLED = ("ben_afflek", "jerry_seinfeld")
 STRANGER = "mindy_kaling"
@@ -91,7 +92,7 @@ def test_two_stage_headless_runs(run_cli, workspace, caplog):
     assert len(events) == 1 and "  Ben Afflek  distance=" in events[0]
     assert events[0].split("  ")[3].startswith("present")
     assert "marked: Ben Afflek;" in summary and "stopped by first person marked" in summary
-    with AttendanceDB(workspace.db_path, create=False) as db:
+    with open_attendance_store(workspace, create=False) as db:
         assert [(r.name, r.status) for r in db.rows()] == [("Ben Afflek", "Present")]
 
     # stage 2: continuous, with an annotated recording
@@ -104,7 +105,7 @@ def test_two_stage_headless_runs(run_cli, workspace, caplog):
     assert out[-1].startswith("summary: ") and "stopped by end of source" in out[-1]
     assert "marked: Ben Afflek, Jerry Seinfeld;" in out[-1]
     assert "Mindy Kaling" not in "\n".join(out)
-    with AttendanceDB(workspace.db_path, create=False) as db:
+    with open_attendance_store(workspace, create=False) as db:
         rows = sorted((r.name, r.status) for r in db.rows())
         events = [(e.name, e.action) for e in db.events()]
     assert rows == [("Ben Afflek", "Present"), ("Jerry Seinfeld", "Present")]
@@ -173,8 +174,8 @@ def enrol_crop(cfg: Config, name: str) -> None:
     folder = cfg.pre_images_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(folder / "0001.png"), crop)
-    with Gallery(cfg.gallery_path) as scanner:
-        summary = scanner.sync(cfg, FakeEmbedder(), names=[name], progress=False)
+    with open_embedding_store(cfg) as scanner:
+        summary = sync_gallery(scanner, cfg, FakeEmbedder(), names=[name], progress=False)
     assert summary.embedded == 1
 
 
@@ -192,8 +193,8 @@ def live(tmp_path: Path, cache_dir: Path) -> Config:
 
 def recogniser(cfg: Config, writer: PendingWriter) -> tuple[RecognitionPipeline, GalleryWatcher]:
     """A pipeline on the stored gallery and a watcher checking it before every frame."""
-    watcher = GalleryWatcher(cfg.gallery_path, FakeEmbedder.model_id, dim=4, interval=0.0)
-    with Gallery(cfg.gallery_path) as gallery:
+    watcher = GalleryWatcher(open_embedding_store(cfg), FakeEmbedder.model_id, dim=4, interval=0.0)
+    with open_embedding_store(cfg) as gallery:
         labels, vectors = gallery.load(FakeEmbedder.model_id, dim=4)
     pipe = RecognitionPipeline(
         cfg, FakeDetector(), FakeEmbedder(), labels, vectors, writer, clock=clock()
@@ -207,7 +208,7 @@ def run(source, pipe, watcher, events):
 
 
 def history(cfg: Config) -> list[tuple[str, str]]:
-    with AttendanceDB(cfg.db_path, create=False) as db:
+    with open_attendance_store(cfg, create=False) as db:
         return [(e.name, e.action) for e in db.events()]
 
 
@@ -215,7 +216,7 @@ def test_person_enrolled_while_running_is_marked_without_restart(live: Config, c
     caplog.set_level(logging.INFO, logger="recognizer.pipeline")
     frames = [make_frame(i, {"Ada": (100, 60)}) for i in range(40)]
     source = ScannerAtWork(frames, {10: lambda: enrol_crop(live, "Ada")})
-    with PendingWriter(AttendanceDB(live.db_path)) as writer:
+    with PendingWriter(open_attendance_store(live)) as writer:
         pipe, watcher = recogniser(live, writer)
         assert pipe.people == ["Bob"]
         with watcher:
@@ -236,7 +237,7 @@ def test_person_removed_while_running_becomes_unknown(live: Config, caplog):
     frames += [make_frame(10 + i, {}) for i in range(10)]  # Ada leaves ...
     frames += [make_frame(20 + i, {"Ada": (100, 60)}) for i in range(30)]  # ... and comes back
     source = ScannerAtWork(frames, {12: lambda: remove_person(live, "Ada", purge=False)})
-    with PendingWriter(AttendanceDB(live.db_path)) as writer:
+    with PendingWriter(open_attendance_store(live)) as writer:
         pipe, watcher = recogniser(live, writer)
         with watcher:
             events = []

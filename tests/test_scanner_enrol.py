@@ -14,7 +14,6 @@ from test_scanner_session import FakeDetector, Frame, make_frame, new_session, s
 from common.config import Config
 from common.vectors import match_embeddings
 from preprocess.pipeline import run_preprocess
-from recognizer.gallery import Gallery
 from scanner import cli as scanner_cli
 from scanner.enrol import (
     Enroller,
@@ -25,6 +24,8 @@ from scanner.enrol import (
     identity_rows,
 )
 from scanner.session import KeyScript, run_headless
+from store.factory import open_embedding_store
+from store.gallery import sync_gallery
 
 ADA_TINT = (60, 0, -40)
 ALAN_TINT = (-40, 0, 60)
@@ -76,8 +77,8 @@ def cfg(workspace: Config) -> Config:
     cfg = workspace.replace(embed_batch=4, threshold=0.6)
     write_shots(cfg, "Alan Turing", ALAN_TINT, 5, seed=100)
     run_preprocess(cfg, detector=FakeDetector(), progress=False)
-    with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+    with open_embedding_store(cfg) as gallery:
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
     return cfg
 
 
@@ -102,7 +103,7 @@ def test_enrolment_embeds_only_this_person(cfg: Config, background: bool) -> Non
     crops = sorted(p.name for p in (cfg.pre_images_dir / "Ada Lovelace").iterdir())
     assert crops == [f"{i:04d}.png" for i in range(1, 7)]
     # and the recogniser knows Ada now
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         labels, gallery_vectors = gallery.load(embedder.model_id)
     relpaths, ada = identity_rows(cfg, embedder.model_id, "Ada Lovelace")
     assert relpaths == [f"Ada Lovelace/{i:04d}.png" for i in range(1, 7)]

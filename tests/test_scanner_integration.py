@@ -16,8 +16,9 @@ from common.config import Config
 from common.sdist import SAMPLE_PEOPLE
 from common.vectors import match_embeddings
 from preprocess.pipeline import crop_largest_face, run_preprocess
-from recognizer.gallery import Gallery
 from scanner import cli as scanner_cli
+from store.factory import open_embedding_store
+from store.gallery import sync_gallery
 
 PERSON = "mindy_kaling"
 NAME = "Mindy Kaling"
@@ -68,8 +69,8 @@ def test_headless_scan_makes_the_person_recognisable(
         for photo in sorted((sample_dir / "val" / person).glob("*.jpg")):
             (folder / photo.name).write_bytes(photo.read_bytes())
     run_preprocess(cfg, detector=detector, progress=False)
-    with Gallery(cfg.gallery_path) as gallery:
-        gallery.sync(cfg, embedder, progress=False)
+    with open_embedding_store(cfg) as gallery:
+        sync_gallery(gallery, cfg, embedder, progress=False)
     others_before = gallery_rows(cfg, NAME)
     assert {row[1] for row in others_before} == set(SAMPLE_PEOPLE) - {PERSON}
 
@@ -98,7 +99,7 @@ def test_headless_scan_makes_the_person_recognisable(
     assert counting.embedded == len(crops)
 
     # face_recognizer's view: the gallery as loaded, matched against unseen photos of the person
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         labels, vectors = gallery.load(embedder.model_id)
     assert labels.count(NAME) == len(crops)
     val = []

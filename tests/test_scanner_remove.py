@@ -12,8 +12,9 @@ from test_scanner_session import FakeDetector
 from attendance.cli import main as attendance_main
 from common.config import Config
 from preprocess.pipeline import manifest_path, run_preprocess
-from recognizer.db import AttendanceDB
-from recognizer.gallery import Gallery
+from store.factory import open_attendance_store, open_embedding_store
+from store.gallery import sync_gallery
+from store.sqlite_embeddings import SQLiteEmbeddingStore
 
 
 @pytest.fixture
@@ -22,9 +23,9 @@ def cfg(workspace: Config) -> Config:
     write_shots(workspace, "Ada Lovelace", ADA_TINT, 3)
     write_shots(workspace, "Alan Turing", ALAN_TINT, 2, seed=100)
     run_preprocess(workspace, detector=FakeDetector(), progress=False)
-    with Gallery(workspace.gallery_path) as gallery:
-        gallery.sync(workspace, FakeEmbedder(), progress=False)
-    with AttendanceDB.open(workspace.db_path) as db:
+    with open_embedding_store(workspace) as gallery:
+        sync_gallery(gallery, workspace, FakeEmbedder(), progress=False)
+    with open_attendance_store(workspace) as db:
         for day in (1, 2):
             for name in ("Ada Lovelace", "Alan Turing"):
                 db.mark_present(name, dt.datetime(2024, 3, day, 9, 0), 0.5, "test")
@@ -36,7 +37,7 @@ def remove(cfg: Config, *args: str) -> int:
 
 
 def history(cfg: Config, name: str) -> tuple[int, int]:
-    with AttendanceDB.open(cfg.db_path) as db:
+    with open_attendance_store(cfg) as db:
         return len(db.rows(name=name)), len(db.events(name=name))
 
 
@@ -154,7 +155,9 @@ def hook_steps(monkeypatch, after_step) -> None:
     monkeypatch.setattr(
         preprocess.pipeline, "run_preprocess", wrap(preprocess.pipeline.run_preprocess)
     )
-    monkeypatch.setattr(Gallery, "remove_identity", wrap(Gallery.remove_identity))
+    monkeypatch.setattr(
+        SQLiteEmbeddingStore, "remove_identity", wrap(SQLiteEmbeddingStore.remove_identity)
+    )
 
 
 def assert_ada_gone(cfg: Config) -> None:
@@ -174,16 +177,16 @@ def test_a_sync_between_steps_cannot_bring_the_person_back(cfg: Config, monkeypa
 
     def sync_now(k: int) -> None:
         if k == step:
-            with Gallery(cfg.gallery_path) as gallery:
-                gallery.sync(cfg, FakeEmbedder(), progress=False)
+            with open_embedding_store(cfg) as gallery:
+                sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
             synced.append(k)
 
     hook_steps(monkeypatch, sync_now)
     remove_person(cfg, "Ada Lovelace", purge=False)
     assert synced == [step]
     assert_ada_gone(cfg)
-    with Gallery(cfg.gallery_path) as gallery:  # and the next start-up sync neither
-        gallery.sync(cfg, FakeEmbedder(), progress=False)
+    with open_embedding_store(cfg) as gallery:  # and the next start-up sync neither
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
     assert rows_of(cfg, "Ada Lovelace") == []
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from attendance.demo import build_video, enrol, load_photo, pretty_name
 from common.config import load_config
-from recognizer.db import AttendanceDB
+from store.factory import open_attendance_store
 
 pytestmark = [pytest.mark.gui, pytest.mark.weights, pytest.mark.sample]
 
@@ -170,5 +170,5 @@ def test_window_scan_next_person_and_quit(display, workspace):
     assert not any(line.startswith("Traceback") for line in errors)
     # the database was closed cleanly: WAL checkpointed and removed, rows readable
     assert not Path(f"{workspace.db_path}-wal").exists()
-    with AttendanceDB(workspace.db_path, create=False) as db:
+    with open_attendance_store(workspace, create=False) as db:
         assert sorted(r.name for r in db.rows()) == ["Ben Afflek", "Jerry Seinfeld"]

@@ -1,4 +1,4 @@
-"""The attendance database: one row per person and day, plus an audit trail of sightings.
+"""The attendance store in SQLite: one row per person and day, plus an audit trail of sightings.
 
 Schema (``PRAGMA user_version`` = 1), created idempotently::
 
@@ -10,39 +10,45 @@ Schema (``PRAGMA user_version`` = 1), created idempotently::
 Several processes (recognisers, ``close-day``, ``report``) may share one file: the journal is
 WAL, every write is one short ``BEGIN IMMEDIATE`` transaction and waits up to ``timeout``
 seconds for a competing writer. Failures become :class:`DatabaseError` (a ``UserError``) naming
-the file and what to do; :class:`PendingWriter` keeps sightings that could not be saved and
-retries them.
+the file and what to do; :class:`store.pending.PendingWriter` keeps sightings that could not be
+saved and retries them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import math
+import os
 import sqlite3
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from common.errors import UserError
 from common.names import validate_name
+from store.records import (
+    ABSENT,
+    ACTION_ABSENT,
+    ACTION_ABSENT_TO_PRESENT,
+    ACTION_PRESENT,
+    ACTION_SEEN,
+    PRESENT,
+    AttendanceRow,
+    DatabaseCorrupt,
+    DatabaseError,
+    DatabaseLocked,
+    DatabaseUnwritable,
+    Event,
+    MarkResult,
+    check_mark,
+    iso_date,
+    local_time,
+)
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-PRESENT = "Present"
-ABSENT = "Absent"
-
-# values of events.Action
-ACTION_PRESENT = "present"  # first sighting of the day: a new Present row
-ACTION_ABSENT_TO_PRESENT = "absent_to_present"  # day closed before the person arrived
-ACTION_SEEN = "seen"  # a later sighting: LastSeen (or an earlier entry time) updated
-ACTION_ABSENT = "absent"  # close-day marked the person Absent
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS attendance (
@@ -67,101 +73,6 @@ _TABLES = (
 )
 _LEGACY_COLUMNS = {"EmpName", "Date", "Status", "Time"}
 _LEGACY_TABLE = "attendance_v0"
-
-
-# --- errors ---------------------------------------------------------------------------------
-class DatabaseError(UserError):
-    """The attendance database cannot be used; the message names the file and what to do."""
-
-    retryable = False
-
-    def __init__(self, message: str, path: Path | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-
-
-class DatabaseLocked(DatabaseError):
-    """Another program held the write lock for longer than the timeout."""
-
-    retryable = True
-
-
-class DatabaseUnwritable(DatabaseError):
-    """The file or its folder cannot be written (permissions, read-only medium, disk full)."""
-
-    retryable = True
-
-
-class DatabaseCorrupt(DatabaseError):
-    """The file is not an SQLite database or is damaged."""
-
-
-# --- records --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AttendanceRow:
-    """One row of the ``attendance`` table."""
-
-    name: str
-    date: str  # YYYY-MM-DD
-    status: str  # PRESENT or ABSENT
-    time: str | None  # entry time HH:MM:SS (None when Absent)
-    last_seen: str | None  # HH:MM:SS of the latest sighting (None when Absent)
-
-
-@dataclass(frozen=True)
-class Event:
-    """One row of the ``events`` audit trail."""
-
-    id: int
-    timestamp: str  # ISO-8601 local time, milliseconds
-    name: str
-    distance: float | None
-    source: str
-    action: str
-
-
-@dataclass(frozen=True)
-class MarkResult:
-    """What :meth:`AttendanceDB.mark_present` did."""
-
-    name: str
-    date: str
-    action: str  # ACTION_PRESENT, ACTION_ABSENT_TO_PRESENT or ACTION_SEEN
-    entry_time: str  # the row's Time after the write
-    last_seen: str  # the row's LastSeen after the write
-    event_id: int
-
-    @property
-    def new_present(self) -> bool:
-        """True when this sighting made the person Present for the day (first of the day)."""
-        return self.action in (ACTION_PRESENT, ACTION_ABSENT_TO_PRESENT)
-
-
-# --- helpers --------------------------------------------------------------------------------
-def iso_date(value: dt.date | str) -> str:
-    """``value`` as ``YYYY-MM-DD``; raises ``ValueError`` for anything else."""
-    if isinstance(value, dt.datetime):
-        return value.date().isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return dt.date.fromisoformat(str(value)).isoformat()
-
-
-def _local(when: dt.datetime) -> dt.datetime:
-    """Naive local time: aware datetimes are converted, naive ones are taken as local."""
-    if when.tzinfo is not None:
-        return when.astimezone().replace(tzinfo=None)
-    return when
-
-
-def _check_mark(distance: float | None, source: str) -> float | None:
-    if distance is not None:
-        distance = float(distance)
-        if not math.isfinite(distance) or distance < 0:
-            raise ValueError(f"distance={distance!r} must be a finite number >= 0")
-    if not source or not isinstance(source, str):
-        raise ValueError(f"source={source!r} must be a non-empty string")
-    return distance
 
 
 def _where(
@@ -192,7 +103,7 @@ def _where(
 
 
 # --- the database ---------------------------------------------------------------------------
-class AttendanceDB:
+class SQLiteAttendanceStore:
     """The attendance SQLite file. Use as a context manager; one instance per thread.
 
     ``create=False`` refuses to make a new file (for read-only commands such as ``report``).
@@ -232,16 +143,29 @@ class AttendanceDB:
             raise
 
     @classmethod
-    def open(cls, path: str | Path, timeout: float = 10.0, *, create: bool = True) -> AttendanceDB:
+    def open(
+        cls, path: str | Path, timeout: float = 10.0, *, create: bool = True
+    ) -> SQLiteAttendanceStore:
         """Open (and if needed create or upgrade) the database at ``path``."""
         return cls(path, timeout, create=create)
 
     # -- lifecycle --------------------------------------------------------------------------
+    def describe(self) -> str:
+        """The database file's path."""
+        return str(self.path)
+
+    def change_token(self) -> tuple[int, int, int]:
+        """(device, inode, ``PRAGMA data_version``): differs once another connection (any
+        process) committed, or the file was replaced."""
+        stat = os.stat(self.path)
+        version = int(self._read("PRAGMA data_version", doing="reading")[0][0])
+        return stat.st_dev, stat.st_ino, version
+
     def close(self) -> None:
         """Close the connection (idempotent)."""
         self._conn.close()
 
-    def __enter__(self) -> AttendanceDB:
+    def __enter__(self) -> SQLiteAttendanceStore:
         return self
 
     def __exit__(
@@ -412,8 +336,8 @@ class AttendanceDB:
         row written by close-day becomes Present. Every call appends one event.
         """
         name = validate_name(name)
-        distance = _check_mark(distance, source)
-        stamp = _local(when)
+        distance = check_mark(distance, source)
+        stamp = local_time(when)
         day = stamp.date().isoformat()
         clock = stamp.strftime("%H:%M:%S")
         with self._transaction(f"recording {name!r}") as conn:
@@ -449,6 +373,23 @@ class AttendanceDB:
             event_id = int(cursor.lastrowid or 0)
         log.debug("%s %s on %s at %s (event %d)", name, action, day, clock, event_id)
         return MarkResult(name, day, action, entry, last, event_id)
+
+    def log_event(
+        self, name: str, when: dt.datetime, distance: float | None, source: str, action: str
+    ) -> int:
+        """Append one audit event that changes no attendance row; return its id."""
+        name = validate_name(name)
+        distance = check_mark(distance, source)
+        if not action or not isinstance(action, str):
+            raise ValueError(f"action={action!r} must be a non-empty string")
+        stamp = local_time(when).isoformat(timespec="milliseconds")
+        with self._transaction(f"logging {action} for {name!r}") as conn:
+            cursor = conn.execute(
+                "INSERT INTO events (Timestamp, EmpName, Distance, Source, Action) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (stamp, name, distance, source, action),
+            )
+            return int(cursor.lastrowid or 0)
 
     def close_day(self, date: dt.date | str, enrolled: Iterable[str]) -> int:
         """Mark every ``enrolled`` person without a row on ``date`` Absent; idempotent.
@@ -521,144 +462,3 @@ class AttendanceDB:
             params,
         )
         return [Event(*row) for row in found]
-
-
-# --- never drop a sighting --------------------------------------------------------------------
-@dataclass(frozen=True)
-class PendingMark:
-    """A sighting waiting to be written."""
-
-    name: str
-    when: dt.datetime
-    distance: float | None
-    source: str
-
-
-class PendingWriter:
-    """Wraps :class:`AttendanceDB` so sightings survive a locked or unwritable database.
-
-    A ``mark_present`` that fails with a retryable :class:`DatabaseError` is queued (in order)
-    with a warning; the queue is retried on the next call (at most every ``retry_interval``
-    seconds, since each attempt may wait the database timeout) and by :meth:`flush`. A
-    non-retryable error (corrupt file) keeps the sighting queued and is raised. :meth:`close`
-    makes a last attempt and raises if anything is still unsaved, after logging each item.
-    """
-
-    def __init__(
-        self,
-        db: AttendanceDB,
-        retry_interval: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.db = db
-        self.retry_interval = float(retry_interval)
-        self._clock = clock
-        self._queue: deque[PendingMark] = deque()
-        self._last_failure: float | None = None
-        self.last_error: DatabaseError | None = None
-
-    @property
-    def backlog(self) -> int:
-        """Number of sightings not yet saved."""
-        return len(self._queue)
-
-    def pending(self) -> list[PendingMark]:
-        """The unsaved sightings, oldest first."""
-        return list(self._queue)
-
-    def mark_present(
-        self, name: str, when: dt.datetime, distance: float | None, source: str
-    ) -> MarkResult | None:
-        """Save this sighting (after any backlog); ``None`` when it had to be queued."""
-        mark = PendingMark(validate_name(name), when, _check_mark(distance, source), source)
-        waiting = bool(self._queue)
-        self._queue.append(mark)
-        if waiting and not self._retry_due():
-            log.warning(
-                "attendance database unavailable; %d sighting(s) queued (%s)",
-                len(self._queue),
-                self.last_error,
-            )
-            return None
-        written = self._drain()
-        return written[-1] if written and not self._queue else None
-
-    def flush(self) -> list[MarkResult]:
-        """Try to save the whole backlog now; returns what was written."""
-        return self._drain()
-
-    def _retry_due(self) -> bool:
-        return (
-            self._last_failure is None or self._clock() - self._last_failure >= self.retry_interval
-        )
-
-    def _drain(self) -> list[MarkResult]:
-        written: list[MarkResult] = []
-        recovering = self._last_failure is not None
-        while self._queue:
-            mark = self._queue[0]
-            try:
-                result = self.db.mark_present(mark.name, mark.when, mark.distance, mark.source)
-            except DatabaseError as exc:
-                self._last_failure = self._clock()
-                self.last_error = exc
-                log.warning(
-                    "attendance not saved yet, %d sighting(s) queued: %s", len(self._queue), exc
-                )
-                if exc.retryable:
-                    return written
-                raise
-            self._queue.popleft()
-            written.append(result)
-        if recovering:
-            log.info(
-                "attendance database available again; saved %d queued sighting(s)", len(written)
-            )
-        self._last_failure = None
-        self.last_error = None
-        return written
-
-    def close(self) -> None:
-        """Last attempt to save the backlog, then close the database.
-
-        Raises :class:`DatabaseError` listing the count if sightings remain unsaved; each one is
-        logged first, so nothing disappears silently.
-        """
-        try:
-            if self._queue:
-                # _drain has logged the failure; the remaining backlog is reported below
-                with contextlib.suppress(DatabaseError):
-                    self._drain()
-        finally:
-            self.db.close()
-        if self._queue:
-            for mark in self._queue:
-                log.error(
-                    "unsaved sighting: %s at %s (distance %s, source %s)",
-                    mark.name,
-                    mark.when.isoformat(timespec="seconds"),
-                    mark.distance,
-                    mark.source,
-                )
-            raise DatabaseError(
-                f"{len(self._queue)} sighting(s) could not be saved to {self.db.path} "
-                f"({self.last_error}); they are listed in the log above",
-                self.db.path,
-            )
-
-    def __enter__(self) -> PendingWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        try:
-            self.close()
-        except DatabaseError as error:  # do not mask the exception already in flight
-            log.error("%s", error)

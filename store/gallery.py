@@ -1,0 +1,362 @@
+"""The gallery: embeddings of the enrolled crops (``pre_images/<Name>/*.png``) in an
+:class:`store.interfaces.EmbeddingStore`, kept in line with the folder.
+
+:func:`sync_gallery` brings the store in line with the folder: it embeds only crops it has not
+seen (by content, for the embedder's model id), copies the vector of a crop that was merely
+renamed, drops rows of deleted or changed crops and of removed people, and drops rows of other
+model ids. Embedding runs in batches of ``cfg.embed_batch``, each committed in its own
+transaction, so an interrupted sync keeps its work and the next one resumes.
+:func:`load_gallery` syncs and then only reads: no network, nothing recomputed.
+:class:`GalleryWatcher` lets a running recogniser notice, cheaply, that another process changed
+the store (someone enrolled or removed) and reload it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from common.config import Config
+from common.fsutil import sha256_file
+from common.image_io import ImageReadError, read_image
+from common.names import InvalidName, person_dir, validate_name
+from store.interfaces import EmbeddingStore
+from store.records import CropEmbedding, GalleryError, StoredCrop
+
+log = logging.getLogger(__name__)
+
+CROP_SUFFIX = ".png"
+
+
+class EmbedderLike(Protocol):
+    """What the gallery needs from an embedder (``model.embedder.Embedder``)."""
+
+    model_id: str
+    dim: int
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """Unit-norm embeddings (N, dim) of uint8 RGB crops (N, size, size, 3)."""
+        ...
+
+
+@dataclass
+class SyncSummary:
+    """What one :func:`sync_gallery` did."""
+
+    model_id: str
+    embedded: int = 0  # crops run through the model
+    reused: int = 0  # crops whose identical content was already stored under another path
+    unchanged: int = 0  # crops already stored
+    removed: int = 0  # rows of deleted or changed crops and of removed people
+    other_models: int = 0  # rows of other model ids dropped
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
+
+    def __str__(self) -> str:
+        text = (
+            f"gallery {self.model_id}: {self.embedded} embedded, {self.reused} reused, "
+            f"{self.unchanged} unchanged, {self.removed} removed"
+        )
+        if self.other_models:
+            text += f", {self.other_models} of other models dropped"
+        if self.skipped:
+            text += f", {len(self.skipped)} crops skipped"
+        return text
+
+
+@dataclass(frozen=True)
+class _Crop:
+    relpath: str
+    identity: str
+    path: Path
+    size: int
+    mtime_ns: int
+    sha256: str = ""
+
+
+def sync_gallery(
+    store: EmbeddingStore,
+    cfg: Config,
+    embedder: EmbedderLike,
+    names: Sequence[str] | None = None,
+    progress: bool | None = None,
+) -> SyncSummary:
+    """Bring the stored embeddings for ``embedder.model_id`` in line with ``pre_images/``.
+
+    ``names`` limits the work to those identities (a name whose folder is gone has its
+    rows removed); ``None`` means everybody, and also drops rows of other model ids.
+    ``progress``: show a tqdm bar (``None``: only on a terminal).
+    """
+    model_id = embedder.model_id
+    summary = SyncSummary(model_id=model_id)
+    scope = None if names is None else sorted({validate_name(n) for n in names})
+    crops = _scan(Path(cfg.pre_images_dir), scope)
+    stored = store.stored(model_id, scope)
+    current: dict[str, _Crop] = {}
+    for crop in crops:
+        try:
+            current[crop.relpath] = _hashed(crop, stored.get(crop.relpath, []))
+        except OSError as exc:
+            summary.skipped.append((crop.relpath, f"cannot read: {exc.strerror or exc}"))
+    keep = {(c.relpath, c.sha256) for c in current.values()}
+    valid = {
+        (relpath, row.sha256) for relpath, rows in stored.items() for row in rows if row.intact
+    }
+    stale = [
+        (row.sha256, relpath)
+        for relpath, rows in stored.items()
+        for row in rows
+        if (relpath, row.sha256) not in keep or (relpath, row.sha256) not in valid
+    ]
+    todo = [c for c in current.values() if (c.relpath, c.sha256) not in valid]
+    summary.unchanged = len(current) - len(todo)
+    known = store.vectors(model_id, {c.sha256 for c in todo})  # renamed or copied crops
+    reused = [c for c in todo if c.sha256 in known]
+    todo = [c for c in todo if c.sha256 not in known]
+    summary.removed, summary.other_models = store.replace(
+        model_id,
+        stale,
+        [_row(c, *known[c.sha256]) for c in reused],
+        scope,
+    )
+    summary.reused = len(reused)
+    _embed(store, cfg, embedder, todo, summary, progress)
+    log.info("%s", summary)
+    for relpath, reason in summary.skipped:
+        log.warning("gallery: skipped %s: %s", relpath, reason)
+    return summary
+
+
+def _embed(
+    store: EmbeddingStore,
+    cfg: Config,
+    embedder: EmbedderLike,
+    todo: list[_Crop],
+    summary: SyncSummary,
+    progress: bool | None,
+) -> None:
+    """Embed ``todo`` in batches of ``cfg.embed_batch``, one transaction per batch."""
+    if not todo:
+        return
+    from tqdm import tqdm
+
+    size = int(getattr(embedder, "input_size", 160))
+    batch_size = max(1, int(cfg.embed_batch))
+    bar = tqdm(
+        total=len(todo),
+        desc="embedding crops",
+        unit="crop",
+        disable=None if progress is None else not progress,
+    )
+    with bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            ok: list[_Crop] = []
+            pixels: list[np.ndarray] = []
+            for crop in batch:
+                try:
+                    rgb = read_image(crop.path)
+                except ImageReadError as exc:
+                    summary.skipped.append((crop.relpath, str(exc)))
+                    continue
+                if rgb.shape != (size, size, 3):
+                    summary.skipped.append(
+                        (
+                            crop.relpath,
+                            f"the crop is {rgb.shape[1]}x{rgb.shape[0]}, expected "
+                            f"{size}x{size}; run preprocessing again for this person",
+                        )
+                    )
+                    continue
+                ok.append(crop)
+                pixels.append(rgb)
+            if ok:
+                vectors = np.asarray(embedder.embed(np.stack(pixels)), dtype="<f4")
+                if vectors.shape != (len(ok), embedder.dim):
+                    raise GalleryError(
+                        f"the embedder returned shape {vectors.shape} for {len(ok)} crops, "
+                        f"expected ({len(ok)}, {embedder.dim})"
+                    )
+                store.insert(
+                    summary.model_id,
+                    [_row(c, embedder.dim, v.tobytes()) for c, v in zip(ok, vectors, strict=True)],
+                )
+                summary.embedded += len(ok)
+            bar.update(len(batch))
+
+
+def _row(crop: _Crop, dim: int, vector: bytes) -> CropEmbedding:
+    return CropEmbedding(
+        crop.sha256, crop.relpath, crop.identity, crop.size, crop.mtime_ns, dim, vector
+    )
+
+
+def _scan(base: Path, scope: list[str] | None) -> list[_Crop]:
+    """The crops under ``base`` (all identity folders, or those named in ``scope``)."""
+    if scope is None:
+        if not base.is_dir():
+            log.warning("%s does not exist: the gallery is empty", base)
+            return []
+        folders = []
+        for entry in sorted(base.iterdir()):
+            if not entry.is_dir() or entry.name.startswith("."):
+                continue
+            try:
+                if validate_name(entry.name) != entry.name:
+                    raise InvalidName(f"{entry.name!r} is not in canonical form")
+            except InvalidName as exc:
+                log.warning("%s: folder skipped, not a valid identity: %s", entry, exc)
+                continue
+            folders.append(entry)
+    else:
+        folders = [person_dir(base, name) for name in scope]
+    crops: list[_Crop] = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or path.suffix.lower() != CROP_SUFFIX:
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            if not path.is_file():
+                continue
+            crops.append(
+                _Crop(
+                    relpath=f"{folder.name}/{path.name}",
+                    identity=folder.name,
+                    path=path,
+                    size=stat.st_size,
+                    mtime_ns=stat.st_mtime_ns,
+                )
+            )
+    return crops
+
+
+def _hashed(crop: _Crop, rows: list[StoredCrop]) -> _Crop:
+    """``crop`` with its sha256: taken from a stored row with the same size and mtime, else read."""
+    for row in rows:
+        if row.size == crop.size and row.mtime_ns == crop.mtime_ns:
+            return dataclasses.replace(crop, sha256=row.sha256)
+    return dataclasses.replace(crop, sha256=sha256_file(crop.path))
+
+
+def load_gallery(
+    store: EmbeddingStore, cfg: Config, embedder: EmbedderLike, progress: bool | None = None
+) -> tuple[list[str], np.ndarray]:
+    """Sync ``store`` with the workspace ``cfg`` for ``embedder``, then load it."""
+    sync_gallery(store, cfg, embedder, progress=progress)
+    return store.load(embedder.model_id, dim=embedder.dim)
+
+
+# --- watching for changes made by other processes ------------------------------------------------
+class GalleryWatcher:
+    """Notices changes other processes make to an embedding store and reloads it, read-only.
+
+    A running recogniser uses this to pick up people enrolled (or removed) meanwhile by the
+    scanner or ``attendance remove``. :meth:`poll` costs nothing until ``interval`` seconds
+    have passed since the previous check; then it compares the store's change token (for
+    SQLite: ``PRAGMA data_version`` on a connection kept open for the purpose, and the file's
+    identity). Only when something changed does it read the stored embeddings of ``model_id``
+    with :meth:`EmbeddingStore.load`; nothing is embedded.
+
+    A failed reload (a damaged file or vector, a file that vanished) is logged once and
+    retried at the next check; the gallery loaded last stays in use meanwhile.
+    """
+
+    def __init__(
+        self,
+        store: EmbeddingStore,
+        model_id: str,
+        *,
+        dim: int | None = None,
+        interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store: EmbeddingStore | None = store
+        self.model_id = model_id
+        self.dim = dim
+        self.interval = float(interval)
+        self._clock = clock
+        try:
+            self._token: Hashable = store.change_token()
+        except (OSError, GalleryError):
+            self.close()
+            raise
+        self._pending = False  # a change was seen but not loaded yet
+        self._problem: str | None = None  # the last warning, not repeated at every check
+        self._missing = False  # the store was gone at the last check
+        self._next_check = clock() + self.interval
+        self.checks = 0  # how many times the store was actually looked at
+        self.reloads = 0  # how many times new contents were returned
+
+    def __enter__(self) -> GalleryWatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the watching connection (idempotent)."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def poll(self) -> tuple[list[str], np.ndarray] | None:
+        """``(labels, embeddings)`` as :meth:`EmbeddingStore.load` gives them, if the store
+        changed since the last successful reload (and a check is due); else ``None``."""
+        now = self._clock()
+        if now < self._next_check or self.store is None:
+            return None
+        self._next_check = now + self.interval
+        self.checks += 1
+        try:
+            if self._changed(self.store):
+                self._pending = True
+            if not self._pending:
+                return None
+            loaded = self.store.load(self.model_id, dim=self.dim)
+            others = [] if loaded[0] else [m for m in self.store.model_ids() if m != self.model_id]
+        except (GalleryError, OSError) as exc:
+            self._warn(f"the gallery was not reloaded, the previous one stays in use: {exc}")
+            return None
+        self._pending = False
+        self._problem = None
+        self.reloads += 1
+        if others:
+            log.warning(
+                "%s holds no embeddings for model %s any more (it has %s): restart the "
+                "recogniser to use that model",
+                self.store.describe(),
+                self.model_id,
+                ", ".join(others),
+            )
+        return loaded
+
+    def _changed(self, store: EmbeddingStore) -> bool:
+        """Did the store change since the previous check?"""
+        try:
+            token = store.change_token()
+        except FileNotFoundError:
+            if not self._missing:
+                log.warning(
+                    "%s is missing; the gallery loaded before stays in use", store.describe()
+                )
+            self._missing = True
+            return False
+        self._missing = False
+        changed, self._token = token != self._token, token
+        return changed
+
+    def _warn(self, message: str) -> None:
+        if message != self._problem:
+            log.warning("%s", message)
+        self._problem = message

@@ -1,0 +1,147 @@
+"""What the stores hold and return, shared by every implementation: constants, records, errors.
+
+Nothing here touches a database; :mod:`store.interfaces` says what a store does, and the
+``sqlite_*`` modules do it for one machine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import UserError
+
+PRESENT = "Present"
+ABSENT = "Absent"
+
+# values of events.Action
+ACTION_PRESENT = "present"  # first sighting of the day: a new Present row
+ACTION_ABSENT_TO_PRESENT = "absent_to_present"  # day closed before the person arrived
+ACTION_SEEN = "seen"  # a later sighting: LastSeen (or an earlier entry time) updated
+ACTION_ABSENT = "absent"  # close-day marked the person Absent
+
+
+class StoreError(UserError):
+    """A store cannot be used; the message names it and what to do."""
+
+
+class DatabaseError(StoreError):
+    """The attendance database cannot be used; the message names the file and what to do."""
+
+    retryable = False
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class DatabaseLocked(DatabaseError):
+    """Another program held the write lock for longer than the timeout."""
+
+    retryable = True
+
+
+class DatabaseUnwritable(DatabaseError):
+    """The file or its folder cannot be written (permissions, read-only medium, disk full)."""
+
+    retryable = True
+
+
+class DatabaseCorrupt(DatabaseError):
+    """The file is not an SQLite database or is damaged."""
+
+
+class GalleryError(StoreError):
+    """The embedding store cannot be opened, is locked, or holds unusable data."""
+
+
+# --- records --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AttendanceRow:
+    """One row of the ``attendance`` table."""
+
+    name: str
+    date: str  # YYYY-MM-DD
+    status: str  # PRESENT or ABSENT
+    time: str | None  # entry time HH:MM:SS (None when Absent)
+    last_seen: str | None  # HH:MM:SS of the latest sighting (None when Absent)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of the ``events`` audit trail."""
+
+    id: int
+    timestamp: str  # ISO-8601 local time, milliseconds
+    name: str
+    distance: float | None
+    source: str
+    action: str
+
+
+@dataclass(frozen=True)
+class MarkResult:
+    """What :meth:`AttendanceDB.mark_present` did."""
+
+    name: str
+    date: str
+    action: str  # ACTION_PRESENT, ACTION_ABSENT_TO_PRESENT or ACTION_SEEN
+    entry_time: str  # the row's Time after the write
+    last_seen: str  # the row's LastSeen after the write
+    event_id: int
+
+    @property
+    def new_present(self) -> bool:
+        """True when this sighting made the person Present for the day (first of the day)."""
+        return self.action in (ACTION_PRESENT, ACTION_ABSENT_TO_PRESENT)
+
+
+@dataclass(frozen=True)
+class StoredCrop:
+    """What an embedding store knows of one stored crop (for incremental sync)."""
+
+    sha256: str
+    size: int
+    mtime_ns: int
+    intact: bool  # the stored vector has the length its dimension promises
+
+
+@dataclass(frozen=True)
+class CropEmbedding:
+    """One crop's embedding to store: content hash, where the crop is, whose it is, vector."""
+
+    sha256: str
+    relpath: str  # relative to pre_images/: "<Name>/0001.png"
+    identity: str
+    size: int
+    mtime_ns: int
+    dim: int
+    vector: bytes  # little-endian float32, dim values
+
+
+def iso_date(value: dt.date | str) -> str:
+    """``value`` as ``YYYY-MM-DD``; raises ``ValueError`` for anything else."""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return dt.date.fromisoformat(str(value)).isoformat()
+
+
+def local_time(when: dt.datetime) -> dt.datetime:
+    """Naive local time: aware datetimes are converted, naive ones are taken as local."""
+    if when.tzinfo is not None:
+        return when.astimezone().replace(tzinfo=None)
+    return when
+
+
+def check_mark(distance: float | None, source: str) -> float | None:
+    if distance is not None:
+        distance = float(distance)
+        if not math.isfinite(distance) or distance < 0:
+            raise ValueError(f"distance={distance!r} must be a finite number >= 0")
+    if not source or not isinstance(source, str):
+        raise ValueError(f"source={source!r} must be a non-empty string")
+    return distance
