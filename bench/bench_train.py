@@ -64,27 +64,29 @@ def prepare_workspace(root: Path, cache_dir: Path) -> Config:
 def write_sample_split(cfg: Config, seed: int) -> Path:
     """The sample's own split: ``val_*`` crops are held out (halved into evaluation gallery
     and probes); one identity is held out entirely (its photos halved the same way)."""
-    from model.train import (
+    from model.training.data import load_crops
+    from model.training.split import (
         GALLERY,
         HOLDOUT,
+        HOLDOUT_IDENTITY_FRACTION,
+        HOLDOUT_IMAGE_FRACTION,
         PROBE,
         SPLIT_FORMAT,
         SPLIT_NAME,
         TRAIN,
         assign_images,
         choose_holdout_identities,
-        load_crops,
         unit_hash,
     )
 
     crops = load_crops(cfg.pre_images_dir)
     names = sorted(set(crops.labels))
-    held = choose_holdout_identities(names, 0.2, seed)
+    held = choose_holdout_identities(names, HOLDOUT_IDENTITY_FRACTION, seed)
     images: dict[str, str] = {}
     for name in names:
         files = [p for p, label in zip(crops.paths, crops.labels, strict=True) if label == name]
         if name in held:
-            images.update(assign_images(files, 0.3, seed, HOLDOUT))
+            images.update(assign_images(files, HOLDOUT_IMAGE_FRACTION, seed, HOLDOUT))
             continue
         val = sorted(
             (p for p in files if p.split("/", 1)[1].startswith("val_")),
@@ -95,8 +97,8 @@ def write_sample_split(cfg: Config, seed: int) -> Path:
     split = {
         "format": SPLIT_FORMAT,
         "seed": seed,
-        "holdout_image_fraction": 0.3,
-        "holdout_identity_fraction": 0.2,
+        "holdout_image_fraction": HOLDOUT_IMAGE_FRACTION,
+        "holdout_identity_fraction": HOLDOUT_IDENTITY_FRACTION,
         "identities": {n: HOLDOUT if n in held else TRAIN for n in names},
         "images": images,
     }
@@ -108,11 +110,14 @@ def write_sample_split(cfg: Config, seed: int) -> Path:
 
 def time_epochs(cfg: Config, model, cache: bool, epochs: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """Seconds per epoch (after one warm-up epoch) with or without the feature cache."""
-    from model.train import FineTuner, TrainOptions, load_crops, update_split
+    from model.training.data import load_crops
+    from model.training.options import TrainOptions
+    from model.training.split import SPLIT_NAME, update_split
+    from model.training.trainer import FineTuner
 
     opts = TrainOptions.from_config(cfg, cache_features=cache, progress=False, epochs=epochs)
     crops = load_crops(cfg.pre_images_dir)
-    split = update_split(cfg.models_dir / "split.json", crops)
+    split = update_split(cfg.models_dir / SPLIT_NAME, crops)
     tuner = FineTuner(model, crops, split, opts)
     prep = tuner.prepare()
     sampler = tuner.sampler()
@@ -130,9 +135,9 @@ def time_epochs(cfg: Config, model, cache: bool, epochs: int) -> dict[str, float
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, help="reuse this workspace (default: temp)")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=None, help="default: train_epochs")
     parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--mining", default="semi-hard", choices=("semi-hard", "batch-hard"))
+    parser.add_argument("--mining", default=None, choices=("semi-hard", "batch-hard"))
     parser.add_argument("--trainable-from", default=None)
     parser.add_argument("--timing-epochs", type=int, default=2)
     args = parser.parse_args(argv)
@@ -140,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("tensorflow", "absl", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from model.train import TrainOptions, load_active_model, run_training
+    from model.training.options import TrainOptions
+    from model.training.run import load_active_model, run_training
 
     env = {k: v for k, v in os.environ.items() if k == "ATTENDANCE_CACHE_DIR"}
     cache_dir = load_config("/", env=env).cache_dir
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run_training(cfg, opts, model=model, base=base)
         total = time.perf_counter() - started
         print(
-            f"\nfine-tuning: {len(report.history)} epochs, {args.mining}, "
+            f"\nfine-tuning: {len(report.history)} epochs, {opts.mining}, "
             f"lr {opts.learning_rate:g}, margin {opts.margin:g}: {total:.1f} s in total"
         )
         print("split: " + ", ".join(f"{k} {v}" for k, v in report.counts.items()))

@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Embed the folder and write the npz atomically."""
     from model.embedder import Embedder
-    from model.evaluate import embed_folder
+    from model.evaluation.embedded import embed_folder
     from preprocess.detectors import make_detector
 
     if args.alignment:

@@ -60,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Evaluate and print the report."""
     from model.embedder import Embedder
-    from model.evaluate import evaluate_folder
+    from model.evaluation.run import evaluate_folder
     from preprocess.detectors import make_detector
 
     folder = Path(args.folder)

@@ -35,7 +35,8 @@ ROWS = (
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the command's flags (defaults come from the configuration)."""
+    """Add the command's flags. Flags left out are None: configuration keys then come from the
+    configuration, the other options from :class:`~model.training.options.TrainOptions`."""
     parser.add_argument("--epochs", type=int, help="passes over the training images (train_epochs)")
     parser.add_argument(
         "--lr", dest="learning_rate", type=float, help="Adam learning rate (learning_rate)"
@@ -50,7 +51,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mining",
         choices=("semi-hard", "batch-hard"),
-        default="semi-hard",
         help="online triplet mining: FaceNet semi-hard negatives (default) or batch-hard",
     )
     parser.add_argument(
@@ -66,7 +66,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--augment",
         type=int,
-        default=4,
         metavar="N",
         help="cached augmented variants per training image, besides the crop and its mirror (4)",
     )
@@ -78,8 +77,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         choices=("best", "last"),
-        default="best",
-        help="keep the epoch with the lowest training triplet loss (best) or the last epoch",
+        help="keep the epoch with the lowest training triplet loss (best, default) or the last",
     )
     parser.add_argument(
         "--force",
@@ -139,7 +137,8 @@ def format_report(report) -> str:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Train, print the before/after figures and what happened to the model."""
-    from model.train import TrainOptions, run_training
+    from model.training.options import TrainOptions
+    from model.training.run import run_training
 
     changes = {key: getattr(args, dest) for dest, key in _CONFIG_FLAGS}
     changes = {k: v for k, v in changes.items() if v is not None}

@@ -1,4 +1,4 @@
-"""model.evaluate, embed/evaluate CLIs: fakes for the logic, real weights on the sample data."""
+"""model.evaluation, embed/evaluate CLIs: fakes for the logic, real weights on the sample data."""
 
 from __future__ import annotations
 
@@ -12,19 +12,13 @@ import numpy as np
 import pytest
 
 from common.config import Config, load_config, read_toml
-from model.evaluate import (
-    FEW_SHOT_KEY,
-    NPZ_ARRAYS,
-    EmbeddedImages,
-    EvaluationError,
-    calibrate,
-    crop_images,
-    embed_folder,
-    evaluate_folder,
-    list_images,
-    split_dataset,
-    with_flip,
-)
+from model.evaluation import EvaluationError
+from model.evaluation.calibration import calibrate
+from model.evaluation.crops import crop_images
+from model.evaluation.dataset import list_images, split_dataset
+from model.evaluation.embedded import NPZ_ARRAYS, EmbeddedImages, embed_folder, with_flip
+from model.evaluation.report import FEW_SHOT_KEY
+from model.evaluation.run import evaluate_folder
 from model.metrics import decision_distances
 from preprocess.detect import Face
 
@@ -316,7 +310,7 @@ def test_calibrate_reports_lost_genuine_probes_and_few_strangers(
 ) -> None:
     genuine = np.array([0.2, 0.5, 0.9])
     stranger = np.array([0.95, 0.7, 1.3, 1.2, 0.6123456])
-    with caplog.at_level("WARNING", logger="model.evaluate"):
+    with caplog.at_level("WARNING", logger="model.evaluation"):
         result = calibrate(workspace, genuine, stranger, far=0.01)
     assert result["threshold"] == 0.6123  # just below the closest stranger, rounded down
     assert result["tar"] == pytest.approx(2 / 3) and result["n_strangers_accepted"] == 0
@@ -327,12 +321,12 @@ def test_calibrate_reports_lost_genuine_probes_and_few_strangers(
     assert "1 of 3 genuine probes (33.3%) would be rejected" in messages
 
     caplog.clear()
-    with caplog.at_level("WARNING", logger="model.evaluate"):
+    with caplog.at_level("WARNING", logger="model.evaluation"):
         result = calibrate(workspace, genuine, stranger, far=0.2)  # one stranger may get in
     assert result["threshold"] == 0.6999 and result["n_strangers_accepted"] == 1
     assert result["tar"] == pytest.approx(2 / 3)
     caplog.clear()
-    with caplog.at_level("WARNING", logger="model.evaluate"):
+    with caplog.at_level("WARNING", logger="model.evaluation"):
         result = calibrate(workspace, genuine[:2], stranger, far=0.2)
     assert result["tar"] == 1.0 and not caplog.records  # nothing lost, enough strangers
 
@@ -441,9 +435,39 @@ def test_embed_cli_writes_npz(dataset: Path, tmp_path: Path, fake_models, capsys
         assert str(data["alignment"]) == "margin" and len(data["paths"]) == 20
 
 
+def test_embed_cli_accepts_a_folder_of_pgm_photos(
+    tmp_path: Path, fake_models, capsys: pytest.CaptureFixture
+) -> None:
+    """Greyscale .pgm photos (the AT&T face set: s1/1.pgm, 92x112) are listed and embedded."""
+    from PIL import Image
+
+    from model.embed_cli import main
+
+    data = tmp_path / "att"
+    for k, person in enumerate(("s1", "s2")):
+        (data / person).mkdir(parents=True)
+        for shot in range(1, 4):
+            rgb = cv2.resize(person_image(k, shot), (92, 112), interpolation=cv2.INTER_NEAREST)
+            Image.fromarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)).save(
+                data / person / f"{shot}.pgm"
+            )
+    assert (data / "s1" / "1.pgm").read_bytes()[:2] == b"P5"  # binary greyscale Netpbm
+    assert [it.relpath for it in list_images(data)] == [
+        "s1/1.pgm", "s1/2.pgm", "s1/3.pgm", "s2/1.pgm", "s2/2.pgm", "s2/3.pgm",
+    ]  # fmt: skip
+
+    out = tmp_path / "att.npz"
+    assert main([str(data), "--out", str(out), "-q", "--workspace", str(tmp_path)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with np.load(out, allow_pickle=False) as npz:
+        assert npz["paths"].tolist() == [it.relpath for it in list_images(data)]
+        assert npz["identities"].tolist() == ["s1"] * 3 + ["s2"] * 3
+        assert npz["embeddings"].shape == (6, 16) and npz["failed_paths"].size == 0
+
+
 def test_cli_modules_import_without_tensorflow() -> None:
     code = (
-        "import sys, model.evaluate_cli, model.embed_cli, model.evaluate, recognizer.gallery;"
+        "import sys, model.evaluate_cli, model.embed_cli, model.evaluation.run, store.gallery;"
         "assert 'tensorflow' not in sys.modules and 'matplotlib' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,25 +11,15 @@ import numpy as np
 import pytest
 
 from common.config import Config, load_config, read_toml
-from model.train import (
-    GALLERY,
-    HOLDOUT,
-    PROBE,
-    SPLIT_NAME,
-    TRAIN,
-    BaseModel,
-    CropSet,
-    FineTuner,
-    TrainError,
-    TrainOptions,
-    augment_crop,
-    decide,
-    load_crops,
-    run_training,
-    split_model,
-    trainable_points,
-    update_split,
-)
+from model.training.augment import augment_crop
+from model.training.data import CropSet, load_crops
+from model.training.decision import decide
+from model.training.errors import TrainError
+from model.training.network import split_model, trainable_points
+from model.training.options import TrainOptions
+from model.training.run import BaseModel, run_training
+from model.training.split import GALLERY, HOLDOUT, PROBE, SPLIT_NAME, TRAIN, update_split
+from model.training.trainer import FineTuner
 
 SIZE = 96  # tiny models take 96x96 crops: fast, same code paths
 BASE = BaseModel("pretrained", "tiny-random", "0" * 64)
@@ -86,8 +76,10 @@ def ws(workspace: Config) -> Config:
 
 
 def _opts(**changes) -> TrainOptions:
-    base = {"epochs": 5, "learning_rate": 1e-3, "progress": False, "batch_size": 64}
-    return TrainOptions(**{**base, **changes})
+    # flip_average and match_mode: what these tests have always trained and evaluated with
+    base = {"epochs": 5, "learning_rate": 1e-3, "progress": False, "batch_size": 64,
+            "flip_average": True, "match_mode": "nearest"}  # fmt: skip
+    return TrainOptions.from_config(Config(), **{**base, **changes})
 
 
 # --- data and split ----------------------------------------------------------------------
@@ -383,7 +375,7 @@ def test_too_little_data_is_a_clear_error(model, workspace):
 def test_train_cli_reports_and_keeps_the_current_model(model, ws, monkeypatch, capsys):
     from attendance.cli import main as cli_main
 
-    monkeypatch.setattr("model.train.load_active_model", lambda cfg: (model, BASE))
+    monkeypatch.setattr("model.training.run.load_active_model", lambda cfg: (model, BASE))
     root = str(ws.root)
     argv = ["train", "--workspace", root, "--epochs", "2", "--lr", "1.0", "--checkpoint", "last"]
     assert cli_main([*argv, "-q"]) == 0

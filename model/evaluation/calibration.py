@@ -1,0 +1,89 @@
+"""Calibrate the recogniser's threshold for a target false accept rate.
+
+The threshold is chosen on the distances the recogniser compares (decision distances of
+:func:`model.metrics.decision_distances`) and written into the workspace's ``attendance.toml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from common.config import Config, write_config_value
+from model.evaluation import EvaluationError
+from model.evaluation.report import decision_summary
+from model.metrics import threshold_at_far
+
+log = logging.getLogger(__name__)
+
+
+def calibrate(cfg: Config, genuine: np.ndarray, stranger: np.ndarray, far: float) -> dict[str, Any]:
+    """Write the largest threshold accepting at most a fraction ``far`` of strangers.
+
+    ``genuine`` and ``stranger`` are the decision distances of ``cfg.match_mode``
+    (:func:`model.metrics.decision_distances`). The threshold is rounded down to 4 decimals, so
+    it never accepts more strangers than the exact one; the genuine accept rate (TAR) there is
+    reported, and a warning logged when the FAR target rejects genuine probes.
+    """
+    if not 0.0 < far < 1.0:
+        raise EvaluationError(f"--far {far}: the target false accept rate must be in (0, 1)")
+    genuine = np.asarray(genuine, dtype=np.float64)
+    stranger = np.asarray(stranger, dtype=np.float64)
+    if len(stranger) * far < 1.0:
+        log.warning(
+            "only %d stranger decisions: FAR %g cannot be measured finer than 1/%d; the "
+            "threshold is set just below the closest stranger",
+            len(stranger), far, len(stranger),
+        )  # fmt: skip
+    same = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(stranger), bool)])
+    try:
+        threshold = threshold_at_far(np.concatenate([genuine, stranger]), same, far)
+    except ValueError as exc:
+        raise EvaluationError(f"cannot calibrate: {exc}") from None
+    value = _round_down(min(threshold, 2.0))
+    summary = decision_summary(cfg.match_mode, genuine, stranger, value)
+    if summary["stranger_accept"] > far:
+        raise EvaluationError(
+            f"cannot calibrate: {summary['n_strangers_accepted']} strangers are at distance "
+            f"{stranger.min():.4f} or closer, so no threshold >= 0 reaches FAR {far:g}; are "
+            "the same photos filed under two identities?"
+        )
+    path = write_config_value(cfg.root, "threshold", value)
+    if summary["n_genuine_accepted"] < len(genuine):
+        log.warning(
+            "FAR %g forces threshold %.4f below the farthest genuine probe (%.4f): %d of %d "
+            "genuine probes (%.1f%%) would be rejected as Unknown",
+            far, value, genuine.max(), len(genuine) - summary["n_genuine_accepted"],
+            len(genuine), 100.0 * (1.0 - summary["genuine_accept"]),
+        )  # fmt: skip
+    log.info(
+        "threshold %.4f (%s decisions: strangers accepted %d/%d <= FAR %g, TAR %.4f) "
+        "written to %s",
+        value, cfg.match_mode, summary["n_strangers_accepted"], len(stranger), far,
+        summary["genuine_accept"], path,
+    )  # fmt: skip
+    return {
+        "threshold": value,
+        "far": far,
+        "tar": summary["genuine_accept"],
+        "previous": cfg.threshold,
+        "config": str(path),
+        "mode": cfg.match_mode,
+        "stranger_accept": summary["stranger_accept"],
+        "n_strangers_accepted": summary["n_strangers_accepted"],
+        "n_strangers": summary["n_strangers"],
+        "n_genuine": summary["n_genuine"],
+        "genuine_max": summary["genuine_max"],
+        "stranger_min": summary["stranger_min"],
+    }
+
+
+def _round_down(threshold: float) -> float:
+    """``threshold`` to 4 decimals, never above it (float rounding included), at least 0."""
+    steps = math.floor(threshold * 1e4)
+    while steps > 0 and steps / 1e4 > threshold:
+        steps -= 1
+    return max(0.0, steps / 1e4)
