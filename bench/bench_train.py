@@ -117,7 +117,7 @@ def time_epochs(cfg: Config, model, cache: bool, epochs: int) -> dict[str, float
 
     opts = TrainOptions.from_config(cfg, cache_features=cache, progress=False, epochs=epochs)
     crops = load_crops(cfg.pre_images_dir)
-    split = update_split(cfg.models_dir / SPLIT_NAME, crops)
+    split = update_split(cfg.models_dir / SPLIT_NAME, crops, opts.seed)
     tuner = FineTuner(model, crops, split, opts)
     prep = tuner.prepare()
     sampler = tuner.sampler()

@@ -146,7 +146,7 @@ def threshold_at_frr(genuine_distances: np.ndarray, frr: float = OPEN_SET_FRR) -
 
 
 def nearest_identity(
-    probes: np.ndarray, gallery: np.ndarray, gallery_labels: Sequence[str], mode: str = "nearest"
+    probes: np.ndarray, gallery: np.ndarray, gallery_labels: Sequence[str], mode: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, distances)`` of the nearest gallery identity of every probe.
 
@@ -172,7 +172,7 @@ def rank1_accuracy(
     gallery_labels: Sequence[str],
     probe_emb: np.ndarray,
     probe_labels: Sequence[str],
-    mode: str = "nearest",
+    mode: str,
 ) -> float:
     """Closed-set rank-1: the fraction of probes whose nearest gallery identity is their own.
 
@@ -194,7 +194,8 @@ def open_set_false_accept(
     probe_emb: np.ndarray,
     probe_labels: Sequence[str],
     frr: float = OPEN_SET_FRR,
-    mode: str = "nearest",
+    *,
+    mode: str,
 ) -> tuple[float, dict[str, float]]:
     """Leave-one-identity-out rate at which strangers are accepted as somebody else.
 
@@ -238,7 +239,8 @@ def few_shot_open_set_false_accept(
     draws: int = 50,
     seed: int = 0,
     frr: float = OPEN_SET_FRR,
-    mode: str = "nearest",
+    *,
+    mode: str,
 ) -> float:
     """:func:`open_set_false_accept` averaged over ``draws`` small galleries.
 
@@ -257,7 +259,7 @@ def few_shot_open_set_false_accept(
         )
         keep.sort()
         rate, _ = open_set_false_accept(
-            gallery_emb[keep], gallery_labels[keep], probe_emb, probe_labels, frr, mode
+            gallery_emb[keep], gallery_labels[keep], probe_emb, probe_labels, frr, mode=mode
         )
         rates.append(rate)
     return float(np.mean(rates))
@@ -323,7 +325,7 @@ def evaluate_embeddings(
     gallery_labels: Sequence[str],
     probe_emb: np.ndarray,
     probe_labels: Sequence[str],
-    mode: str = "nearest",
+    mode: str,
 ) -> dict[str, float | int]:
     """All headline figures for one gallery/probe split of unit-norm embeddings.
 
@@ -356,7 +358,7 @@ def evaluate_embeddings(
     result["best_threshold"] = accuracy_threshold
     result["rank1"] = rank1_accuracy(gallery_emb, gallery_labels, probe_emb, probe_labels, mode)
     result["open_set_false_accept"], _ = open_set_false_accept(
-        gallery_emb, gallery_labels, probe_emb, probe_labels, OPEN_SET_FRR, mode
+        gallery_emb, gallery_labels, probe_emb, probe_labels, OPEN_SET_FRR, mode=mode
     )
     enrolled = np.isin(np.asarray(list(probe_labels), dtype=str), list(gallery_labels))
     _, nearest = nearest_identity(probe_emb[enrolled], gallery_emb, gallery_labels, mode)

@@ -28,6 +28,8 @@ from preprocess.detect import Face
 
 TEMPLATE_PATH = Path(__file__).with_name("template.json")
 METHODS = ALIGNMENTS
+#: Side of an aligned crop in pixels: what FaceNet takes and what preprocessing writes.
+CROP_SIZE = 160
 
 
 class AlignmentError(UserError, ValueError):
@@ -42,7 +44,7 @@ def _template(size: int) -> np.ndarray:
     return points
 
 
-def landmark_template(size: int = 160) -> np.ndarray:
+def landmark_template(size: int = CROP_SIZE) -> np.ndarray:
     """The 5-point template (float64, shape (5, 2)) for a ``size`` x ``size`` crop."""
     return _template(int(size)).copy()
 
@@ -74,7 +76,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def margin_transform(
-    box: tuple[float, float, float, float], size: int = 160, margin: int = 32
+    box: tuple[float, float, float, float], size: int, margin: int
 ) -> np.ndarray:
     """The 2x3 matrix mapping ``box`` (x, y, w, h) onto ``[margin/2, size - margin/2]`` per axis."""
     x, y, w, h = (float(v) for v in box)
@@ -88,7 +90,7 @@ def margin_transform(
     return np.array([[sx, 0.0, half - x * sx], [0.0, sy, half - y * sy]])
 
 
-def transform_for(face: Face, method: str, size: int = 160, margin: int = 32) -> np.ndarray:
+def transform_for(face: Face, method: str, size: int, margin: int) -> np.ndarray:
     """The 2x3 image -> crop matrix for ``face`` under alignment ``method``."""
     if method == "landmarks":
         return similarity_transform(face.landmarks, _template(int(size)))
@@ -125,7 +127,7 @@ def warp(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
 
 
 def align_face(
-    rgb: np.ndarray, face: Face, method: str = "landmarks", size: int = 160, margin: int = 32
+    rgb: np.ndarray, face: Face, *, method: str, size: int, margin: int
 ) -> np.ndarray:
     """The uint8 (size, size, 3) RGB crop of ``face`` in ``rgb`` by alignment ``method``."""
     matrix = transform_for(face, method, size, margin)

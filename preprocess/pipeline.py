@@ -37,13 +37,12 @@ from common.fsutil import (
 )
 from common.image_io import ImageReadError, decode_image, encode_png, read_png_metadata
 from common.names import InvalidName, person_dir, validate_name
-from preprocess.align import TEMPLATE_PATH, AlignmentError, align_face
+from preprocess.align import CROP_SIZE, TEMPLATE_PATH, AlignmentError, align_face
 from preprocess.detect import Detector, Face, sort_faces
 from preprocess.detectors import detector_settings, make_detector
 
 log = logging.getLogger(__name__)
 
-CROP_SIZE = 160
 MANIFEST_NAME = ".manifest.json"
 LOCK_NAME = ".lock"
 MANIFEST_VERSION = 1

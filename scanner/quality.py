@@ -49,10 +49,11 @@ PRIORITY: tuple[Issue, ...] = tuple(Issue)
 
 @dataclass(frozen=True)
 class QualityLimits:
-    """Thresholds of :func:`assess` (the first two come from the configuration)."""
+    """Thresholds of :func:`assess`. The first two come from the configuration
+    (:meth:`from_config`); the others are constants of the quality check."""
 
-    min_face_px: float = 80.0
-    min_sharpness: float = 60.0
+    min_face_px: float
+    min_sharpness: float
     min_brightness: float = 50.0  # mean grey level of the face
     max_brightness: float = 210.0
     max_clipped: float = 0.25  # fraction of face pixels crushed to black or blown to white

@@ -109,7 +109,7 @@ class SQLiteAttendanceStore:
     ``create=False`` refuses to make a new file (for read-only commands such as ``report``).
     """
 
-    def __init__(self, path: str | Path, timeout: float = 10.0, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, timeout: float, *, create: bool = True) -> None:
         self.path = Path(path)
         self.timeout = float(timeout)
         if self.path.is_dir():
@@ -141,13 +141,6 @@ class SQLiteAttendanceStore:
         except BaseException:
             self._conn.close()
             raise
-
-    @classmethod
-    def open(
-        cls, path: str | Path, timeout: float = 10.0, *, create: bool = True
-    ) -> SQLiteAttendanceStore:
-        """Open (and if needed create or upgrade) the database at ``path``."""
-        return cls(path, timeout, create=create)
 
     # -- lifecycle --------------------------------------------------------------------------
     def describe(self) -> str:

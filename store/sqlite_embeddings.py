@@ -45,7 +45,7 @@ CREATE INDEX IF NOT EXISTS embeddings_model_identity ON embeddings (model_id, id
 class SQLiteEmbeddingStore:
     """The embedding store in the SQLite file ``path`` (created on first use)."""
 
-    def __init__(self, path: str | Path, timeout: float = 10.0) -> None:
+    def __init__(self, path: str | Path, timeout: float) -> None:
         self.path = Path(path)
         self.timeout = float(timeout)
         self._open()

@@ -49,7 +49,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def db(db_path: Path):
-    with AttendanceDB.open(db_path, timeout=2.0) as handle:
+    with AttendanceDB(db_path, timeout=2.0) as handle:
         yield handle
 
 
@@ -78,9 +78,9 @@ def test_schema_has_the_original_columns_and_is_versioned(db: AttendanceDB, db_p
 
 
 def test_reopening_keeps_data(db_path: Path):
-    with AttendanceDB.open(db_path) as first:
+    with AttendanceDB(db_path, timeout=10.0) as first:
         first.mark_present("Ada", at(9), 0.4, "cam")
-    with AttendanceDB.open(db_path) as second:
+    with AttendanceDB(db_path, timeout=10.0) as second:
         assert [r.name for r in second.rows(DAY)] == ["Ada"]
 
 
@@ -120,7 +120,7 @@ def test_legacy_table_is_upgraded_without_losing_rows(db_path: Path):
     )
     conn.commit()
     conn.close()
-    with AttendanceDB.open(db_path) as db:
+    with AttendanceDB(db_path, timeout=10.0) as db:
         assert db.rows(DAY) == [
             AttendanceRow("Ada", "2024-05-01", PRESENT, "09:00:00", "09:10:00"),
             AttendanceRow("Bob", "2024-05-01", PRESENT, "11:00:00", "11:00:00"),
@@ -138,7 +138,7 @@ def test_database_of_another_program_is_refused_and_untouched(db_path: Path):
     conn.commit()
     conn.close()
     with pytest.raises(DatabaseError, match="another program") as info:
-        AttendanceDB.open(db_path)
+        AttendanceDB(db_path, timeout=10.0)
     assert str(db_path) in str(info.value)
     conn = sqlite3.connect(db_path)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -147,20 +147,20 @@ def test_database_of_another_program_is_refused_and_untouched(db_path: Path):
 
 
 def test_newer_schema_is_refused(db_path: Path):
-    with AttendanceDB.open(db_path):
+    with AttendanceDB(db_path, timeout=10.0):
         pass
     conn = sqlite3.connect(db_path)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(DatabaseError, match="newer"):
-        AttendanceDB.open(db_path)
+        AttendanceDB(db_path, timeout=10.0)
 
 
 def test_corrupt_file_gives_one_line_error_and_is_left_untouched(db_path: Path):
     garbage = b"this is not an sqlite database, just some bytes\n" * 200
     db_path.write_bytes(garbage)
     with pytest.raises(DatabaseCorrupt) as info:
-        AttendanceDB.open(db_path)
+        AttendanceDB(db_path, timeout=10.0)
     message = str(info.value)
     assert str(db_path) in message and "move it aside" in message and "\n" not in message
     assert isinstance(info.value, UserError)
@@ -169,24 +169,24 @@ def test_corrupt_file_gives_one_line_error_and_is_left_untouched(db_path: Path):
 
 def test_missing_file_with_create_false(db_path: Path):
     with pytest.raises(DatabaseError, match="does not exist"):
-        AttendanceDB.open(db_path, create=False)
+        AttendanceDB(db_path, timeout=10.0, create=False)
     assert not db_path.exists()
 
 
 def test_folder_as_database_path(tmp_path: Path):
     with pytest.raises(DatabaseError, match="is a folder"):
-        AttendanceDB.open(tmp_path)
+        AttendanceDB(tmp_path, timeout=10.0)
 
 
 def test_folder_that_cannot_be_created(tmp_path: Path):
     (tmp_path / "taken").write_text("a file, not a folder", encoding="utf-8")
     with pytest.raises(DatabaseUnwritable, match="cannot create the folder") as info:
-        AttendanceDB.open(tmp_path / "taken" / "attendance.db")
+        AttendanceDB(tmp_path / "taken" / "attendance.db", timeout=10.0)
     assert str(tmp_path / "taken") in str(info.value)
 
 
 def test_database_in_a_new_subfolder_is_created(tmp_path: Path):
-    with AttendanceDB.open(tmp_path / "data" / "att.db") as db:
+    with AttendanceDB(tmp_path / "data" / "att.db", timeout=10.0) as db:
         db.mark_present("Ada", at(9), 0.4, "cam")
     assert (tmp_path / "data" / "att.db").is_file()
 
@@ -361,7 +361,7 @@ def test_delete_person_is_one_transaction(db: AttendanceDB, db_path: Path):
 
 
 def test_delete_person_while_locked_deletes_nothing(db_path: Path):
-    with AttendanceDB.open(db_path, timeout=0.05) as db:
+    with AttendanceDB(db_path, timeout=0.05) as db:
         db.mark_present("Ada", at(9), 0.4, "cam")
         locker = Locker(db_path)
         try:
@@ -375,7 +375,7 @@ def test_delete_person_while_locked_deletes_nothing(db_path: Path):
 
 # --- locked / unwritable ---------------------------------------------------------------------
 def test_locked_database_gives_a_clear_error_then_works(db_path: Path):
-    with AttendanceDB.open(db_path, timeout=0.05) as db:
+    with AttendanceDB(db_path, timeout=0.05) as db:
         locker = Locker(db_path)
         try:
             with pytest.raises(DatabaseLocked) as info:
@@ -393,10 +393,10 @@ def test_opening_a_new_database_locked_by_another_program(db_path: Path):
     locker = Locker(db_path)  # creates the empty file and holds it
     try:
         with pytest.raises(DatabaseLocked, match="locked"):
-            AttendanceDB.open(db_path, timeout=0.05)
+            AttendanceDB(db_path, timeout=0.05)
     finally:
         locker.release()
-    with AttendanceDB.open(db_path, timeout=0.05) as db:
+    with AttendanceDB(db_path, timeout=0.05) as db:
         assert db.rows() == []
 
 
@@ -421,7 +421,7 @@ class FakeClock:
 def test_pending_writer_keeps_sightings_while_locked_and_flushes_them(db_path: Path, caplog):
     caplog.set_level(logging.WARNING, logger="store.pending")
     clock = FakeClock()
-    db = AttendanceDB.open(db_path, timeout=0.05)
+    db = AttendanceDB(db_path, timeout=0.05)
     writer = PendingWriter(db, retry_interval=5.0, clock=clock)
     assert writer.mark_present("Ada", at(9), 0.4, "cam").new_present
     locker = Locker(db_path)
@@ -448,7 +448,7 @@ def test_pending_writer_keeps_sightings_while_locked_and_flushes_them(db_path: P
     result = writer.mark_present("Dee", at(9, 4), 0.3, "cam")
     assert result is not None and result.new_present
     writer.close()
-    with AttendanceDB.open(db_path) as check:
+    with AttendanceDB(db_path, timeout=10.0) as check:
         assert [(r.name, r.time) for r in check.rows(DAY)] == [
             ("Ada", "09:00:00"),
             ("Bob", "09:01:00"),
@@ -460,7 +460,7 @@ def test_pending_writer_keeps_sightings_while_locked_and_flushes_them(db_path: P
 
 def test_pending_writer_retries_on_next_call_once_the_lock_is_gone(db_path: Path):
     clock = FakeClock()
-    writer = PendingWriter(AttendanceDB.open(db_path, timeout=0.05), retry_interval=0, clock=clock)
+    writer = PendingWriter(AttendanceDB(db_path, timeout=0.05), retry_interval=0, clock=clock)
     locker = Locker(db_path)
     try:
         assert writer.mark_present("Ada", at(9), 0.4, "cam") is None
@@ -470,12 +470,12 @@ def test_pending_writer_retries_on_next_call_once_the_lock_is_gone(db_path: Path
     assert result is not None and result.name == "Bob"
     assert writer.backlog == 0
     writer.close()
-    with AttendanceDB.open(db_path) as check:
+    with AttendanceDB(db_path, timeout=10.0) as check:
         assert [r.name for r in check.rows()] == ["Ada", "Bob"]
 
 
 def test_pending_writer_queues_while_unwritable(db_path: Path):
-    db = AttendanceDB.open(db_path, timeout=0.05)
+    db = AttendanceDB(db_path, timeout=0.05)
     writer = PendingWriter(db, retry_interval=0)
     db._conn.execute("PRAGMA query_only = ON")
     assert writer.mark_present("Ada", at(9), 0.4, "cam") is None
@@ -487,7 +487,7 @@ def test_pending_writer_queues_while_unwritable(db_path: Path):
 
 def test_pending_writer_close_never_drops_sightings_silently(db_path: Path, caplog):
     caplog.set_level(logging.ERROR, logger="store.pending")
-    writer = PendingWriter(AttendanceDB.open(db_path, timeout=0.05), retry_interval=0)
+    writer = PendingWriter(AttendanceDB(db_path, timeout=0.05), retry_interval=0)
     locker = Locker(db_path)
     try:
         writer.mark_present("Ada", at(9), 0.4, "cam")
@@ -501,7 +501,7 @@ def test_pending_writer_close_never_drops_sightings_silently(db_path: Path, capl
 
 
 def test_pending_writer_refuses_bad_input_instead_of_queueing(db_path: Path):
-    with PendingWriter(AttendanceDB.open(db_path)) as writer:
+    with PendingWriter(AttendanceDB(db_path, timeout=10.0)) as writer:
         with pytest.raises(InvalidName):
             writer.mark_present("a/b", at(9), 0.4, "cam")
         with pytest.raises(ValueError):
@@ -522,7 +522,7 @@ signal = Path(path).parent
 while not (signal / "go").exists():
     time.sleep(0.001)
 new = []
-with AttendanceDB.open(path, timeout=30) as db:  # both processes create the schema at once
+with AttendanceDB(path, timeout=30) as db:  # both processes create the schema at once
     for d in range(days):
         when = dt.datetime(2024, 5, 1 + d, 9, 0, proc)
         if proc == 1 and d % 2 == 0:
@@ -565,7 +565,7 @@ def test_two_processes_writing_at_once_never_duplicate_or_fail(tmp_path: Path):
     pairs = {(n, (DAY + dt.timedelta(days=d)).isoformat()) for n in names for d in range(days)}
     assert set(new) == pairs and set(new.values()) == {1}  # exactly one first sighting each
 
-    with AttendanceDB.open(path) as db:
+    with AttendanceDB(path, timeout=10.0) as db:
         rows = db.rows()
         events = db.events()
     assert len(rows) == len(pairs) == len({(r.name, r.date) for r in rows})

@@ -23,7 +23,8 @@ def test_demo_marks_the_four_enrolled_once_and_never_the_stranger(
         workspace, tmp_path / "demo", embedder=embedder, detector=detector, out=lines.append
     )
     assert result.enrolled == ENROLLED and result.stranger == "Mindy Kaling"
-    with SQLiteAttendanceStore(tmp_path / "demo" / "attendance.db", create=False) as db:
+    db_path = tmp_path / "demo" / "attendance.db"
+    with SQLiteAttendanceStore(db_path, timeout=10.0, create=False) as db:
         rows = [(r.name, r.status) for r in db.rows()]
         logged = [(e.name, e.action) for e in db.events()]
     assert sorted(rows) == [(name, "Present") for name in ENROLLED]  # once each

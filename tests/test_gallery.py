@@ -14,9 +14,10 @@ import pytest
 from common.config import Config
 from common.names import InvalidName
 from common.vectors import match_embeddings
+from store.factory import open_embedding_store
 from store.gallery import GalleryWatcher, SyncSummary, load_gallery, sync_gallery
 from store.records import GalleryError
-from store.sqlite_embeddings import SQLiteEmbeddingStore as Gallery
+from store.sqlite_embeddings import SQLiteEmbeddingStore
 
 
 class FakeEmbedder:
@@ -75,7 +76,7 @@ def rows(cfg: Config) -> list[tuple]:
 
 def test_sync_embeds_everything_once_and_load_recomputes_nothing(cfg: Config) -> None:
     embedder = FakeEmbedder()
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         summary = sync_gallery(gallery, cfg, embedder, progress=False)
         assert (summary.embedded, summary.unchanged, summary.removed) == (8, 0, 0)
         assert embedder.calls == [4, 4]  # batches of cfg.embed_batch
@@ -93,7 +94,7 @@ def test_sync_embeds_everything_once_and_load_recomputes_nothing(cfg: Config) ->
 
     # a fresh process: sync finds nothing to do, load reads without the model
     again = FakeEmbedder()
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         summary = sync_gallery(gallery, cfg, again, progress=False)
         assert (summary.embedded, summary.unchanged) == (0, 8)
         labels2, emb2 = gallery.load(again.model_id)
@@ -105,7 +106,7 @@ def test_sync_embeds_everything_once_and_load_recomputes_nothing(cfg: Config) ->
 def test_rows_record_sha_model_identity_relpath_and_dim(cfg: Config) -> None:
     from common.fsutil import sha256_file
 
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
     stored = rows(cfg)
     first = cfg.pre_images_dir / "Ada Lovelace" / "0000.png"
@@ -121,7 +122,7 @@ def test_rows_record_sha_model_identity_relpath_and_dim(cfg: Config) -> None:
 
 
 def test_adding_one_person_embeds_only_their_crops(cfg: Config) -> None:
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         enrol(cfg, "Grace Hopper", 6, seed=200)
         embedder = FakeEmbedder()
@@ -138,7 +139,7 @@ def test_adding_one_person_embeds_only_their_crops(cfg: Config) -> None:
 def test_removing_a_folder_or_an_identity_drops_its_embeddings(cfg: Config) -> None:
     import shutil
 
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         shutil.rmtree(cfg.pre_images_dir / "Alan Turing")
         embedder = FakeEmbedder()
@@ -154,7 +155,7 @@ def test_removing_a_folder_or_an_identity_drops_its_embeddings(cfg: Config) -> N
 def test_sync_of_one_name_whose_folder_is_gone_removes_only_that_person(cfg: Config) -> None:
     import shutil
 
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         shutil.rmtree(cfg.pre_images_dir / "Alan Turing")
         (cfg.pre_images_dir / "Ada Lovelace" / "0000.png").unlink()
@@ -164,7 +165,7 @@ def test_sync_of_one_name_whose_folder_is_gone_removes_only_that_person(cfg: Con
 
 
 def test_changed_model_id_re_embeds_and_drops_old_rows(cfg: Config) -> None:
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder("fake-v1"), progress=False)
         new = FakeEmbedder("fake-v2", dim=4)
         summary = sync_gallery(gallery, cfg, new, progress=False)
@@ -178,7 +179,7 @@ def test_changed_model_id_re_embeds_and_drops_old_rows(cfg: Config) -> None:
 
 def test_changed_crop_is_re_embedded_and_renamed_crop_reuses_its_vector(cfg: Config) -> None:
     folder = cfg.pre_images_dir / "Ada Lovelace"
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         write_crop(folder / "0001.png", seed=999)  # new content, same name
         (folder / "0002.png").rename(folder / "0002-renamed.png")
@@ -194,7 +195,7 @@ def test_changed_crop_is_re_embedded_and_renamed_crop_reuses_its_vector(cfg: Con
 
 def test_interrupted_sync_keeps_finished_batches_and_resumes(cfg: Config) -> None:
     enrol(cfg, "Grace Hopper", 6, seed=200)  # 14 crops: batches of 4, 4, 4, 2
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         with pytest.raises(KeyboardInterrupt):
             sync_gallery(gallery, cfg, FakeEmbedder(fail_after=2), progress=False)
         assert len(gallery.load("fake-v1")[0]) == 8  # two committed batches survive
@@ -210,7 +211,7 @@ def test_unreadable_and_wrong_size_crops_are_skipped_not_fatal(cfg: Config) -> N
     write_crop(folder / "0006.png", seed=7, size=100)
     (folder / ".0007.png.tmp").write_bytes(b"half-written temp file")
     (folder / "notes.txt").write_text("ignored")
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         summary = sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         assert summary.embedded == 8
         reasons = dict(summary.skipped)
@@ -224,13 +225,13 @@ def test_invalid_identity_folders_are_ignored(cfg: Config) -> None:
     write_crop(cfg.pre_images_dir / ".hidden" / "0000.png", seed=1)
     write_crop(cfg.pre_images_dir / " padded" / "0000.png", seed=2)
     (cfg.pre_images_dir / "stray.png").write_bytes(b"")
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         assert set(gallery.identities()) == {"Ada Lovelace", "Alan Turing"}
 
 
 def test_empty_or_missing_pre_images_gives_an_empty_gallery(workspace: Config) -> None:
-    with Gallery(workspace.gallery_path) as store:
+    with open_embedding_store(workspace) as store:
         labels, emb = load_gallery(store, workspace, FakeEmbedder(dim=8), progress=False)
     assert labels == [] and emb.shape == (0, 8)
     assert match_embeddings(np.ones((1, 8)), emb, labels, 1.0)[0].identity == "Unknown"
@@ -238,7 +239,7 @@ def test_empty_or_missing_pre_images_gives_an_empty_gallery(workspace: Config) -
 
 def test_load_gallery_then_match_finds_the_person(cfg: Config) -> None:
     embedder = FakeEmbedder()
-    with Gallery(cfg.gallery_path) as store:
+    with open_embedding_store(cfg) as store:
         labels, emb = load_gallery(store, cfg, embedder, progress=False)
     from common.image_io import read_image
 
@@ -248,13 +249,13 @@ def test_load_gallery_then_match_finds_the_person(cfg: Config) -> None:
 
 
 def test_locked_database_gives_a_clear_error_and_loses_nothing(cfg: Config) -> None:
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
     enrol(cfg, "Grace Hopper", 2, seed=200)
     holder = sqlite3.connect(cfg.gallery_path)
     try:
         holder.execute("BEGIN IMMEDIATE")  # another process is writing
-        with Gallery(cfg.gallery_path, timeout=0.2) as gallery:
+        with open_embedding_store(cfg.replace(db_timeout_seconds=0.2)) as gallery:
             with pytest.raises(GalleryError, match="locked by another process"):
                 sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
             assert len(gallery.load("fake-v1")[0]) == 8  # readers still see the data
@@ -267,18 +268,18 @@ def test_locked_database_gives_a_clear_error_and_loses_nothing(cfg: Config) -> N
 def test_a_file_that_is_not_a_database_is_refused_and_kept(workspace: Config) -> None:
     workspace.gallery_path.write_bytes(b"this is not SQLite" * 100)
     with pytest.raises(GalleryError, match="not a usable gallery database"):
-        Gallery(workspace.gallery_path)
+        open_embedding_store(workspace)
     assert workspace.gallery_path.read_bytes() == b"this is not SQLite" * 100
 
 
 def test_corrupt_vector_is_reported_by_load_and_repaired_by_sync(cfg: Config) -> None:
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
     with sqlite3.connect(cfg.gallery_path) as conn:
         conn.execute(
             "UPDATE embeddings SET vector = ? WHERE relpath = ?", (b"xx", "Alan Turing/0000.png")
         )
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         with pytest.raises(GalleryError, match="Alan Turing/0000.png"):
             gallery.load("fake-v1")
         embedder = FakeEmbedder()
@@ -291,7 +292,7 @@ def test_newer_schema_is_refused(workspace: Config) -> None:
     with sqlite3.connect(workspace.gallery_path) as conn:
         conn.execute("PRAGMA user_version = 99")
     with pytest.raises(GalleryError, match="newer"):
-        Gallery(workspace.gallery_path)
+        open_embedding_store(workspace)
 
 
 def test_summary_text() -> None:
@@ -317,10 +318,10 @@ def test_real_embedder_gallery_recognises_a_held_out_photo(
             out = workspace.pre_images_dir / person / f"{k:04d}.png"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(encode_png(crop))
-    with Gallery(workspace.gallery_path) as store:
+    with open_embedding_store(workspace) as store:
         labels, emb = load_gallery(store, workspace, embedder, progress=False)
     assert labels == ["elton_john"] * 2 + ["madonna"] * 2
-    with Gallery(workspace.gallery_path) as gallery:
+    with open_embedding_store(workspace) as gallery:
         assert gallery.model_ids() == [embedder.model_id]
     for person in people:
         photo = sorted((sample_dir / "val" / person).glob("*.jpg"))[0]
@@ -331,7 +332,7 @@ def test_real_embedder_gallery_recognises_a_held_out_photo(
 
 # --------------------------------------------------------------------------- load_identity
 def test_load_identity_gives_one_persons_relpaths_and_vectors(cfg: Config) -> None:
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
         labels, everyone = gallery.load("fake-v1")
         relpaths, vectors = gallery.load_identity("fake-v1", "Alan Turing", dim=8)
@@ -349,13 +350,13 @@ def test_load_identity_gives_one_persons_relpaths_and_vectors(cfg: Config) -> No
 
 
 def test_load_identity_reports_a_corrupt_vector(cfg: Config) -> None:
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
     with sqlite3.connect(cfg.gallery_path) as conn:
         conn.execute(
             "UPDATE embeddings SET vector = ? WHERE relpath = ?", (b"xx", "Alan Turing/0001.png")
         )
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         with pytest.raises(GalleryError, match="Alan Turing/0001.png"):
             gallery.load_identity("fake-v1", "Alan Turing")
         assert len(gallery.load_identity("fake-v1", "Ada Lovelace")[0]) == 5
@@ -371,7 +372,7 @@ class FakeClock:
 
 
 def test_change_token_changes_only_for_other_connections_commits(cfg: Config) -> None:
-    with Gallery(cfg.gallery_path) as watcher, Gallery(cfg.gallery_path) as scanner:
+    with open_embedding_store(cfg) as watcher, open_embedding_store(cfg) as scanner:
         first = watcher.change_token()
         assert watcher.change_token() == first
         sync_gallery(watcher, cfg, FakeEmbedder(), progress=False)  # its own writes do not count
@@ -381,16 +382,16 @@ def test_change_token_changes_only_for_other_connections_commits(cfg: Config) ->
 
 
 def test_watcher_reloads_only_after_a_change_and_at_most_every_interval(cfg: Config) -> None:
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
     clock = FakeClock()
     with GalleryWatcher(
-        Gallery(cfg.gallery_path), "fake-v1", dim=8, interval=2.0, clock=clock
+        open_embedding_store(cfg), "fake-v1", dim=8, interval=2.0, clock=clock
     ) as watch:
         clock.now += 5.0
         assert watch.poll() is None and watch.checks == 1  # nothing changed
         enrol(cfg, "Grace Hopper", 2, seed=200)
-        with Gallery(cfg.gallery_path) as scanner:  # the scanner, on another connection
+        with open_embedding_store(cfg) as scanner:  # the scanner, on another connection
             sync_gallery(scanner, cfg, FakeEmbedder(), names=["Grace Hopper"], progress=False)
         clock.now += 1.0
         assert watch.poll() is None and watch.checks == 1  # not due yet: the file is not read
@@ -400,17 +401,17 @@ def test_watcher_reloads_only_after_a_change_and_at_most_every_interval(cfg: Con
         assert vectors.shape == (10, 8) and watch.reloads == 1
         clock.now += 2.0
         assert watch.poll() is None and watch.checks == 3  # loaded once per change
-        with Gallery(cfg.gallery_path) as remover:
+        with open_embedding_store(cfg) as remover:
             remover.remove_identity("Ada Lovelace")
         clock.now += 2.0
         assert watch.poll()[0] == ["Alan Turing"] * 3 + ["Grace Hopper"] * 2
 
 
 def test_watcher_reloads_nothing_when_it_loads_for_another_model(cfg: Config, caplog) -> None:
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
-    with GalleryWatcher(Gallery(cfg.gallery_path), "fake-v1", dim=8, interval=0.0) as watch:
-        with Gallery(cfg.gallery_path) as other:
+    with GalleryWatcher(open_embedding_store(cfg), "fake-v1", dim=8, interval=0.0) as watch:
+        with open_embedding_store(cfg) as other:
             sync_gallery(
                 other, cfg, FakeEmbedder("fake-v2", dim=4), progress=False
             )  # model switched
@@ -420,16 +421,16 @@ def test_watcher_reloads_nothing_when_it_loads_for_another_model(cfg: Config, ca
 
 
 def test_watcher_retries_a_failed_reload_and_keeps_going(cfg: Config, monkeypatch, caplog) -> None:
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
-    with GalleryWatcher(Gallery(cfg.gallery_path), "fake-v1", interval=0.0) as watch:
-        with Gallery(cfg.gallery_path) as other:
+    with GalleryWatcher(open_embedding_store(cfg), "fake-v1", interval=0.0) as watch:
+        with open_embedding_store(cfg) as other:
             other.remove_identity("Alan Turing")
 
         def broken(self, model_id, dim=None):
             raise GalleryError(f"{self.path}: cannot read the gallery: disk I/O error")
 
-        monkeypatch.setattr(Gallery, "load", broken)
+        monkeypatch.setattr(SQLiteEmbeddingStore, "load", broken)
         assert watch.poll() is None and watch.poll() is None
         assert caplog.text.count("was not reloaded") == 1  # warned once, not at every check
         monkeypatch.undo()
@@ -439,9 +440,9 @@ def test_watcher_retries_a_failed_reload_and_keeps_going(cfg: Config, monkeypatc
 
 def test_watcher_follows_a_gallery_moved_away_and_rebuilt(cfg: Config, caplog) -> None:
     caplog.set_level(logging.INFO, logger="store.sqlite_embeddings")
-    with Gallery(cfg.gallery_path) as gallery:
+    with open_embedding_store(cfg) as gallery:
         sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
-    with GalleryWatcher(Gallery(cfg.gallery_path), "fake-v1", interval=0.0) as watch:
+    with GalleryWatcher(open_embedding_store(cfg), "fake-v1", interval=0.0) as watch:
         aside = cfg.gallery_path.with_name("gallery-old.sqlite")
         cfg.gallery_path.rename(aside)
         for suffix in ("-wal", "-shm"):
@@ -451,7 +452,7 @@ def test_watcher_follows_a_gallery_moved_away_and_rebuilt(cfg: Config, caplog) -
         assert watch.poll() is None
         assert "gallery.sqlite is missing" in caplog.text
         shutil.rmtree(cfg.pre_images_dir / "Ada Lovelace")
-        with Gallery(cfg.gallery_path) as rebuilt:  # a new file, rebuilt from pre_images/
+        with open_embedding_store(cfg) as rebuilt:  # a new file, rebuilt from pre_images/
             sync_gallery(rebuilt, cfg, FakeEmbedder(), progress=False)
         assert watch.poll()[0] == ["Alan Turing"] * 3
         assert "replaced by a new file" in caplog.text

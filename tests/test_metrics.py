@@ -193,21 +193,25 @@ def test_nearest_identity_and_rank1_against_loops() -> None:
     rng = np.random.default_rng(11)
     gallery, g_labels = clustered(rng, ["a", "b", "c"], 4, noise=0.6)
     probes, p_labels = clustered(rng, ["a", "b", "c"], 3, noise=0.6)
-    labels, distances = nearest_identity(probes, gallery, g_labels)
+    labels, distances = nearest_identity(probes, gallery, g_labels, "nearest")
     right = 0
     for k, probe in enumerate(probes):
         d = [np.linalg.norm(probe - g) for g in gallery]
         assert labels[k] == g_labels[int(np.argmin(d))]
         assert distances[k] == pytest.approx(min(d), abs=1e-5)
         right += labels[k] == p_labels[k]
-    assert rank1_accuracy(gallery, g_labels, probes, p_labels) == pytest.approx(right / len(probes))
+    assert rank1_accuracy(gallery, g_labels, probes, p_labels, "nearest") == pytest.approx(
+        right / len(probes)
+    )
 
 
 def test_rank1_hand_computed_and_unenrolled_probes_left_out() -> None:
     gallery = l2_normalize(np.array([[1, 0], [0, 1]], float))
     probes = l2_normalize(np.array([[1, 0.1], [1, 0.2], [0.1, 1], [1, 1.01]], float))
     # third probe says "a" but is nearest to "b"; fourth is an unenrolled "z"
-    assert rank1_accuracy(gallery, ["a", "b"], probes, ["a", "a", "a", "z"]) == pytest.approx(2 / 3)
+    assert rank1_accuracy(
+        gallery, ["a", "b"], probes, ["a", "a", "a", "z"], "nearest"
+    ) == pytest.approx(2 / 3)
     template_labels, _ = nearest_identity(probes, gallery, ["a", "b"], mode="template")
     assert template_labels.tolist() == ["a", "a", "b", "b"]
 
@@ -218,12 +222,16 @@ def test_open_set_hand_computed() -> None:
         return np.array([[np.cos(a), np.sin(a)] for a in angles])
 
     gallery, g_labels, p_labels = at(0.0, 1.0, 2.0), ["a", "b", "c"], ["a", "b", "c"]
-    rate, per_identity = open_set_false_accept(gallery, g_labels, at(0.05, 1.05, 2.3), p_labels)
+    rate, per_identity = open_set_false_accept(
+        gallery, g_labels, at(0.05, 1.05, 2.3), p_labels, mode="nearest"
+    )
     # without a: genuine probes are 0.05 and 0.3 rad from their gallery image, so strangers
     # must come within 0.3 rad; a's images are >= 0.95 rad away from b and c. Same for b, c.
     assert per_identity == {"a": 0.0, "b": 0.0, "c": 0.0} and rate == 0.0
 
-    rate, per_identity = open_set_false_accept(gallery, g_labels, at(0.05, 1.25, 1.2), p_labels)
+    rate, per_identity = open_set_false_accept(
+        gallery, g_labels, at(0.05, 1.25, 1.2), p_labels, mode="nearest"
+    )
     # without a: genuine b@1.25 (0.25 from b), c@1.2 (0.2 from b) -> 0.25 rad allowed;
     #   a@0 and a@0.05 are >= 0.95 rad from b: none accepted
     # without b: genuine a@0.05 (0.05), c@1.2 (0.8 from c) -> 0.8 rad allowed;
@@ -355,7 +363,7 @@ def test_evaluate_embeddings_keys_and_values() -> None:
     names = ["a", "b", "c", "d", "e"]
     gallery, g_labels = clustered(rng, names, 6, noise=0.3)
     probes, p_labels = clustered(rng, names, 4, noise=0.3)
-    result = evaluate_embeddings(gallery, g_labels, probes, p_labels)
+    result = evaluate_embeddings(gallery, g_labels, probes, p_labels, "nearest")
     required = {
         "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "best_accuracy", "best_threshold",
         "rank1", "open_set_false_accept", "threshold_at_1pct_frr",
@@ -365,11 +373,11 @@ def test_evaluate_embeddings_keys_and_values() -> None:
     assert result["auc"] == pytest.approx(brute_auc(distances, same))
     assert result["n_genuine_pairs"] == int(same.sum()) == 5 * 45
     assert result["n_impostor_pairs"] == 50 * 49 // 2 - 5 * 45
-    assert result["rank1"] == rank1_accuracy(gallery, g_labels, probes, p_labels)
+    assert result["rank1"] == rank1_accuracy(gallery, g_labels, probes, p_labels, "nearest")
     assert result["tar_at_far_1e-2"] == tar_at_far(distances, same, 1e-2)[0]
     assert result["best_accuracy"] == best_accuracy(distances, same)[0]
     assert result["eer"] == equal_error_rate(distances, same)[0]
-    _, nearest = nearest_identity(probes, gallery, g_labels)
+    _, nearest = nearest_identity(probes, gallery, g_labels, "nearest")
     assert result["threshold_at_1pct_frr"] == pytest.approx(nearest.max())  # 20 probes: none out
     assert result["genuine_distance_mean"] < result["impostor_distance_mean"]
     template = evaluate_embeddings(gallery, g_labels, probes, p_labels, mode="template")
@@ -380,4 +388,4 @@ def test_evaluate_embeddings_keys_and_values() -> None:
 def test_evaluate_embeddings_refuses_a_single_identity() -> None:
     emb = l2_normalize(np.eye(3))
     with pytest.raises(ValueError, match="at least two identities"):
-        evaluate_embeddings(emb, ["a", "a", "a"], emb[:1], ["a"])
+        evaluate_embeddings(emb, ["a", "a", "a"], emb[:1], ["a"], "nearest")

@@ -209,7 +209,7 @@ def test_real_embeddings_are_unit_deterministic_and_discriminative(embedder, sam
             rgb = read_image(path)
             faces = detector.detect(rgb)
             assert faces, f"no face in {path}"
-            crops.append(align_face(rgb, faces[0]))
+            crops.append(align_face(rgb, faces[0], method="landmarks", size=160, margin=32))
             labels.append(person)
     crops = np.stack(crops)
     first, second = embedder.embed(crops), embedder.embed(crops)

@@ -104,7 +104,7 @@ def test_landmark_transform_maps_landmarks_onto_the_template():
     template = landmark_template(160)
     truth = similarity(25, 1.7, 300, 120)  # template -> image
     landmarks = apply_transform(truth, template)
-    matrix = transform_for(face_with_landmarks(landmarks), "landmarks")
+    matrix = transform_for(face_with_landmarks(landmarks), "landmarks", 160, 32)
     np.testing.assert_allclose(apply_transform(matrix, landmarks), template, atol=1e-6)
 
 
@@ -119,7 +119,8 @@ def test_aligned_crop_puts_the_landmarks_on_the_template(angle, scale):
     truth = similarity(angle, scale, 0, 0)
     landmarks = apply_transform(truth, template - centre) + [300, 260]
     image = draw_dots((560, 640), landmarks, radius=max(3, round(3 * scale)))
-    crop = align_face(image, face_with_landmarks(landmarks), method="landmarks")
+    face = face_with_landmarks(landmarks)
+    crop = align_face(image, face, method="landmarks", size=160, margin=32)
     assert crop.shape == (160, 160, 3) and crop.dtype == np.uint8
     np.testing.assert_allclose(dot_centres(crop), template, atol=1.0)
 
@@ -139,7 +140,7 @@ def test_margin_crop_shows_the_box_with_the_margin_around_it():
     image = np.full((300, 400, 3), 30, dtype=np.uint8)
     image[100:200, 150:230] = (200, 60, 10)  # the "face box": x 150..230, y 100..200
     face = Face(box=(150, 100, 80, 100), score=1.0, landmarks=np.zeros((5, 2), np.float32))
-    crop = align_face(image, face, method="margin", margin=32)
+    crop = align_face(image, face, method="margin", size=160, margin=32)
     assert crop.shape == (160, 160, 3)
     inside = crop[20:140, 20:140]
     assert np.all(np.abs(inside.astype(int) - (200, 60, 10)).max(axis=2) <= 2)
@@ -157,14 +158,14 @@ def test_margin_must_leave_room_for_the_face():
 def test_faces_at_the_edge_give_full_crops_with_replicated_border():
     image = np.full((120, 120, 3), 200, dtype=np.uint8)
     face = Face(box=(-30, -20, 70, 80), score=1.0, landmarks=np.zeros((5, 2), np.float32))
-    crop = align_face(image, face, method="margin", margin=32)
+    crop = align_face(image, face, method="margin", size=160, margin=32)
     assert crop.min() == 200  # no black fill anywhere
 
 
 def test_unknown_method_is_refused():
     face = face_with_landmarks(landmark_template())
     with pytest.raises(ValueError, match="alignment method"):
-        align_face(np.zeros((160, 160, 3), np.uint8), face, method="affine")
+        align_face(np.zeros((160, 160, 3), np.uint8), face, method="affine", size=160, margin=32)
 
 
 def test_output_size_follows_the_size_argument():

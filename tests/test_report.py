@@ -178,7 +178,7 @@ def ws(tmp_path: Path) -> Path:
 
 
 def _seed(ws: Path, marks: list[tuple[str, dt.datetime]]) -> None:
-    with SQLiteAttendanceStore(ws / "attendance.db") as db:
+    with SQLiteAttendanceStore(ws / "attendance.db", timeout=10.0) as db:
         for name, when in marks:
             db.mark_present(name, when, 0.5, "test")
 
@@ -191,7 +191,7 @@ def test_close_day_marks_enrolled_absentees_once(attendance, ws: Path, capsys):
     assert "Absent: José Álvarez, 李小龍" in out
     assert attendance(["close-day", "--date", "2024-05-01", "--workspace", str(ws)]) == 0
     assert "0 newly marked Absent; 1 Present, 2 Absent" in capsys.readouterr().out
-    with SQLiteAttendanceStore(ws / "attendance.db") as db:
+    with SQLiteAttendanceStore(ws / "attendance.db", timeout=10.0) as db:
         rows = {r.name: r.status for r in db.rows("2024-05-01")}
     assert rows == {"Ada": PRESENT, "José Álvarez": ABSENT, "李小龍": ABSENT}
 
@@ -295,7 +295,7 @@ def test_report_over_a_range(attendance, ws: Path, tmp_path: Path, capsys):
             ("Ada", dt.datetime(2024, 5, 9, 7, 0)),  # outside the range
         ],
     )
-    with SQLiteAttendanceStore(ws / "attendance.db") as db:
+    with SQLiteAttendanceStore(ws / "attendance.db", timeout=10.0) as db:
         db.close_day("2024-05-01", ["Ada", "José Álvarez"])
     out_csv = tmp_path / "range.csv"
     argv = ["report", "--from", "2024-05-01", "--to", "2024-05-03", "--workspace", str(ws)]

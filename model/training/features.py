@@ -35,9 +35,10 @@ class FeatureSource:
         train_rows: np.ndarray,
         augment: int,
         rng: np.random.Generator,
-        cache: bool = True,
-        batch_size: int = 32,
-        progress: bool = False,
+        *,
+        cache: bool,
+        batch_size: int,
+        progress: bool,
     ) -> None:
         import tensorflow as tf
 

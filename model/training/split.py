@@ -142,7 +142,7 @@ def _read_split(path: Path) -> Split:
 def update_split(
     path: Path,
     crops: CropSet,
-    seed: int = 0,
+    seed: int,
     holdout_image_fraction: float = HOLDOUT_IMAGE_FRACTION,
     holdout_identity_fraction: float = HOLDOUT_IDENTITY_FRACTION,
 ) -> Split:
