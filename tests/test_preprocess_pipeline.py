@@ -221,6 +221,26 @@ def test_alignment_change_reprocesses_everything(workspace: Config):
     assert run(workspace.replace(margin=20)).processed == []
 
 
+def test_detector_change_reprocesses_everything(workspace: Config, monkeypatch):
+    """The detector and its settings are part of the crop settings: another detector, or
+    another threshold of the same one, redoes every crop; an unrelated key does not."""
+    import dataclasses
+
+    from common import config
+    from preprocess.detectors import REGISTRY
+
+    monkeypatch.setitem(config._CHOICES, "detector", (*config.DETECTORS, "other"))
+    monkeypatch.setitem(REGISTRY, "other", dataclasses.replace(REGISTRY["mtcnn"]))
+    rels = populate(workspace, {"Ada": 2, "Bob": 1})
+    run(workspace)
+    assert run(workspace).processed == []
+    assert sorted(run(workspace.replace(detector="other")).processed) == sorted(rels)
+    assert {e["settings"]["detector"] for e in manifest(workspace).values()} == {"other"}
+    assert sorted(run(workspace).processed) == sorted(rels)  # back to mtcnn
+    assert sorted(run(workspace.replace(min_detection_score=0.8)).processed) == sorted(rels)
+    assert run(workspace.replace(min_detection_score=0.8, threshold=0.9)).processed == []
+
+
 def test_names_limits_the_run_to_those_people(workspace: Config):
     populate(workspace, {"Ada": 2, "Bob": 2})
     run(workspace)
