@@ -1,6 +1,7 @@
 """The ground layer: configuration, errors, names, files, image decoding, vector maths, frame
-sources, sdist acquisition and the console-script runner. It imports no other package of the
-project; every other package may import it."""
+sources, sdist acquisition, the console-script runner and the OpenCV window.
+
+It imports no other package of the project; every other package may import it."""
 
 import os as _os
 

@@ -75,9 +75,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, translation[:, None]])
 
 
-def margin_transform(
-    box: tuple[float, float, float, float], size: int, margin: int
-) -> np.ndarray:
+def margin_transform(box: tuple[float, float, float, float], size: int, margin: int) -> np.ndarray:
     """The 2x3 matrix mapping ``box`` (x, y, w, h) onto ``[margin/2, size - margin/2]`` per axis."""
     x, y, w, h = (float(v) for v in box)
     inner = float(size - margin)
@@ -126,9 +124,7 @@ def warp(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-def align_face(
-    rgb: np.ndarray, face: Face, *, method: str, size: int, margin: int
-) -> np.ndarray:
+def align_face(rgb: np.ndarray, face: Face, *, method: str, size: int, margin: int) -> np.ndarray:
     """The uint8 (size, size, 3) RGB crop of ``face`` in ``rgb`` by alignment ``method``."""
     matrix = transform_for(face, method, size, margin)
     if not np.all(np.isfinite(matrix)):

@@ -2,12 +2,17 @@
 
 TensorFlow is imported only when the first image is actually detected, so building a
 :class:`FaceDetector` is free and a run with nothing to do never pays TF's start-up cost.
+
+:func:`detect_scaled` / :func:`detect_at_width` run any detector on a downscaled copy and map
+the faces back to full-size coordinates: the one "downscale, detect, map back" used by
+:class:`FaceDetector` (``max_side``), the recogniser (``detect_width``) and the scanner.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,6 +66,48 @@ class Detector(Protocol):
         ...
 
 
+def detect_scaled(
+    detector: Detector | Callable[[np.ndarray], list[Face]],
+    image: np.ndarray,
+    scale: float,
+    *,
+    bgr: bool = False,
+) -> list[Face]:
+    """Faces found by ``detector`` in ``image`` resized by ``scale``, in ``image``'s coordinates.
+
+    ``detector``: a :class:`Detector` or a plain ``detect(rgb) -> faces`` function.
+    ``scale < 1`` shrinks the copy (``INTER_AREA``) and maps the faces back with
+    :meth:`Face.mapped`; ``scale >= 1`` detects on ``image`` itself. ``bgr``: ``image`` is BGR
+    (an OpenCV frame) and is converted to RGB after downscaling, where it is cheaper.
+    """
+    detect = detector.detect if hasattr(detector, "detect") else detector
+    small = image
+    if scale < 1.0 or bgr:
+        import cv2
+
+        if scale < 1.0:
+            height, width = image.shape[:2]
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        if bgr:
+            small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+    faces = detect(small)
+    if scale < 1.0:
+        faces = [f.mapped(1.0 / scale) for f in faces]
+    return faces
+
+
+def detect_at_width(
+    detector: Detector | Callable[[np.ndarray], list[Face]],
+    image: np.ndarray,
+    width: int,
+    *,
+    bgr: bool = False,
+) -> list[Face]:
+    """:func:`detect_scaled` on a copy no wider than ``width`` pixels (narrower images as is)."""
+    return detect_scaled(detector, image, min(1.0, width / float(image.shape[1])), bgr=bgr)
+
+
 def sort_faces(faces: list[Face]) -> list[Face]:
     """Faces ordered by area, largest first (ties: higher score first)."""
     return sorted(faces, key=lambda f: (-f.area, -f.score))
@@ -106,20 +153,8 @@ class FaceDetector:
         """Faces in RGB uint8 image ``rgb`` passing the size and score thresholds, largest first."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 HxWx3 image, got {rgb.dtype} {rgb.shape}")
-        height, width = rgb.shape[:2]
-        scale = 1.0
-        image = rgb
-        if max(height, width) > self.max_side:
-            import cv2
-
-            scale = self.max_side / max(height, width)
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            image = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        # fit_to_image=False: keep the true box of a face cut by the frame (alignment pads).
-        results = self._model().detect_faces(np.ascontiguousarray(image), fit_to_image=False)
-        faces = [face_from_mtcnn(r) for r in results]
-        if scale != 1.0:
-            faces = [f.mapped(1.0 / scale) for f in faces]
+        scale = min(1.0, self.max_side / float(max(rgb.shape[:2])))
+        faces = detect_scaled(self._detect_all, rgb, scale)
         kept = [
             f
             for f in faces
@@ -128,3 +163,9 @@ class FaceDetector:
         if len(kept) < len(faces):
             log.debug("dropped %d weak or small detections", len(faces) - len(kept))
         return sort_faces(kept)
+
+    def _detect_all(self, rgb: np.ndarray) -> list[Face]:
+        """Every MTCNN face in ``rgb``, unfiltered."""
+        # fit_to_image=False: keep the true box of a face cut by the frame (alignment pads).
+        results = self._model().detect_faces(np.ascontiguousarray(rgb), fit_to_image=False)
+        return [face_from_mtcnn(r) for r in results]

@@ -96,6 +96,7 @@ class RunSummary:
     present: list[str] = field(default_factory=list)
     events: int = 0
     strangers: int = 0
+    refused: int = 0  # confirmed faces a gate held back (e.g. liveness)
     unsaved: int = 0
     stopped_by: str = "end of source"
     error: UserError | None = None  # what ended the run early (lost stream, broken database)
@@ -106,19 +107,23 @@ class RunSummary:
 
     def line(self) -> str:
         names = ", ".join(self.present) if self.present else "nobody"
+        refused = f"{self.refused} refused, " if self.refused else ""
         return (
             f"summary: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps) from "
             f"{self.source}; marked: {names}; {self.events} event(s), {self.strangers} "
-            f"unknown face(s), {self.unsaved} unsaved; stopped by {self.stopped_by}"
+            f"unknown face(s), {refused}{self.unsaved} unsaved; stopped by {self.stopped_by}"
         )
 
 
 # --------------------------------------------------------------------------- building
 def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: Any = None,
-                   detector: Any = None, independent_frames: bool = False) -> Any:  # fmt: skip
+                   detector: Any = None, independent_frames: bool = False,
+                   gates: Any = ()) -> Any:  # fmt: skip
     """Load the detector, the embedder and the gallery; return a ``RecognitionPipeline``.
 
     ``independent_frames``: every frame is its own scene (a folder of photos).
+    ``gates``: a sequence of ``recognizer.gates.Gate`` checks (in order) every face must pass
+    before it is recorded, e.g. a liveness check (none by default).
     """
     from preprocess.detectors import make_detector
     from recognizer.pipeline import RecognitionPipeline
@@ -140,7 +145,7 @@ def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: An
     detector = detector or make_detector(cfg)
     return RecognitionPipeline(
         cfg, detector, embedder, labels, embeddings, recorder, continuous=continuous,
-        independent_frames=independent_frames,
+        independent_frames=independent_frames, gates=gates,
     )  # fmt: skip
 
 
@@ -241,7 +246,8 @@ def run_loop(
         summary.seconds = time.monotonic() - started
         summary.present = pipeline.marked
         summary.events = sum(1 for e in pipeline.events if e.recorded)
-        summary.strangers = sum(1 for e in pipeline.events if not e.recorded)
+        summary.strangers = sum(1 for e in pipeline.events if not e.recorded and not e.refused)
+        summary.refused = sum(1 for e in pipeline.events if e.refused)
     return summary
 
 

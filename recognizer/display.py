@@ -1,7 +1,12 @@
 """The edge of the recogniser: drawing, the OpenCV window and its keys, the recorded video.
 
-This is the only module that calls ``cv2.imshow`` / ``cv2.waitKey``. Drawing is pure (it
-returns an annotated copy), so headless runs can record the same pictures to a video file.
+The window itself (show, keys, close, display detection) is ``common.window``'s, shared with
+the scanner; this module is the recogniser's only user of it. Drawing is pure (it returns an
+annotated copy), so headless runs can record the same pictures to a video file.
+
+Faces are drawn in the colour of their ``FaceView.display_status``: confirmed, candidate,
+unknown, and, with gates, ``refused`` (a gate fails: its reason is written under the box, e.g.
+"photo or screen?") or ``checking`` (a recognised face waits for a gate).
 
 Text is rendered with Pillow and the DejaVu font when available (names may be Unicode, the
 banner has an em dash); otherwise OpenCV's built-in font is used with an ASCII fallback.
@@ -13,25 +18,28 @@ import functools
 import importlib.util
 import logging
 import os
-import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common.errors import UserError
+from common import window as _window
+from common.window import KEY_ESC as KEY_ESC  # re-exported: the recogniser's window API
+from common.window import DisplayError as DisplayError
+from common.window import has_display as has_display
 from recognizer.pipeline import FaceView, FrameResult
 
 log = logging.getLogger(__name__)
 
-KEY_ESC = 27
 WINDOW_TITLE = "face_recognizer"
-# BGR colours by decision status
+# BGR colours by FaceView.display_status
 COLOURS = {
     "confirmed": (60, 200, 60),
     "candidate": (0, 200, 255),
     "unknown": (60, 60, 230),
+    "refused": (200, 40, 200),  # a gate fails (e.g. liveness: "photo or screen?")
+    "checking": (230, 170, 40),  # a recognised face waits for a gate
 }
 BANNER_BG = (40, 40, 40)
 FONT_CANDIDATES = (
@@ -39,17 +47,6 @@ FONT_CANDIDATES = (
     "/Library/Fonts/Arial Unicode.ttf",
     "C:/Windows/Fonts/arial.ttf",
 )
-
-
-class DisplayError(UserError):
-    """The window or the output video cannot be opened."""
-
-
-def has_display() -> bool:
-    """Can a window be shown? On Linux/BSD this needs ``$DISPLAY`` or ``$WAYLAND_DISPLAY``."""
-    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
 
 
 # --------------------------------------------------------------------------- text
@@ -150,19 +147,45 @@ def face_label(face: FaceView) -> str:
     return name
 
 
+def face_note(face: FaceView) -> str | None:
+    """What the gates say about ``face``: a failing gate's reason (``"photo or screen?"``),
+    ``"checking..."`` (or the waiting gate's reason) for a face that waits, else ``None``."""
+    status = face.display_status
+    if status == "refused" and face.refusal is not None:
+        gate, verdict = face.refusal
+        return verdict.reason or f"{verdict.action} by {gate}"
+    if status == "checking" and face.checking is not None:
+        return face.checking[1].reason or "checking..."
+    return None
+
+
+def _tag(image: np.ndarray, text: str, x: int, top: int, colour: tuple[int, int, int]) -> None:
+    """``text`` in black on a filled ``colour`` box whose top-left corner is (x - 1, top)."""
+    import cv2
+
+    tw, th = text_size(text, 16)
+    cv2.rectangle(image, (x - 1, top), (x + tw + 6, top + th + 6), colour, -1)
+    put_text(image, text, (x + 3, top + 3), 16, (0, 0, 0))
+
+
 def draw_faces(image: np.ndarray, faces: list[FaceView]) -> None:
-    """Boxes and labels of ``faces`` drawn in place."""
+    """Boxes and labels of ``faces`` drawn in place (with the gates' note under the box)."""
     import cv2
 
     for face in faces:
-        colour = COLOURS.get(face.status, COLOURS["unknown"])
+        colour = COLOURS.get(face.display_status, COLOURS["unknown"])
         x, y, w, h = (int(round(v)) for v in face.box)
         cv2.rectangle(image, (x, y), (x + w, y + h), colour, 2)
         label = face_label(face)
-        tw, th = text_size(label, 16)
-        top = y - th - 6 if y - th - 6 >= 0 else y + h + 2
-        cv2.rectangle(image, (x - 1, top), (x + tw + 6, top + th + 6), colour, -1)
-        put_text(image, label, (x + 3, top + 3), 16, (0, 0, 0))
+        th = text_size(label, 16)[1]
+        above = y - th - 6 >= 0
+        _tag(image, label, x, y - th - 6 if above else y + h + 2, colour)
+        note = face_note(face)
+        if note:
+            below = y + h + 2 if above else y + h + th + 10  # under the box (and the label)
+            if below + text_size(note, 16)[1] + 6 > image.shape[0]:
+                below = max(0, y + 2)  # no room below: inside the box, at its top
+            _tag(image, note, x, below, colour)
 
 
 def draw_banner(image: np.ndarray, lines: list[str], *, bottom: bool = True) -> None:
@@ -195,55 +218,12 @@ def annotate(result: FrameResult, *, hint: str | None = None, hud: str | None = 
 
 
 # --------------------------------------------------------------------------- window
-class Window:
-    """An OpenCV window: ``show`` a picture, ``key`` waits briefly and returns the key pressed."""
+class Window(_window.Window):
+    """The recogniser's window (``common.window.Window``): ``show`` a picture, ``key`` waits
+    briefly and returns the key pressed (``"esc"``, ``"n"``, ...; closing it counts as esc)."""
 
     def __init__(self, title: str = WINDOW_TITLE) -> None:
-        import cv2
-
-        self.title = title
-        try:
-            cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)  # no toolbar
-        except cv2.error as exc:
-            raise DisplayError(
-                f"cannot open a window ({str(exc).strip().splitlines()[-1]}); run with --headless"
-            ) from None
-        self._open = True
-
-    def show(self, image: np.ndarray) -> None:
-        """Display ``image`` (BGR)."""
-        import cv2
-
-        cv2.imshow(self.title, image)
-
-    def key(self, delay_ms: int = 1) -> str | None:
-        """The key pressed within ``delay_ms`` (``"esc"``, ``"n"``, ...), ``None`` if none.
-
-        Closing the window with its close button counts as ``"esc"``.
-        """
-        import cv2
-
-        code = cv2.waitKey(max(1, int(delay_ms)))
-        if code != -1:
-            code &= 0xFF
-            if code == KEY_ESC:
-                return "esc"
-            return chr(code).lower() if 32 <= code < 127 else None
-        try:
-            if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
-                return "esc"
-        except cv2.error:
-            return "esc"
-        return None
-
-    def close(self) -> None:
-        """Destroy the window (idempotent)."""
-        if self._open:
-            import cv2
-
-            self._open = False
-            cv2.destroyWindow(self.title)
-            cv2.waitKey(1)
+        super().__init__(title, what="a window", hint="run with --headless")
 
 
 # --------------------------------------------------------------------------- video out

@@ -15,6 +15,24 @@ Cost control:
   detection runs on every frame, and each face is embedded and judged on that one sighting
   (1-of-1: ``confirm_k``/``confirm_m`` and ``refresh_seconds`` do not apply).
 
+Gates (``recognizer.gates``, e.g. a liveness check):
+
+- ``gates`` is an ordered sequence of :class:`recognizer.gates.Gate`; every detection of
+  every tracked face (each detection round that updates the track, whether or not an
+  embedding is due) is fed to every gate, and each gate's latest verdict is kept per track;
+- a confirmed person is recorded only while every gate's verdict on that same track is
+  ``PASS``; while one is ``PENDING`` the track is embedded on every detection round (as an
+  undecided one is), so it is recorded on the first round all gates pass (or refused on the
+  round one fails), from that round's own embedding;
+- a ``FAIL`` holding a confirmed person back gives one event per track and failing gate,
+  with the gate's audit action (e.g. ``refused``), written with ``Recorder.log_event``; it
+  is not an attendance sighting (not ``recorded``, not in :attr:`RecognitionPipeline.marked`);
+- gates forget a track when it ends (lost, reset, every image of a folder) and when another
+  face takes it over (a fresh embedding contradicts its confirmed identity), so a face never
+  inherits another face's verdict;
+- :class:`FaceView` carries the verdicts (``display_status`` "refused"/"checking"); without
+  gates nothing changes.
+
 Decisions:
 
 - an identity is confirmed when it wins ``cfg.confirm_k`` of the last ``cfg.confirm_m``
@@ -55,12 +73,15 @@ import numpy as np
 from common.config import Config
 from common.sources import Frame
 from common.vectors import UNKNOWN, identity_templates, match_embeddings
+from preprocess.detect import detect_at_width
 from recognizer.confirm import Cooldown
+from recognizer.gates import Gate, GateBoard, Verdict, Verdicts
 from recognizer.tracker import Box, IoUTracker, Track
 
 log = logging.getLogger(__name__)
 
-STAGES = ("detect", "align", "embed", "match", "record")
+# per-frame stages timed; "gates" only in a pipeline that has gates
+STAGES = ("detect", "gates", "align", "embed", "match", "record")
 ACTION_QUEUED = "queued"  # the database was busy: kept in memory and retried
 ACTION_UNKNOWN = "unknown"  # a face nobody in the gallery matched (never written)
 
@@ -72,6 +93,12 @@ class Recorder(Protocol):
         self, name: str, when: dt.datetime, distance: float | None, source: str
     ) -> Any: ...
 
+    def log_event(
+        self, name: str, when: dt.datetime, distance: float | None, source: str, action: str
+    ) -> Any:
+        """Write one audit-trail event that is not attendance (e.g. a gate's ``refused``)."""
+        ...
+
 
 @dataclass(frozen=True)
 class FaceView:
@@ -82,11 +109,35 @@ class FaceView:
     label: str  # a name or "Unknown"
     distance: float
     status: str  # "confirmed", "candidate" (winning, not yet confirmed) or "unknown"
+    verdicts: Verdicts = ()  # (gate name, verdict) of every gate, in order
+
+    @property
+    def refusal(self) -> tuple[str, Verdict] | None:
+        """The first failing gate and its verdict, if any."""
+        return next(((name, v) for name, v in self.verdicts if v.failed), None)
+
+    @property
+    def checking(self) -> tuple[str, Verdict] | None:
+        """The first undecided gate and its verdict, when none fails."""
+        if self.refusal is not None:
+            return None
+        return next(((name, v) for name, v in self.verdicts if v.pending), None)
+
+    @property
+    def display_status(self) -> str:
+        """``status``, or "refused" when a gate fails, or "checking" when a recognised face
+        (confirmed or candidate) waits for a gate."""
+        if self.refusal is not None:
+            return "refused"
+        if self.checking is not None and self.status != "unknown":
+            return "checking"
+        return self.status
 
 
 @dataclass(frozen=True)
 class RecognitionEvent:
-    """A decision worth one log line: a person recorded (or queued), or a stranger seen."""
+    """A decision worth one log line: a person recorded (or queued), a stranger seen, or a
+    confirmed person held back by a failing gate (``gate`` set; action e.g. "refused")."""
 
     when: dt.datetime
     name: str
@@ -98,17 +149,28 @@ class RecognitionEvent:
     timestamp: float  # frame timestamp (s)
     first_seen: float  # timestamp (s) the track was first detected
     entry_time: str | None = None  # HH:MM:SS the person became present today (when saved)
+    gate: str | None = None  # the failing gate that held this person back
+    reason: str = ""  # that gate's reason
+
+    @property
+    def refused(self) -> bool:
+        """True when a gate held this confirmed person back (nothing was recorded)."""
+        return self.gate is not None
 
     @property
     def recorded(self) -> bool:
-        """True when this event is an attendance sighting (saved or queued), not a stranger."""
-        return self.action != ACTION_UNKNOWN
+        """True when this event is an attendance sighting (saved or queued): not a stranger,
+        not a refusal."""
+        return self.action != ACTION_UNKNOWN and not self.refused
 
     def line(self) -> str:
-        """The one-line log form: time, name, distance, action."""
+        """The one-line log form: time, name, distance, action (and a refusal's gate)."""
+        why = f"; {self.gate}: {self.reason}" if self.refused and self.reason else ""
+        if self.refused and not self.reason:
+            why = f"; {self.gate}"
         return (
             f"{self.when:%Y-%m-%d %H:%M:%S}  {self.name}  distance={self.distance:.3f}  "
-            f"{self.action}  (track {self.track_id}, {self.source})"
+            f"{self.action}  (track {self.track_id}, {self.source}{why})"
         )
 
 
@@ -171,6 +233,7 @@ class RecognitionPipeline:
         clock: Callable[[], dt.datetime] = dt.datetime.now,
         aligner: Callable[[np.ndarray, Any], np.ndarray] | None = None,
         independent_frames: bool = False,
+        gates: Sequence[Gate] = (),
     ) -> None:
         self.cfg = cfg
         self.detector = detector
@@ -183,6 +246,8 @@ class RecognitionPipeline:
         self.crop_size = int(getattr(embedder, "input_size", 160))
         self.align = aligner or default_aligner(cfg, self.crop_size)
         self.independent_frames = independent_frames
+        self.gates = GateBoard(gates)
+        self.stages = tuple(s for s in STAGES if s != "gates" or self.gates)
         if independent_frames:
             if (cfg.confirm_k, cfg.confirm_m) != (1, 1):
                 log.info(
@@ -191,15 +256,15 @@ class RecognitionPipeline:
                     cfg.confirm_k,
                     cfg.confirm_m,
                 )
-            self.tracker = IoUTracker(1, 1)  # one sighting per scene decides
+            self.tracker = IoUTracker(1, 1, on_end=self._track_ended)  # one sighting decides
         else:
-            self.tracker = IoUTracker(cfg.confirm_k, cfg.confirm_m)
+            self.tracker = IoUTracker(cfg.confirm_k, cfg.confirm_m, on_end=self._track_ended)
         self.cooldown = Cooldown(cfg.cooldown_seconds)
         self.paused = False
         self.banner: str | None = None
         self.frames = 0  # frames processed
         self.events: list[RecognitionEvent] = []
-        self.totals: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self.totals: dict[str, float] = dict.fromkeys(self.stages, 0.0)
         self.detections = 0  # detection rounds
         self.embedded = 0  # crops embedded
         self._since_detect: int | None = None  # frames since the last detection round
@@ -286,7 +351,7 @@ class RecognitionPipeline:
     def process(self, frame: Frame) -> FrameResult:
         """Run every stage due on ``frame``; return what to draw and what was recorded."""
         self.frames += 1
-        result = FrameResult(frame=frame, timings=dict.fromkeys(STAGES, 0.0))
+        result = FrameResult(frame=frame, timings=dict.fromkeys(self.stages, 0.0))
         if self.paused:
             result.paused, result.banner = True, self.banner
             return result
@@ -299,6 +364,7 @@ class RecognitionPipeline:
             result.detected = True
             faces = self._detect(frame.image, result.timings)
             tracks = self.tracker.update(faces, frame.timestamp, frame.index)
+            self._check_gates(frame, tracks, result.timings)
             self._recognise(frame, tracks, result)
         else:
             self._since_detect = (self._since_detect or 0) + 1
@@ -310,22 +376,36 @@ class RecognitionPipeline:
         return result
 
     def _detect(self, bgr: np.ndarray, timings: dict[str, float]) -> list[Any]:
-        import cv2
-
         start = time.perf_counter()
-        height, width = bgr.shape[:2]
-        scale = min(1.0, self.cfg.detect_width / float(width))
-        small = bgr
-        if scale < 1.0:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
-        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-        faces = self.detector.detect(rgb)
-        if scale < 1.0:
-            faces = [f.mapped(1.0 / scale) for f in faces]
+        # downscaled first, then converted to RGB (cheaper on the small copy)
+        faces = detect_at_width(self.detector, bgr, self.cfg.detect_width, bgr=True)
         self.detections += 1
         timings["detect"] += time.perf_counter() - start
         return faces
+
+    # -- gates -------------------------------------------------------------------------------
+    def _check_gates(self, frame: Frame, tracks: list[Track], timings: dict[str, float]) -> None:
+        """Feed this detection round's faces (fresh tracks) to every gate."""
+        if not self.gates:
+            return
+        start = time.perf_counter()
+        for track in tracks:
+            if track.fresh:
+                self.gates.observe(track.id, frame, track.face)
+        timings["gates"] += time.perf_counter() - start
+
+    def _track_ended(self, track: Track) -> None:
+        self.gates.forget(track.id)
+
+    def _awaits_gates(self, track: Track, now: float) -> bool:
+        """A confirmed person due to be recorded (cool-down over) on a gated track, while no
+        gate refuses them or a refusal is still to be told: embedded on this detection round,
+        so they are recorded on the first round every gate passes (or refused on the round a
+        gate fails), from that round's own embedding."""
+        name = track.identity
+        if name is None or not self.gates or not self.cooldown.ready(name, now):
+            return False
+        return not self.gates.failures(track.id) or bool(self.gates.untold(track.id))
 
     def _needs_embedding(self, track: Track, now: float) -> bool:
         if not track.fresh:
@@ -333,7 +413,7 @@ class RecognitionPipeline:
         if track.last_embedded is None:
             return True  # new
         undecided = track.identity is None and not track.confirmation.settled
-        if undecided:
+        if undecided or self._awaits_gates(track, now):
             return True
         return now - track.last_embedded >= self.cfg.refresh_seconds or now < track.last_embedded
 
@@ -376,28 +456,34 @@ class RecognitionPipeline:
                     "track %d: was %s, now %s (%.3f): confirmation restarted",
                     track.id, before, match.identity, match.distance,
                 )  # fmt: skip
+                if self.gates:  # another face: it is judged afresh, from this detection on
+                    self.gates.forget(track.id)
+                    self.gates.observe(track.id, frame, track.face)
         timings["match"] += time.perf_counter() - start
 
         start = time.perf_counter()
         for track in due:
-            event = self._decide(track, frame)
-            if event is not None:
+            for event in self._decide(track, frame):
                 result.events.append(event)
                 self.events.append(event)
         timings["record"] += time.perf_counter() - start
 
     # -- decisions ---------------------------------------------------------------------------
-    def _decide(self, track: Track, frame: Frame) -> RecognitionEvent | None:
-        """Record ``track``'s confirmed person, if the sighting just embedded is them."""
+    def _decide(self, track: Track, frame: Frame) -> list[RecognitionEvent]:
+        """Record ``track``'s confirmed person, if the sighting just embedded is them and
+        every gate passes this track."""
         name = track.identity
         if name is None:
-            return self._stranger(track, frame)
+            stranger = self._stranger(track, frame)
+            return [stranger] if stranger is not None else []
         latest = track.confirmation.latest
         if latest is None or not latest.known or latest.identity != name:
-            return None  # this very face is not (known as) them: never record on old votes
+            return []  # this very face is not (known as) them: never record on old votes
         if self.paused or not self.cooldown.ready(name, frame.timestamp):
-            return None
+            return []
         distance = latest.distance
+        if not self.gates.cleared(track.id):
+            return self._held_back(track, frame, name, distance)
         when = self.clock()
         saved = self.recorder.mark_present(name, when, distance, frame.source)
         self.cooldown.note(name, frame.timestamp)
@@ -411,7 +497,29 @@ class RecognitionPipeline:
         if not self.continuous:
             self.paused = True
             self.banner = f"{name} \u2014 present at {(entry or f'{when:%H:%M}')[:5]}"
-        return event
+        return [event]
+
+    def _held_back(
+        self, track: Track, frame: Frame, name: str, distance: float
+    ) -> list[RecognitionEvent]:
+        """``name`` is confirmed but a gate does not pass: one audit event per failing gate
+        and track (a pending gate just waits)."""
+        events: list[RecognitionEvent] = []
+
+        def refuse(gate: str, verdict: Verdict) -> None:
+            when = self.clock()
+            self.recorder.log_event(name, when, distance, frame.source, verdict.action)
+            log.info(
+                "track %d: %s held back by %s (%s)", track.id, name, gate, verdict.reason or "-"
+            )
+            event = RecognitionEvent(
+                when, name, distance, verdict.action, frame.source, track.id, frame.index,
+                frame.timestamp, track.first_seen, gate=gate, reason=verdict.reason,
+            )  # fmt: skip
+            events.append(event)
+
+        self.gates.announce(track.id, refuse)
+        return events
 
     def _stranger(self, track: Track, frame: Frame) -> RecognitionEvent | None:
         """One ``unknown`` event when a track's window fills without a winner."""
@@ -426,10 +534,9 @@ class RecognitionPipeline:
             frame.index, frame.timestamp, track.first_seen,
         )  # fmt: skip
 
-    @staticmethod
-    def _view(track: Track) -> FaceView:
+    def _view(self, track: Track) -> FaceView:
         label, distance, status = track.confirmation.label()
-        return FaceView(track.id, track.box, label, distance, status)
+        return FaceView(track.id, track.box, label, distance, status, self.gates.verdicts(track.id))
 
     # -- reporting ---------------------------------------------------------------------------
     def stage_ms(self) -> dict[str, float]:

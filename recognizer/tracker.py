@@ -3,13 +3,15 @@
 Detections of a new detection round are matched greedily to existing tracks by
 intersection-over-union (highest first, at least ``iou_threshold``). Unmatched detections
 start tracks; a track unmatched for more than ``max_missed`` consecutive rounds ends.
-Between detection rounds tracks keep their last box (:meth:`IoUTracker.coast`).
+Between detection rounds tracks keep their last box (:meth:`IoUTracker.coast`). Track ids
+are never reused by one tracker; ``on_end`` is told of every track that ends (dropped after
+too many misses, or by :meth:`IoUTracker.reset`), so per-track state elsewhere can be freed.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,13 +85,17 @@ class Track:
 class IoUTracker:
     """Greedy IoU association of detections to tracks."""
 
-    def __init__(self, k: int, m: int, iou_threshold: float = 0.3, max_missed: int = 3) -> None:
+    def __init__(
+        self, k: int, m: int, iou_threshold: float = 0.3, max_missed: int = 3,
+        on_end: Callable[[Track], None] | None = None,
+    ) -> None:  # fmt: skip
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold={iou_threshold} must be in (0, 1]")
         self.k = k
         self.m = m
         self.iou_threshold = iou_threshold
         self.max_missed = max_missed
+        self.on_end = on_end  # called with every track that ends
         self.tracks: list[Track] = []
         self._ids = itertools.count(1)
 
@@ -121,14 +127,14 @@ class IoUTracker:
             track.misses = 0
             track.fresh = True
         survivors: list[Track] = []
+        ended: list[Track] = []
         for i, track in enumerate(self.tracks):
             if i in used_tracks:
                 survivors.append(track)
                 continue
             track.fresh = False
             track.misses += 1
-            if track.misses <= self.max_missed:
-                survivors.append(track)
+            (survivors if track.misses <= self.max_missed else ended).append(track)
         for j, face in enumerate(faces):
             if j in used_faces:
                 continue
@@ -144,6 +150,7 @@ class IoUTracker:
                 )
             )
         self.tracks = sorted(survivors, key=lambda t: (not t.fresh, t.id))
+        self._ended(ended)
         return list(self.tracks)
 
     def coast(self) -> list[Track]:
@@ -158,4 +165,10 @@ class IoUTracker:
 
     def reset(self) -> None:
         """Drop every track (e.g. when recognition resumes after a pause)."""
-        self.tracks = []
+        ended, self.tracks = self.tracks, []
+        self._ended(ended)
+
+    def _ended(self, tracks: list[Track]) -> None:
+        if self.on_end is not None:
+            for track in tracks:
+                self.on_end(track)

@@ -6,7 +6,8 @@ recognisable at once.
 - :mod:`scanner.session` — the capture state machine (frames + keys in, numbered shots out);
 - :mod:`scanner.enrol` — incremental preprocessing + gallery update for one person, duplicate
   checks, undo;
-- :mod:`scanner.display` — the window (the only place calling ``cv2.imshow``/``waitKey``);
+- :mod:`scanner.display` — the window's overlay and key loop (on :mod:`common.window`, the
+  only place calling ``cv2.imshow``/``waitKey``);
 - :mod:`scanner.cli` (``scanner``, ``attendance scan``), :mod:`scanner.remove_cli`
   (``attendance remove``).
 """

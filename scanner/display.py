@@ -1,8 +1,9 @@
 """The scanner's window: the only place in the scanner that calls ``cv2.imshow``/``waitKey``.
 
 :func:`render` draws the overlay (face box, ``12/35`` counter, one hint, the latest message)
-and is pure; :class:`Window` shows images and reads keys; :func:`run_window` drives a
-:class:`scanner.session.CaptureSession` from a frame source and the keyboard.
+and is pure; :class:`Window` (``common.window.Window``, shared with the recogniser) shows
+images and reads keys; :func:`run_window` drives a :class:`scanner.session.CaptureSession`
+from a frame source and the keyboard.
 
 Keys: ``space`` capture, ``a`` toggle auto capture, ``esc`` or ``q`` finish (closing the
 window also finishes). When a video file or folder ends, the last picture stays on screen
@@ -12,15 +13,15 @@ until esc.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 from collections.abc import Iterable
 
 import cv2
 import numpy as np
 
-from common.errors import UserError
+from common import window as _window
+from common.window import DisplayError as DisplayError  # re-exported: the scanner's window API
+from common.window import has_display
 from scanner.session import CaptureResult, CaptureSession, FrameView, Key
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,7 @@ BAD = (40, 140, 255)
 WHITE = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 KEY_CODES = {32: Key.SPACE, 27: Key.ESC, ord("q"): Key.ESC, ord("a"): Key.AUTO}
-SYSTEM_FONTS = "/usr/share/fonts/truetype"
 END_OF_SOURCE = "end of the video: space keeps this picture, esc finishes"
-
-
-class DisplayError(UserError):
-    """No window can be opened (no display)."""
 
 
 def _ascii(text: str) -> str:
@@ -82,57 +78,28 @@ def render(view: FrameView, footer: str = "") -> np.ndarray:
 
 def check_display() -> None:
     """Raise :class:`DisplayError` when no window can appear (instead of Qt aborting)."""
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY")
-        or os.environ.get("WAYLAND_DISPLAY")
-        or os.environ.get("QT_QPA_PLATFORM")
-    ):
+    if not has_display(qt_platform=True):
         raise DisplayError(
             "no display for the scanner window (DISPLAY is not set); run it on a desktop, "
             "or use --headless with --keys/--keys-file or --auto"
         )
 
 
-class Window:
-    """One OpenCV window (no toolbar)."""
+class Window(_window.Window):
+    """The scanner's window (``common.window.Window``): :meth:`poll` reads the scanner keys."""
 
     def __init__(self, title: str) -> None:
         check_display()
-        if os.path.isdir(SYSTEM_FONTS):  # Qt in the OpenCV wheel ships no fonts of its own
-            os.environ.setdefault("QT_QPA_FONTDIR", SYSTEM_FONTS)
-        self.title = title
-        try:
-            cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
-        except cv2.error as exc:
-            raise DisplayError(f"cannot open the scanner window: {exc}".strip()) from None
-        self._shown = False
-
-    def show(self, image: np.ndarray) -> None:
-        cv2.imshow(self.title, image)
-        self._shown = True
+        super().__init__(
+            title,
+            what="the scanner window",
+            hint="use --headless with --keys/--keys-file or --auto",
+        )
 
     def poll(self, delay_ms: int) -> Key | None:
         """Wait up to ``delay_ms`` for a key; the scanner key pressed, if any."""
-        code = cv2.waitKey(max(1, int(delay_ms)))
-        if code < 0:
-            return None
-        return KEY_CODES.get(code & 0xFF)
-
-    def closed(self) -> bool:
-        """True when the person closed the window with the mouse."""
-        if not self._shown:
-            return False
-        try:
-            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
-        except cv2.error:
-            return True
-
-    def close(self) -> None:
-        try:
-            cv2.destroyWindow(self.title)
-            cv2.waitKey(1)
-        except cv2.error as exc:
-            log.debug("closing the window: %s", exc)
+        code = self.wait_key(delay_ms)
+        return None if code is None else KEY_CODES.get(code)
 
 
 def run_window(

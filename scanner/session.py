@@ -28,7 +28,7 @@ from common.errors import UserError
 from common.fsutil import fsync_dir
 from common.image_io import IMAGE_SUFFIXES
 from common.names import person_dir
-from preprocess.detect import Detector, Face
+from preprocess.detect import Detector, Face, detect_at_width
 from scanner.pose import Pose, PoseDiversity, estimate_pose
 from scanner.quality import Issue, Quality, QualityLimits, assess
 
@@ -134,7 +134,8 @@ def encode_jpeg(bgr: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 
 # --------------------------------------------------------------------------- detection
 class DownscaledDetector:
-    """Runs ``inner`` on a copy no wider than ``width`` pixels; faces come back in full-size
+    """A :class:`~preprocess.detect.Detector` running ``inner`` on a copy no wider than
+    ``width`` pixels (``preprocess.detect.detect_at_width``); faces come back in full-size
     coordinates. Detection cost grows with the pixel count, and enrolment faces are large."""
 
     def __init__(self, inner: Detector, width: int) -> None:
@@ -143,14 +144,7 @@ class DownscaledDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in RGB uint8 ``rgb``, largest first, in ``rgb``'s coordinates."""
-        height, width = rgb.shape[:2]
-        if width <= self.width:
-            return self.inner.detect(rgb)
-        scale = self.width / width
-        small = cv2.resize(
-            rgb, (self.width, max(1, round(height * scale))), interpolation=cv2.INTER_AREA
-        )
-        return [f.mapped(1.0 / scale) for f in self.inner.detect(small)]
+        return detect_at_width(self.inner, rgb, self.width)
 
 
 # --------------------------------------------------------------------------- session

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from preprocess.detect import Face, FaceDetector, face_from_mtcnn, sort_faces
+from preprocess.detect import (
+    Face,
+    FaceDetector,
+    detect_at_width,
+    detect_scaled,
+    face_from_mtcnn,
+    sort_faces,
+)
 
 
 def mtcnn_result(x, y, w, h, confidence=0.99, swap=False) -> dict:
@@ -96,3 +103,71 @@ def test_sort_faces_breaks_ties_by_score():
     low = Face((0, 0, 10, 10), 0.8, np.zeros((5, 2), np.float32))
     high = Face((5, 5, 10, 10), 0.95, np.zeros((5, 2), np.float32))
     assert sort_faces([low, high]) == [high, low]
+
+
+class Recording:
+    """A Detector that finds one fixed face and remembers every image it was given."""
+
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        self.images.append(rgb)
+        return [face_from_mtcnn(mtcnn_result(10, 20, 40, 50))]
+
+
+def test_detect_scaled_downscales_detects_and_maps_back():
+    detector = Recording()
+    image = np.zeros((300, 400, 3), np.uint8)
+    (face,) = detect_scaled(detector, image, 0.5)
+    assert detector.images[0].shape == (150, 200, 3)
+    assert face.box == pytest.approx((20, 40, 80, 100))
+    assert face.landmarks[0] == pytest.approx([2 * (10 + 0.3 * 40), 2 * (20 + 0.4 * 50)])
+    (same,) = detect_scaled(detector, image, 1.0)  # no resize, no mapping
+    assert detector.images[1] is image and same.box == (10, 20, 40, 50)
+    (plain,) = detect_scaled(detector.detect, image, 0.25)  # a plain function works too
+    assert detector.images[2].shape == (75, 100, 3)
+    assert plain.box == pytest.approx((40, 80, 160, 200))
+
+
+def test_detect_scaled_shrinks_with_inter_area_and_converts_bgr_after():
+    detector = Recording()
+    bgr = np.zeros((4, 8, 3), np.uint8)
+    bgr[:, ::2] = (255, 0, 0)  # blue and black columns: INTER_AREA averages them
+    detect_scaled(detector, bgr, 0.5, bgr=True)
+    small = detector.images[0]
+    assert small.shape == (2, 4, 3)
+    np.testing.assert_array_equal(small[0, 0], [0, 0, 128])  # averaged, and now RGB (blue last)
+
+
+def test_detect_at_width_keeps_narrow_images_as_they_are():
+    detector = Recording()
+    wide = np.zeros((480, 640, 3), np.uint8)
+    (face,) = detect_at_width(detector, wide, 320)
+    assert detector.images[0].shape == (240, 320, 3)
+    assert face.box == pytest.approx((20, 40, 80, 100))
+    narrow = np.zeros((200, 300, 3), np.uint8)
+    (face,) = detect_at_width(detector, narrow, 320)
+    assert detector.images[1] is narrow and face.box == (10, 20, 40, 50)
+    rgb = np.zeros((10, 20, 3), np.uint8)
+    rgb[..., 2] = 200  # BGR red
+    detect_at_width(detector, rgb, 320, bgr=True)
+    assert detector.images[2][0, 0].tolist() == [200, 0, 0]
+
+
+def test_detectors_are_built_by_name_from_the_configuration(workspace):
+    """``make_detector`` builds the configured detector with the configuration's thresholds,
+    every name Config accepts is registered, and an unknown name is refused by Config."""
+    from common.config import DETECTORS, ConfigError
+    from preprocess.detectors import REGISTRY, detector_settings, make_detector
+
+    assert set(REGISTRY) == set(DETECTORS)
+    cfg = workspace.replace(min_face_px=33, min_detection_score=0.7)
+    detector = make_detector(cfg)
+    assert isinstance(detector, FaceDetector)
+    assert (detector.min_face_px, detector.min_score) == (33, 0.7)
+    assert detector_settings(cfg) == {
+        "detector": "mtcnn", "min_face_px": 33, "min_detection_score": 0.7,
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="detector='retinaface' is not one of mtcnn"):
+        workspace.replace(detector="retinaface")

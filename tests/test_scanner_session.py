@@ -382,3 +382,27 @@ def test_no_display_is_a_clear_error(workspace, frame_folder, fake_detector, cap
     code = scan(workspace, "--name", "Ada", "--source", str(frame_folder), "--no-enrol")
     err = capsys.readouterr().err
     assert code == 2 and "no display" in err and "--headless" in err
+
+
+def test_display_detection_and_key_names(monkeypatch) -> None:
+    """``common.window``, shared by both windows: the scanner also accepts a Qt platform."""
+    from common import window
+    from scanner.display import DisplayError, check_display
+
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(window.sys, "platform", "linux")
+    assert not window.has_display() and not window.has_display(qt_platform=True)
+    with pytest.raises(DisplayError, match="no display for the scanner window"):
+        check_display()
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert window.has_display(qt_platform=True) and not window.has_display()
+    check_display()  # no error
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    assert window.has_display()
+    monkeypatch.setattr(window.sys, "platform", "win32")
+    monkeypatch.delenv("WAYLAND_DISPLAY")
+    assert window.has_display()
+    assert [window.key_name(c) for c in (27, ord("n"), ord("Q"), 32, 0x10FF1B, 200)] == [
+        "esc", "n", "q", " ", "esc", None,
+    ]  # fmt: skip

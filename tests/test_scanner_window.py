@@ -7,8 +7,6 @@ screenshot goes to ``$ATTENDANCE_TEST_ARTIFACTS`` (default: ``artifacts/`` in th
 from __future__ import annotations
 
 import os
-import select
-import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from xvfb import xvfb_display
 
 from attendance.demo import letterbox
 from common.config import Config
@@ -26,7 +25,6 @@ from scanner.session import DownscaledDetector
 
 REPO = Path(__file__).resolve().parent.parent
 TITLE = "scanner - Ada Lovelace"
-TOOLS = ("Xvfb", "xdotool", "import")
 
 
 def artifacts_dir() -> Path:
@@ -38,26 +36,8 @@ def artifacts_dir() -> Path:
 @pytest.fixture
 def display() -> Iterator[str]:
     """A private Xvfb server; its display name, e.g. ``:7``."""
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    assert not missing, f"install {missing} (apt-get install xvfb xdotool imagemagick)"
-    read_fd, write_fd = os.pipe()
-    server = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-        pass_fds=(write_fd,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write_fd)
-    try:
-        ready, _, _ = select.select([read_fd], [], [], 30)
-        assert ready, "Xvfb did not start within 30 s"
-        number = os.read(read_fd, 32).decode().strip()
-        assert number.isdigit(), f"Xvfb reported display {number!r}"
-        yield f":{number}"
-    finally:
-        os.close(read_fd)
-        server.terminate()
-        server.wait(timeout=10)
+    with xvfb_display("1280x800x24") as name:
+        yield name
 
 
 def xdotool(display: str, *args: str) -> str:

@@ -102,6 +102,24 @@ def test_coast_keeps_boxes_and_clears_fresh():
     assert tracker.tracks == [] and tracker.coast() == []
 
 
+def test_on_end_is_told_of_every_track_that_ends_and_ids_are_never_reused():
+    ended: list[int] = []
+    tracker = IoUTracker(k=3, m=5, max_missed=1, on_end=lambda track: ended.append(track.id))
+    tracker.update([det(10, 10), det(300, 10)], 0.0)
+    tracker.update([det(12, 10)], 0.1)  # the second face missed once: kept
+    assert ended == []
+    tracker.coast()
+    tracker.update([det(14, 10)], 0.2)  # missed twice: ends
+    assert ended == [2]
+    tracker.update([det(14, 10), det(300, 10)], 0.3)  # back: a new track
+    assert sorted(t.id for t in tracker.tracks) == [1, 3]
+    tracker.reset()
+    assert sorted(ended) == [1, 2, 3] and tracker.tracks == []
+    tracker.reset()
+    assert sorted(ended) == [1, 2, 3]  # told once
+    assert [t.id for t in tracker.update([det(10, 10)], 0.4)] == [4]
+
+
 def test_tracker_rejects_bad_threshold():
     with pytest.raises(ValueError):
         IoUTracker(k=3, m=5, iou_threshold=0.0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from xvfb import xvfb_display
 
 from attendance.demo import build_video, enrol, load_photo, pretty_name
 from common.config import load_config
@@ -34,30 +34,8 @@ PEOPLE = ("ben_afflek", "jerry_seinfeld")
 @pytest.fixture(scope="module")
 def display() -> Iterator[str]:
     """A private Xvfb server; yields its DISPLAY name."""
-    for tool in ("Xvfb", "xdotool", "import"):
-        assert shutil.which(tool), f"{tool} missing: apt-get install xvfb xdotool imagemagick"
-    read_fd, write_fd = os.pipe()
-    server = subprocess.Popen(  # -displayfd: Xvfb picks a free display and reports it
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        pass_fds=(write_fd,),
-    )
-    os.close(write_fd)
-    with os.fdopen(read_fd) as announced:
-        number = announced.readline().strip()
-    assert number.isdigit(), "Xvfb did not start"
-    name = f":{number}"
-    env = {**os.environ, "DISPLAY": name}
-    deadline = time.monotonic() + 20
-    while subprocess.run(["xdotool", "getdisplaygeometry"], env=env, capture_output=True,
-                         check=False).returncode != 0:  # fmt: skip
-        assert server.poll() is None, "Xvfb exited at start-up"
-        assert time.monotonic() < deadline, "Xvfb did not come up"
-        time.sleep(0.2)
-    yield name
-    server.terminate()
-    server.wait(timeout=10)
+    with xvfb_display("1024x768x24") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +150,45 @@ def test_window_scan_next_person_and_quit(display, workspace):
     assert not Path(f"{workspace.db_path}-wal").exists()
     with open_attendance_store(workspace, create=False) as db:
         assert sorted(r.name for r in db.rows()) == ["Ben Afflek", "Jerry Seinfeld"]
+
+
+WINDOW_SCRIPT = """
+import sys
+import numpy as np
+from common.window import Window
+
+window = Window(sys.argv[1])
+window.show(np.full((120, 160, 3), 90, np.uint8))
+print("shown", flush=True)
+key = None
+while key != "esc":
+    key = window.key(50)
+    if key is not None:
+        print(f"key {key}", flush=True)
+window.close()
+print("closed", flush=True)
+"""
+
+
+def test_common_window_shows_and_names_keys(display):
+    """``common.window.Window`` (both apps' window) in a process of its own: keys by name."""
+    title = "common-window-test"
+    env = {**os.environ, "DISPLAY": display, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WINDOW_SCRIPT, title], cwd=Path(__file__).resolve().parents[1],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lines = Lines(proc.stdout)
+        lines.wait_for("shown", timeout=60)
+        window = xdo(display, "search", "--sync", "--onlyvisible", "--name", title).split()[0]
+        press(display, window, "n")
+        assert lines.wait_for("key ", timeout=20) == "key n"
+        press(display, window, "Escape")
+        assert lines.wait_for("key ", timeout=20) == "key esc"
+        lines.wait_for("closed", timeout=20)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
