@@ -145,6 +145,7 @@ def capture_and_enrol(
         target=len(frames),
         min_shots=min(cfg.min_shots, len(frames)),
         detect_width=cfg.detect_width,
+        pose_step=cfg.scan_pose_step,
         on_shot=lambda shot: enroller.shot_saved(shot.path),
     )
 

@@ -20,6 +20,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+#: Longest side MTCNN is run at on a photo; larger ones are downscaled for detection only.
+MAX_SIDE = 1024
+
 #: MTCNN keypoint names in the order of :attr:`Face.landmarks` rows.
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
@@ -134,7 +137,7 @@ class FaceDetector:
     (coordinates are mapped back), which keeps multi-megapixel photos fast.
     """
 
-    def __init__(self, min_face_px: int = 20, min_score: float = 0.9, max_side: int = 1024):
+    def __init__(self, min_face_px: int, min_score: float, max_side: int = MAX_SIDE):
         self.min_face_px = int(min_face_px)
         self.min_score = float(min_score)
         self.max_side = int(max_side)

@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 _NUMBERED = re.compile(r"^(\d+)(\.[a-z]+)$", re.IGNORECASE)
 JPEG_QUALITY = 95
-DEFAULT_POSE_STEP = 6.0  # degrees between kept shots in auto mode
 
 
 class Key(enum.Enum):
@@ -223,9 +222,9 @@ class CaptureSession:
         *,
         target: int,
         min_shots: int,
-        detect_width: int = 320,
+        detect_width: int,
+        pose_step: float,
         auto: bool = False,
-        pose_step: float = DEFAULT_POSE_STEP,
         on_shot: Callable[[Shot], None] | None = None,
     ) -> None:
         self.folder = person_dir(images_dir, name)

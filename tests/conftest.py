@@ -45,10 +45,10 @@ def embedder(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def detector():
-    """One shared MTCNN detector (its start-up costs seconds)."""
-    from preprocess.detect import FaceDetector
+    """One shared MTCNN detector with the default thresholds (its start-up costs seconds)."""
+    from preprocess.detectors import make_detector
 
-    return FaceDetector()
+    return make_detector(Config())
 
 
 @pytest.fixture

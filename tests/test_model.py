@@ -196,12 +196,10 @@ def test_converted_cache_matches_checkpoint(cache_dir):
 
 
 @pytest.mark.weights
-def test_real_embeddings_are_unit_deterministic_and_discriminative(embedder, sample_dir):
+def test_real_embeddings_are_unit_deterministic_and_discriminative(embedder, sample_dir, detector):
     from common.image_io import read_image
     from preprocess.align import align_face
-    from preprocess.detect import FaceDetector
 
-    detector = FaceDetector()
     people = sorted(p.name for p in (sample_dir / "train").iterdir())[:3]
     crops, labels = [], []
     for person in people:

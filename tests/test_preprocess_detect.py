@@ -47,7 +47,7 @@ class FakeMTCNN:
 
 
 def detector_with(results: list[dict], **kwargs) -> tuple[FaceDetector, FakeMTCNN]:
-    detector = FaceDetector(**kwargs)
+    detector = FaceDetector(**{"min_face_px": 20, "min_score": 0.9, **kwargs})
     fake = FakeMTCNN(results)
     detector._mtcnn = fake
     return detector, fake
@@ -93,7 +93,7 @@ def test_large_images_are_detected_downscaled_and_mapped_back():
 
 
 def test_detector_is_lazy_and_checks_its_input():
-    detector = FaceDetector()
+    detector = FaceDetector(min_face_px=20, min_score=0.9)
     assert detector._mtcnn is None  # building the wrapper loads nothing
     with pytest.raises(ValueError, match="RGB uint8"):
         detector.detect(np.zeros((10, 10), np.uint8))

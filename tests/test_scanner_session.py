@@ -94,6 +94,8 @@ def frames(*images: np.ndarray) -> list[Frame]:
 def new_session(cfg: Config, name: str = "Ada Lovelace", **kw) -> CaptureSession:
     kw.setdefault("target", cfg.target_shots)
     kw.setdefault("min_shots", cfg.min_shots)
+    kw.setdefault("detect_width", cfg.detect_width)
+    kw.setdefault("pose_step", cfg.scan_pose_step)
     detector = kw.pop("detector", FakeDetector())
     return CaptureSession(name, cfg.images_dir, detector, QualityLimits.from_config(cfg), **kw)
 
