@@ -177,6 +177,17 @@ def crop_settings(cfg: Config) -> dict[str, Any]:
     return settings
 
 
+def same_settings(stored: Any, current: dict[str, Any]) -> bool:
+    """Were crops made with ``stored`` settings made as ``current`` would make them?
+
+    Settings recorded before detectors had names lack ``detector``: those crops were all made
+    by MTCNN, so upgrading does not redo every crop.
+    """
+    if isinstance(stored, dict) and "detector" not in stored:
+        stored = {"detector": "mtcnn", **stored}
+    return stored == current
+
+
 def output_names(filenames: Iterable[str]) -> dict[str, str]:
     """Output file name for each input file name of one folder: ``<stem>.png``.
 
@@ -427,7 +438,7 @@ class _Run:
         entry = self.entries.get(item.rel)
         if not entry or entry.get("sha256") != item.sha256:
             return False
-        if entry.get("settings") != self.settings:
+        if not same_settings(entry.get("settings"), self.settings):
             return False
         if entry.get("status") == "rejected":
             return True
@@ -439,7 +450,7 @@ class _Run:
         return (
             meta is not None
             and meta.get("source_sha256") == item.sha256
-            and meta.get("settings") == self.settings
+            and same_settings(meta.get("settings"), self.settings)
         )
 
     def process(self, item: _Input, keep: set[str]) -> None:
@@ -545,7 +556,9 @@ def _run_locked(run: _Run, wanted: set[str] | None, progress: bool) -> None:
     by_content = {
         e["sha256"]: pre / e["output"]
         for e in run.entries.values()
-        if e.get("status") == "ok" and e.get("settings") == run.settings and e.get("output")
+        if e.get("status") == "ok"
+        and same_settings(e.get("settings"), run.settings)
+        and e.get("output")
     }
     for item in scan.inputs:
         try:

@@ -21,15 +21,16 @@ Gates (``recognizer.gates``, e.g. a liveness check):
   every tracked face (each detection round that updates the track, whether or not an
   embedding is due) is fed to every gate, and each gate's latest verdict is kept per track;
 - a confirmed person is recorded only while every gate's verdict on that same track is
-  ``PASS``; while one is ``PENDING`` the track is embedded on every detection round (as an
-  undecided one is), so it is recorded on the first round all gates pass (or refused on the
-  round one fails), from that round's own embedding;
+  ``PASS``; the track is embedded on the detection round its gates decide, so it is recorded
+  on the first round all gates pass (or refused on the round one fails), from that round's
+  own embedding (while a gate is undecided, the usual refresh cadence applies);
 - a ``FAIL`` holding a confirmed person back gives one event per track and failing gate,
   with the gate's audit action (e.g. ``refused``), written with ``Recorder.log_event``; it
   is not an attendance sighting (not ``recorded``, not in :attr:`RecognitionPipeline.marked`);
-- gates forget a track when it ends (lost, reset, every image of a folder) and when another
-  face takes it over (a fresh embedding contradicts its confirmed identity), so a face never
-  inherits another face's verdict;
+- gates forget a track when it ends (lost, reset, every image of a folder) and whenever a
+  fresh embedding names a person the track's previous look did not (a stranger's track that
+  suddenly shows Ada, or a confirmed track contradicted), so a face never inherits another
+  face's verdict;
 - :class:`FaceView` carries the verdicts (``display_status`` "refused"/"checking"); without
   gates nothing changes.
 
@@ -55,7 +56,7 @@ Times for confirmation, refresh and cool-down are frame timestamps (media time f
 so results do not depend on processing speed; database times come from ``clock()``.
 
 The gallery can be swapped between frames with :meth:`RecognitionPipeline.update_gallery`
-(``recognizer.cli`` does so when ``recognizer.gallery.GalleryWatcher`` sees the file change),
+(``recognizer.cli`` does so when ``store.gallery.GalleryWatcher`` sees the store change),
 so people enrolled or removed while the recogniser runs are taken into account at once.
 """
 
@@ -87,7 +88,7 @@ ACTION_UNKNOWN = "unknown"  # a face nobody in the gallery matched (never writte
 
 
 class Recorder(Protocol):
-    """Where confirmed sightings go (``recognizer.db.PendingWriter`` or ``AttendanceDB``)."""
+    """Where confirmed sightings go (``store.pending.PendingWriter`` or an attendance store)."""
 
     def mark_present(
         self, name: str, when: dt.datetime, distance: float | None, source: str
@@ -142,7 +143,7 @@ class RecognitionEvent:
     when: dt.datetime
     name: str
     distance: float
-    action: str  # recognizer.db ACTION_* ("present", "seen", ...), "queued" or "unknown"
+    action: str  # store.records ACTION_* ("present", "seen", ...), "queued" or "unknown"
     source: str
     track_id: int
     frame_index: int
@@ -215,6 +216,13 @@ def default_aligner(cfg: Config, size: int) -> Callable[[np.ndarray, Any], np.nd
         return align_face(rgb, face, method=cfg.alignment, size=size, margin=cfg.margin)
 
     return align
+
+
+def _names_someone_else(previous: Any, match: Any) -> bool:
+    """Does ``match`` name a person the track's previous look did not (Unknown -> Ada, Bob ->
+    Ada)? Gate verdicts belong to the face that earned them, so they are not carried over.
+    A track's first look has no previous one: its gates have seen only this face so far."""
+    return previous is not None and bool(match.known) and previous.identity != match.identity
 
 
 class RecognitionPipeline:
@@ -398,14 +406,14 @@ class RecognitionPipeline:
         self.gates.forget(track.id)
 
     def _awaits_gates(self, track: Track, now: float) -> bool:
-        """A confirmed person due to be recorded (cool-down over) on a gated track, while no
-        gate refuses them or a refusal is still to be told: embedded on this detection round,
-        so they are recorded on the first round every gate passes (or refused on the round a
-        gate fails), from that round's own embedding."""
+        """A confirmed person due to be recorded (cool-down over) whose gates have just
+        decided: every gate passes, or a refusal is still to be told. Such a track is embedded
+        on this detection round, so it is recorded (or refused) from this round's own
+        embedding; while a gate is still undecided the usual refresh cadence applies."""
         name = track.identity
         if name is None or not self.gates or not self.cooldown.ready(name, now):
             return False
-        return not self.gates.failures(track.id) or bool(self.gates.untold(track.id))
+        return self.gates.cleared(track.id) or bool(self.gates.untold(track.id))
 
     def _needs_embedding(self, track: Track, now: float) -> bool:
         if not track.fresh:
@@ -451,14 +459,17 @@ class RecognitionPipeline:
         matches = match_embeddings(vectors, gallery, labels, self.cfg.threshold)
         for track, match in zip(due, matches, strict=True):
             before = track.identity
-            if track.observe(match, frame.timestamp):
+            previous = track.confirmation.latest
+            restarted = track.observe(match, frame.timestamp)
+            if restarted:
                 log.debug(
                     "track %d: was %s, now %s (%.3f): confirmation restarted",
                     track.id, before, match.identity, match.distance,
                 )  # fmt: skip
-                if self.gates:  # another face: it is judged afresh, from this detection on
-                    self.gates.forget(track.id)
-                    self.gates.observe(track.id, frame, track.face)
+            if self.gates and (restarted or _names_someone_else(previous, match)):
+                # possibly another face: it is judged afresh, from this detection on
+                self.gates.forget(track.id)
+                self.gates.observe(track.id, frame, track.face)
         timings["match"] += time.perf_counter() - start
 
         start = time.perf_counter()
@@ -536,7 +547,8 @@ class RecognitionPipeline:
 
     def _view(self, track: Track) -> FaceView:
         label, distance, status = track.confirmation.label()
-        return FaceView(track.id, track.box, label, distance, status, self.gates.verdicts(track.id))
+        verdicts = self.gates.verdicts(track.id) if self.gates else ()
+        return FaceView(track.id, track.box, label, distance, status, verdicts)
 
     # -- reporting ---------------------------------------------------------------------------
     def stage_ms(self) -> dict[str, float]:

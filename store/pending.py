@@ -54,7 +54,7 @@ class PendingWriter:
 
     @property
     def backlog(self) -> int:
-        """Number of sightings not yet saved."""
+        """Number of sightings (and audit events) not yet saved."""
         return len(self._queue)
 
     def pending(self) -> list[PendingMark]:
@@ -86,6 +86,11 @@ class PendingWriter:
         waiting = bool(self._queue)
         self._queue.append(event)
         if waiting and not self._retry_due():
+            log.warning(
+                "attendance database unavailable; %d sighting(s) or event(s) queued (%s)",
+                len(self._queue),
+                self.last_error,
+            )
             return False
         self._drain()
         return not self._queue
@@ -150,7 +155,8 @@ class PendingWriter:
         if self._queue:
             for mark in self._queue:
                 log.error(
-                    "unsaved sighting: %s at %s (distance %s, source %s)",
+                    "unsaved %s: %s at %s (distance %s, source %s)",
+                    "sighting" if mark.action is None else f"{mark.action} event",
                     mark.name,
                     mark.when.isoformat(timespec="seconds"),
                     mark.distance,

@@ -21,6 +21,7 @@ ACTION_PRESENT = "present"  # first sighting of the day: a new Present row
 ACTION_ABSENT_TO_PRESENT = "absent_to_present"  # day closed before the person arrived
 ACTION_SEEN = "seen"  # a later sighting: LastSeen (or an earlier entry time) updated
 ACTION_ABSENT = "absent"  # close-day marked the person Absent
+ATTENDANCE_ACTIONS = (ACTION_PRESENT, ACTION_ABSENT_TO_PRESENT, ACTION_SEEN, ACTION_ABSENT)
 
 
 class StoreError(UserError):
@@ -83,7 +84,7 @@ class Event:
 
 @dataclass(frozen=True)
 class MarkResult:
-    """What :meth:`AttendanceDB.mark_present` did."""
+    """What :meth:`AttendanceStore.mark_present` did."""
 
     name: str
     date: str

@@ -33,6 +33,7 @@ from store.records import (
     ACTION_ABSENT_TO_PRESENT,
     ACTION_PRESENT,
     ACTION_SEEN,
+    ATTENDANCE_ACTIONS,
     PRESENT,
     AttendanceRow,
     DatabaseCorrupt,
@@ -373,8 +374,11 @@ class SQLiteAttendanceStore:
         """Append one audit event that changes no attendance row; return its id."""
         name = validate_name(name)
         distance = check_mark(distance, source)
-        if not action or not isinstance(action, str):
-            raise ValueError(f"action={action!r} must be a non-empty string")
+        if not action or not isinstance(action, str) or action in ATTENDANCE_ACTIONS:
+            raise ValueError(
+                f"action={action!r} must be a non-empty string other than the attendance "
+                f"actions ({', '.join(ATTENDANCE_ACTIONS)})"
+            )
         stamp = local_time(when).isoformat(timespec="milliseconds")
         with self._transaction(f"logging {action} for {name!r}") as conn:
             cursor = conn.execute(

@@ -51,17 +51,21 @@ class SQLiteEmbeddingStore:
         self._open()
 
     def _open(self) -> None:
+        self._conn, self._file = self._connect()
+
+    def _connect(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
+        """A prepared connection to the file at ``path`` and the file's (device, inode)."""
         with self._errors("open"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=self.timeout)
+            conn = sqlite3.connect(self.path, timeout=self.timeout)
         try:
             with self._errors("open"):
-                self._prepare()
+                self._prepare(conn)
                 stat = os.stat(self.path)
         except GalleryError:
-            self._conn.close()
+            conn.close()
             raise
-        self._file = (stat.st_dev, stat.st_ino)
+        return conn, (stat.st_dev, stat.st_ino)
 
     # --- housekeeping -----------------------------------------------------------------------
     def __enter__(self) -> SQLiteEmbeddingStore:
@@ -98,18 +102,18 @@ class SQLiteEmbeddingStore:
         except OSError as exc:
             raise GalleryError(f"{self.path}: cannot {action} the gallery: {exc}") from None
 
-    def _prepare(self) -> None:
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise GalleryError(
                 f"{self.path}: gallery schema {version} is newer than this program's "
                 f"({SCHEMA_VERSION}); upgrade facenet-attendance"
             )
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA journal_mode=WAL")
         if version < SCHEMA_VERSION:
-            with self._conn:
-                self._conn.executescript(_SCHEMA)
-                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            with conn:
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- reading ------------------------------------------------------------------------------
     def load(self, model_id: str, dim: int | None = None) -> tuple[list[str], np.ndarray]:
@@ -169,15 +173,17 @@ class SQLiteEmbeddingStore:
 
         ``data_version`` changes whenever *another* connection (in any process) has committed
         to the file since the previous call; this connection's own writes do not change it.
-        A file moved away and rebuilt is another file: the connection is reopened on the new
-        one (logged). A missing file raises ``FileNotFoundError``.
+        A file moved away and rebuilt is another file: the connection moves to the new one
+        (logged) once that one opens; until then the old connection stays. A missing file
+        raises ``FileNotFoundError``.
         """
         stat = os.stat(self.path)
         identity = (stat.st_dev, stat.st_ino)
         if identity != self._file:
             log.info("%s was replaced by a new file: reopening it", self.path)
+            conn, self._file = self._connect()
             self._conn.close()
-            self._open()
+            self._conn = conn
         with self._errors("read"):
             version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
         return (*self._file, version)

@@ -456,3 +456,23 @@ def test_watcher_follows_a_gallery_moved_away_and_rebuilt(cfg: Config, caplog) -
             sync_gallery(rebuilt, cfg, FakeEmbedder(), progress=False)
         assert watch.poll()[0] == ["Alan Turing"] * 3
         assert "replaced by a new file" in caplog.text
+
+
+def test_watcher_survives_an_unusable_replacement_and_the_original_coming_back(
+    cfg: Config, caplog
+) -> None:
+    """A replacement that is not a gallery cannot be opened: the watcher keeps its connection
+    and warns; when the original file is moved back, changes to it are picked up again."""
+    with open_embedding_store(cfg) as gallery:
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
+    with GalleryWatcher(open_embedding_store(cfg), "fake-v1", interval=0.0) as watch:
+        aside = cfg.gallery_path.with_name("gallery-aside.sqlite")
+        cfg.gallery_path.rename(aside)
+        cfg.gallery_path.write_bytes(b"not a database at all" * 100)
+        assert watch.poll() is None
+        assert "was not reloaded" in caplog.text
+        cfg.gallery_path.unlink()
+        aside.rename(cfg.gallery_path)
+        with open_embedding_store(cfg) as other:
+            other.remove_identity("Alan Turing")
+        assert watch.poll()[0] == ["Ada Lovelace"] * 5

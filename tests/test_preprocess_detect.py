@@ -158,10 +158,9 @@ def test_detect_at_width_keeps_narrow_images_as_they_are():
 def test_detectors_are_built_by_name_from_the_configuration(workspace):
     """``make_detector`` builds the configured detector with the configuration's thresholds,
     every name Config accepts is registered, and an unknown name is refused by Config."""
-    from common.config import DETECTORS, ConfigError
-    from preprocess.detectors import REGISTRY, detector_settings, make_detector
+    from common.config import ConfigError
+    from preprocess.detectors import detector_settings, make_detector
 
-    assert set(REGISTRY) == set(DETECTORS)
     cfg = workspace.replace(min_face_px=33, min_detection_score=0.7)
     detector = make_detector(cfg)
     assert isinstance(detector, FaceDetector)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from common.config import Config
 from common.errors import UserError
-from common.image_io import read_image, read_png_metadata
+from common.image_io import encode_png, read_image, read_png_metadata
 from common.names import InvalidName
 from preprocess import cli
 from preprocess.detect import Face
@@ -239,6 +239,25 @@ def test_detector_change_reprocesses_everything(workspace: Config, monkeypatch):
     assert sorted(run(workspace).processed) == sorted(rels)  # back to mtcnn
     assert sorted(run(workspace.replace(min_detection_score=0.8)).processed) == sorted(rels)
     assert run(workspace.replace(min_detection_score=0.8, threshold=0.9)).processed == []
+
+
+def test_crops_made_before_detectors_had_names_are_kept(workspace: Config):
+    """A manifest written before the ``detector`` setting existed (every crop then came from
+    MTCNN) is up to date for ``detector = "mtcnn"``: upgrading redoes nothing."""
+    populate(workspace, {"Ada": 2, "Bob": 1})
+    run(workspace)
+    path = workspace.pre_images_dir / MANIFEST_NAME
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for entry in data["entries"].values():
+        del entry["settings"]["detector"]
+        crop = workspace.pre_images_dir / entry["output"]
+        meta = read_png_metadata(crop)
+        del meta["settings"]["detector"]
+        crop.write_bytes(encode_png(read_image(crop), meta))
+    path.write_text(json.dumps(data), encoding="utf-8")
+    before = {p: p.read_bytes() for p in workspace.pre_images_dir.rglob("*.png")}
+    assert run(workspace).processed == []
+    assert {p: p.read_bytes() for p in workspace.pre_images_dir.rglob("*.png")} == before
 
 
 def test_names_limits_the_run_to_those_people(workspace: Config):

@@ -72,8 +72,10 @@ def test_log_event_adds_an_audit_event_and_no_attendance_row(workspace: Config) 
         assert (event.id, event.name, event.distance, event.source, event.action) == (
             event_id, "Ada Lovelace", 0.42, "camera 0", "refused",
         )  # fmt: skip
-        with pytest.raises(ValueError, match="action"):
-            db.log_event("Ada Lovelace", WHEN, 0.42, "camera 0", "")
+        for action in ("", "present", "absent"):  # audit-only: never an attendance action
+            with pytest.raises(ValueError, match="action"):
+                db.log_event("Ada Lovelace", WHEN, 0.42, "camera 0", action)
+        assert db.rows() == [] and len(db.events()) == 1
 
 
 def test_pending_writer_keeps_audit_events_in_order_while_the_store_is_locked(
