@@ -21,9 +21,9 @@ from test_pipeline import (
     clock,
     make_frame,
     swap,
+    synthetic_config,
 )
 
-from common.config import load_config
 from common.sources import Frame
 from common.vectors import UNKNOWN
 from recognizer.display import COLOURS, annotate, face_note
@@ -130,19 +130,7 @@ class AlwaysPass(Spy):
 
 @pytest.fixture
 def cfg(tmp_path):
-    return load_config(
-        tmp_path,
-        overrides={
-            "detect_every": 1,
-            "detect_width": W,
-            "confirm_k": 3,
-            "confirm_m": 5,
-            "refresh_seconds": 1.0,
-            "cooldown_seconds": 60.0,
-            "threshold": 0.8,
-        },
-        env={},
-    )
+    return synthetic_config(tmp_path)
 
 
 def engine(cfg, recorder, gates=(), *, continuous=True, **changes):

@@ -143,8 +143,8 @@ def clock():
     return lambda: start + dt.timedelta(seconds=next(ticks))
 
 
-@pytest.fixture
-def cfg(tmp_path):
+def synthetic_config(tmp_path):
+    """A workspace configuration for the synthetic frames: detection on every frame."""
     return load_config(
         tmp_path,
         overrides={
@@ -158,6 +158,11 @@ def cfg(tmp_path):
         },
         env={},
     )
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return synthetic_config(tmp_path)
 
 
 @pytest.fixture
