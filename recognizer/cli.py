@@ -23,7 +23,10 @@ asks SQLite whether ``gallery.sqlite`` changed and, if so, reloads the stored em
 re-embedding) and swaps them in between two frames.
 
 Stopping (esc, end of file, Ctrl-C, SIGTERM, a stream lost for good) always releases the
-source, closes the database (saving queued sightings) and prints one summary line.
+source, closes the database (saving queued sightings) and prints one summary line. The summary
+names as "marked" only people whose sighting is saved; sightings the database did not take
+are "queued (not saved yet)": they are journalled on disk, and the next recogniser started on
+the workspace writes them (``store.pending``); the run then exits 2 with a one-line error.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,26 +97,91 @@ class RunSummary:
     source: str
     frames: int = 0
     seconds: float = 0.0
-    present: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)  # people with a saved sighting
+    queued: list[str] = field(default_factory=list)  # people whose sightings are all unsaved
     events: int = 0
     strangers: int = 0
     refused: int = 0  # confirmed faces a gate held back (e.g. liveness)
     unsaved: int = 0
     stopped_by: str = "end of source"
     error: UserError | None = None  # what ended the run early (lost stream, broken database)
+    sightings: list[Any] = field(default_factory=list, repr=False)  # recorded events, in order
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
+    def settle(self, pending: Iterable[Any]) -> None:
+        """Split the people recorded into saved (``present``) and still queued (``queued``).
+
+        ``pending``: what the writer has not saved (``PendingWriter.pending()``, entries with
+        ``name``, ``when`` and ``action``); a sighting is unsaved when one of them has its name
+        and time. ``unsaved`` counts all of them, audit events and earlier runs' included.
+        """
+        pending = list(pending)
+        unsaved = Counter((m.name, m.when) for m in pending if m.action is None)
+        saved: list[str] = []
+        waiting: list[str] = []
+        for event in self.sightings:
+            key = (event.name, event.when)
+            if unsaved[key] > 0:
+                unsaved[key] -= 1
+                waiting.append(event.name)
+            else:
+                saved.append(event.name)
+        self.present = list(dict.fromkeys(saved))
+        self.queued = [name for name in dict.fromkeys(waiting) if name not in self.present]
+        self.unsaved = len(pending)
+
     def line(self) -> str:
         names = ", ".join(self.present) if self.present else "nobody"
+        queued = f"; queued (not saved yet): {', '.join(self.queued)}" if self.queued else ""
         refused = f"{self.refused} refused, " if self.refused else ""
         return (
             f"summary: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps) from "
-            f"{self.source}; marked: {names}; {self.events} event(s), {self.strangers} "
+            f"{self.source}; marked: {names}{queued}; {self.events} event(s), {self.strangers} "
             f"unknown face(s), {refused}{self.unsaved} unsaved; stopped by {self.stopped_by}"
         )
+
+
+class FrameRate:
+    """The window's frame-rate readout: frames the pipeline processed per second of wall-clock
+    time, over the last ``span`` seconds.
+
+    Only frames that were recognised count (not loop turns, not frames shown while paused),
+    and the time between them includes everything the loop does (display, keys, pacing). A
+    pause forgets the history, so the readout after ``n`` is measured afresh.
+    """
+
+    def __init__(self, span: float = 2.0) -> None:
+        self.span = float(span)
+        self._times: deque[float] = deque()
+
+    def processed(self, now: float) -> None:
+        """A frame was processed at ``now`` (seconds, monotonic)."""
+        self._times.append(now)
+        while len(self._times) > 2 and now - self._times[0] > self.span:
+            self._times.popleft()
+
+    def pause(self) -> None:
+        """Recognition paused: nothing is processed until it resumes."""
+        self._times.clear()
+
+    def per_second(self) -> float | None:
+        """Processed frames per second, or ``None`` before two frames were processed."""
+        if len(self._times) < 2:
+            return None
+        elapsed = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / elapsed if elapsed > 0 else None
+
+
+def hud_text(rate: FrameRate, paused: bool, source: str) -> str:
+    """The window's top line: ``12.5 fps  camera 0``, ``paused  camera 0`` while paused, and
+    only the source until a rate is known."""
+    if paused:
+        return f"paused  {source}"
+    fps = rate.per_second()
+    return source if fps is None else f"{fps:.1f} fps  {source}"
 
 
 # --------------------------------------------------------------------------- building
@@ -197,7 +266,7 @@ def run_loop(
     started = time.monotonic()
     frames = iter(source)
     last_image = None
-    rate = 0.0  # smoothed processing rate for the on-screen HUD (pauses excluded)
+    rate = FrameRate()  # processed frames per second, for the window's readout
     try:
         while not stop.is_set():
             if max_frames is not None and summary.frames >= max_frames:
@@ -218,12 +287,14 @@ def run_loop(
                 break
             result = pipeline.process(frame)
             summary.frames += 1
-            instant = 1.0 / max(1e-6, time.monotonic() - tick)
-            rate = instant if rate == 0.0 else 0.9 * rate + 0.1 * instant
+            if result.paused:
+                rate.pause()
+            else:
+                rate.processed(time.monotonic())
             for event in result.events:
                 on_event(event)
             if window is not None or video is not None:
-                hud = f"{rate:.1f} fps  {summary.source}"
+                hud = hud_text(rate, result.paused, summary.source)
                 last_image = annotate(result, hint=_hint(pipeline), hud=hud)
                 if video is not None:
                     video.write(last_image)
@@ -244,7 +315,9 @@ def run_loop(
         summary.error = exc
     finally:
         summary.seconds = time.monotonic() - started
-        summary.present = pipeline.marked
+        summary.sightings = [e for e in pipeline.events if e.recorded]
+        pending = getattr(getattr(pipeline, "recorder", None), "pending", None)
+        summary.settle(pending() if callable(pending) else [])
         summary.events = sum(1 for e in pipeline.events if e.recorded)
         summary.strangers = sum(1 for e in pipeline.events if not e.recorded and not e.refused)
         summary.refused = sum(1 for e in pipeline.events if e.refused)
@@ -333,7 +406,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             )
     finally:
         if summary is not None:
-            summary.unsaved = writer.backlog if writer is not None else 0
+            # after the writer's last attempt at closing: what is saved now, what is not
+            summary.settle(writer.pending() if writer is not None else [])
             print(summary.line(), flush=True)
     if summary.error is not None:
         raise summary.error

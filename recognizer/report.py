@@ -33,6 +33,9 @@ RANGE_COLUMNS: tuple[Column, ...] = (
     ("mean_entry", "Mean entry"),
 )
 MISSING = "-"  # how an empty value is shown in a table (CSV leaves the cell empty)
+# A text cell starting with one of these is run as a formula by spreadsheets (CSV injection,
+# OWASP): such cells get a leading single quote in CSV output.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 Record = Mapping[str, object]
@@ -182,11 +185,28 @@ def format_table(
     return "\n".join(out)
 
 
+def spreadsheet_safe(text: str) -> str:
+    """``text`` as a CSV cell a spreadsheet shows as text and never runs as a formula.
+
+    Following OWASP's advice on CSV injection (as spreadsheet-safe exporters do), a cell
+    starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading single
+    quote (``=HYPERLINK(...)`` becomes ``'=HYPERLINK(...)``); other text is unchanged.
+    """
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
+def _csv_cell(value: object) -> object:
+    if value is None:
+        return ""
+    return spreadsheet_safe(value) if isinstance(value, str) else value
+
+
 def to_csv(records: Iterable[Record], columns: Sequence[Column]) -> str:
-    """CSV text (RFC 4180) with a header of the column keys; empty values stay empty."""
+    """CSV text (RFC 4180) with a header of the column keys; empty values stay empty and every
+    text cell is made formula-safe (:func:`spreadsheet_safe`); numbers are written as is."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)  # RFC 4180: CRLF line ends, quoting as needed
-    writer.writerow([key for key, _ in columns])
+    writer.writerow([spreadsheet_safe(key) for key, _ in columns])
     for record in records:
-        writer.writerow(["" if record.get(key) is None else record.get(key) for key, _ in columns])
+        writer.writerow([_csv_cell(record.get(key)) for key, _ in columns])
     return buffer.getvalue()

@@ -42,8 +42,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--to", dest="end", metavar="YYYY-MM-DD", help="last day of the summary (default: today)"
     )
     parser.add_argument(
-        "--csv", metavar="FILE", help="also write the report to FILE as UTF-8 CSV with a header"
+        "--csv",
+        metavar="FILE",
+        help="also write the report to FILE as UTF-8 CSV with a header (its folder must exist; "
+        "cells starting with = + - @ get a leading ' so spreadsheets show them as text)",
     )
+
+
+def check_csv_target(path: Path) -> None:
+    """Refuse a ``--csv`` path that is a folder or whose folder does not exist (nothing is
+    created but the file itself)."""
+    if path.is_dir():
+        raise UserError(
+            f"cannot write CSV {path}: it is a folder; give a file name, "
+            f"e.g. --csv {path / 'attendance.csv'}"
+        )
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(
+            f"cannot write CSV {path}: the folder {folder} {what}; create it first or "
+            "choose another --csv path"
+        )
 
 
 def _write_csv(path: Path, text: str) -> None:
@@ -62,6 +82,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise DateError("give either --date or --from/--to, not both")
     if args.end and not args.start:
         raise DateError(f"--to {args.end!r} needs --from as well")
+    if args.csv:
+        check_csv_target(Path(args.csv))  # before any work: a typo must not cost a query
     note = ""
     if args.start:
         start = parse_date(args.start, "--from", today)
@@ -100,6 +122,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         print(note)
     if args.csv:
         path = Path(args.csv)
+        check_csv_target(path)  # it may have gone meanwhile: atomic writes create folders
         _write_csv(path, to_csv(records, columns))
         print(f"Wrote {len(records)} row(s) to {path}")
     return 0

@@ -31,9 +31,23 @@ def attendance_store_exists(cfg: Config) -> bool:
     return Path(cfg.db_path).exists()
 
 
+def pending_journal_dir(cfg: Config) -> Path:
+    """Where recognisers journal the sightings not saved yet: ``<db_path>-pending/`` (it
+    belongs to that database, like SQLite's ``-wal`` file; one journal file per recogniser)."""
+    db_path = Path(cfg.db_path)
+    return db_path.with_name(db_path.name + "-pending")
+
+
 def open_pending_writer(cfg: Config) -> PendingWriter:
-    """The attendance store of ``cfg`` wrapped so a busy store never loses a sighting."""
-    return PendingWriter(open_attendance_store(cfg))
+    """The attendance store of ``cfg`` wrapped so a busy store or a killed process never loses
+    a sighting: each one is journalled on disk first (:func:`pending_journal_dir`), and the
+    journals of recognisers that stopped before saving everything are replayed now."""
+    store = open_attendance_store(cfg)
+    try:
+        return PendingWriter(store, journal=pending_journal_dir(cfg))
+    except BaseException:
+        store.close()
+        raise
 
 
 def open_embedding_store(cfg: Config) -> EmbeddingStore:

@@ -5,7 +5,10 @@
 seen (by content, for the embedder's model id), copies the vector of a crop that was merely
 renamed, drops rows of deleted or changed crops and of removed people, and drops rows of other
 model ids. Embedding runs in batches of ``cfg.embed_batch``, each committed in its own
-transaction, so an interrupted sync keeps its work and the next one resumes.
+transaction, so an interrupted sync keeps its work and the next one resumes. Inside each
+write transaction (with the store's write lock held) every crop is checked again on disk: a
+crop deleted or changed while it was being embedded (``attendance remove`` running meanwhile)
+is not stored, so a removal can never be undone by a sync in flight.
 :func:`load_gallery` syncs and then only reads: no network, nothing recomputed.
 :class:`GalleryWatcher` lets a running recogniser notice, cheaply, that another process changed
 the store (someone enrolled or removed) and reload it.
@@ -15,10 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Protocol
 
 import numpy as np
@@ -56,6 +61,7 @@ class SyncSummary:
     unchanged: int = 0  # crops already stored
     removed: int = 0  # rows of deleted or changed crops and of removed people
     other_models: int = 0  # rows of other model ids dropped
+    vanished: int = 0  # crops removed or changed while being embedded: not stored
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
 
     def __str__(self) -> str:
@@ -65,6 +71,8 @@ class SyncSummary:
         )
         if self.other_models:
             text += f", {self.other_models} of other models dropped"
+        if self.vanished:
+            text += f", {self.vanished} removed or changed meanwhile (not stored)"
         if self.skipped:
             text += f", {len(self.skipped)} crops skipped"
         return text
@@ -119,13 +127,16 @@ def sync_gallery(
     known = store.vectors(model_id, {c.sha256 for c in todo})  # renamed or copied crops
     reused = [c for c in todo if c.sha256 in known]
     todo = [c for c in todo if c.sha256 not in known]
+    kept: list[CropEmbedding] = []
     summary.removed, summary.other_models = store.replace(
         model_id,
         stale,
         [_row(c, *known[c.sha256]) for c in reused],
         scope,
+        _kept(still_on_disk(Path(cfg.pre_images_dir)), kept),
     )
-    summary.reused = len(reused)
+    summary.reused = len(kept)
+    summary.vanished += len(reused) - len(kept)
     _embed(store, cfg, embedder, todo, summary, progress)
     log.info("%s", summary)
     for relpath, reason in summary.skipped:
@@ -183,12 +194,45 @@ def _embed(
                         f"the embedder returned shape {vectors.shape} for {len(ok)} crops, "
                         f"expected ({len(ok)}, {embedder.dim})"
                     )
-                store.insert(
+                stored = store.insert(
                     summary.model_id,
                     [_row(c, embedder.dim, v.tobytes()) for c, v in zip(ok, vectors, strict=True)],
+                    still_on_disk(Path(cfg.pre_images_dir)),
                 )
-                summary.embedded += len(ok)
+                summary.embedded += stored
+                summary.vanished += len(ok) - stored
             bar.update(len(batch))
+
+
+def still_on_disk(base: Path) -> Callable[[CropEmbedding], bool]:
+    """``check(row)``: is the crop of ``row`` still a regular file under ``base`` with the
+    size and mtime it had when it was hashed? (Asked by the store inside its write
+    transaction, see :meth:`EmbeddingStore.insert`.)"""
+
+    def check(row: CropEmbedding) -> bool:
+        try:
+            info = os.stat(base / row.relpath)
+        except OSError:
+            return False
+        return (
+            S_ISREG(info.st_mode) and info.st_size == row.size and info.st_mtime_ns == row.mtime_ns
+        )
+
+    return check
+
+
+def _kept(
+    check: Callable[[CropEmbedding], bool], kept: list[CropEmbedding]
+) -> Callable[[CropEmbedding], bool]:
+    """``check``, also collecting the rows it accepts into ``kept``."""
+
+    def wrapped(row: CropEmbedding) -> bool:
+        ok = check(row)
+        if ok:
+            kept.append(row)
+        return ok
+
+    return wrapped
 
 
 def _row(crop: _Crop, dim: int, vector: bytes) -> CropEmbedding:

@@ -15,7 +15,7 @@ build it from the configuration. :mod:`store.gallery` (incremental sync, watchin
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -128,13 +128,26 @@ class EmbeddingStore(Protocol):
         stale: Sequence[tuple[str, str]],
         add: Sequence[CropEmbedding],
         scope: Sequence[str] | None,
+        still_valid: Callable[[CropEmbedding], bool] | None = None,
     ) -> tuple[int, int]:
         """In one transaction: delete the ``(sha256, relpath)`` rows in ``stale``, drop the
-        rows of other model ids (within ``scope``), insert ``add``; ``(stale, other)`` counts."""
+        rows of other model ids (within ``scope``), insert those of ``add`` that
+        ``still_valid`` accepts (see :meth:`insert`); ``(stale, other)`` counts."""
         ...
 
-    def insert(self, model_id: str, add: Sequence[CropEmbedding]) -> None:
-        """Insert (or replace) embeddings in one transaction."""
+    def insert(
+        self,
+        model_id: str,
+        add: Sequence[CropEmbedding],
+        still_valid: Callable[[CropEmbedding], bool] | None = None,
+    ) -> int:
+        """Insert (or replace) embeddings in one transaction; return how many were inserted.
+
+        ``still_valid(row)`` is asked about each row *after* the store's write lock is taken
+        and before anything is written; rows it refuses are not stored. A sync passes "the
+        crop file is still there, unchanged", so a removal that deletes the crops and then
+        the embeddings (each under the same lock) cannot be undone by a sync in flight.
+        """
         ...
 
     # -- writing --------------------------------------------------------------------------

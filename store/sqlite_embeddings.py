@@ -13,7 +13,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +212,7 @@ class SQLiteEmbeddingStore:
         sync adds them back.
         """
         identity = validate_name(name)
-        with self._errors("update"), self._conn:
+        with self._errors("update"), self._write():
             cursor = self._conn.execute("DELETE FROM embeddings WHERE identity = ?", (identity,))
         log.info("removed %d embeddings of %s from %s", cursor.rowcount, identity, self.path)
         return cursor.rowcount
@@ -258,10 +258,12 @@ class SQLiteEmbeddingStore:
         stale: Sequence[tuple[str, str]],
         add: Sequence[CropEmbedding],
         scope: Sequence[str] | None,
+        still_valid: Callable[[CropEmbedding], bool] | None = None,
     ) -> tuple[int, int]:
-        """In one transaction: delete the ``(sha256, relpath)`` rows in ``stale``, drop the
-        rows of other model ids (within ``scope``), insert ``add``; ``(stale, other)`` counts."""
-        with self._errors("update"), self._conn:
+        """In one write transaction: delete the ``(sha256, relpath)`` rows in ``stale``, drop
+        the rows of other model ids (within ``scope``), insert the rows of ``add`` that
+        ``still_valid`` accepts once the write lock is held; ``(stale, other)`` counts."""
+        with self._errors("update"), self._write():
             self._conn.executemany(
                 "DELETE FROM embeddings WHERE model_id = ? AND sha256 = ? AND relpath = ?",
                 [(model_id, sha, relpath) for sha, relpath in stale],
@@ -272,15 +274,56 @@ class SQLiteEmbeddingStore:
                 sql += f" AND identity IN ({','.join('?' * len(scope))})"
                 params += list(scope)
             other = self._conn.execute(sql, params).rowcount
-            self._insert(model_id, add)
+            self._insert(model_id, self._valid(add, still_valid))
         return len(stale), other
 
-    def insert(self, model_id: str, add: Sequence[CropEmbedding]) -> None:
-        """Insert (or replace) embeddings in one transaction."""
-        with self._errors("update"), self._conn:
-            self._insert(model_id, add)
+    def insert(
+        self,
+        model_id: str,
+        add: Sequence[CropEmbedding],
+        still_valid: Callable[[CropEmbedding], bool] | None = None,
+    ) -> int:
+        """Insert (or replace) embeddings in one write transaction; return how many.
+
+        The write lock is taken first (``BEGIN IMMEDIATE``), then ``still_valid`` is asked
+        about each row, then the accepted rows are inserted and committed. Another process
+        deleting rows (``remove_identity``) waits for this commit or has already committed,
+        so a check made here sees every file deletion that happened before that removal.
+        """
+        with self._errors("update"), self._write():
+            rows = self._valid(add, still_valid)
+            self._insert(model_id, rows)
+        return len(rows)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction holding SQLite's write lock from its first statement.
+
+        ``BEGIN IMMEDIATE`` waits (up to ``timeout``) for other writers and then keeps them
+        out until ``COMMIT``; an error rolls everything back.
+        """
+        self._conn.execute("BEGIN IMMEDIATE")
+        with self._conn:  # commits on success, rolls back on an exception
+            yield
+
+    @staticmethod
+    def _valid(
+        add: Sequence[CropEmbedding], still_valid: Callable[[CropEmbedding], bool] | None
+    ) -> list[CropEmbedding]:
+        """The rows of ``add`` that ``still_valid`` accepts (all without a check)."""
+        if still_valid is None:
+            return list(add)
+        kept: list[CropEmbedding] = []
+        for row in add:
+            if still_valid(row):
+                kept.append(row)
+            else:
+                log.info("not stored: %s was removed or changed meanwhile", row.relpath)
+        return kept
 
     def _insert(self, model_id: str, add: Sequence[CropEmbedding]) -> None:
+        if not add:
+            return
         now = time.time()
         self._conn.executemany(
             "INSERT OR REPLACE INTO embeddings "

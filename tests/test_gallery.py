@@ -300,6 +300,8 @@ def test_summary_text() -> None:
     assert str(summary) == (
         "gallery m: 2 embedded, 1 reused, 3 unchanged, 4 removed, 5 of other models dropped"
     )
+    summary.vanished = 2  # crops deleted (a person removed) while the sync embedded them
+    assert str(summary).endswith(", 2 removed or changed meanwhile (not stored)")
 
 
 @pytest.mark.weights

@@ -11,9 +11,12 @@ while the loop runs.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -29,7 +32,7 @@ from test_pipeline import (
 
 from attendance.demo import build_video, enrol, load_photo, pretty_name
 from common.config import Config, load_config
-from common.sources import Frame, open_source
+from common.sources import Frame, LiveSource, open_source
 from common.vectors import UNKNOWN
 from recognizer import cli
 from recognizer.pipeline import ACTION_UNKNOWN, RecognitionPipeline
@@ -327,3 +330,155 @@ def test_folder_of_photos_judges_every_photo_on_its_own(
         ("Ada", "seen"),
         ("Bob", "seen"),
     ]
+
+
+# --------------------------------------------------------------------------- unsaved sightings
+def headless_run(live: Config, monkeypatch, frames: list[Frame], *extra: str) -> int:
+    """``face_recognizer --continuous`` on ``frames`` with the fake models (no display)."""
+    from model.embedder import Embedder
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(Embedder, "from_config", classmethod(lambda cls, cfg: FakeEmbedder()))
+    monkeypatch.setattr("common.sources.open_source", lambda spec: ListSource(frames))
+    flags = ["--workspace", str(live.root), "--source", "synthetic", "--continuous", *extra]
+    for key, value in {"detect_every": 1, "threshold": 0.8, "db_timeout_seconds": 0.05}.items():
+        flags += ["--set", f"{key}={value}"]
+    return cli.main(flags)
+
+
+def test_summary_does_not_call_an_unsaved_sighting_marked(
+    live: Config, monkeypatch, capsys, use_detector
+):
+    """The database stays locked for the whole run: the summary says the sighting is queued,
+    not marked; the run exits 2 saying it is journalled; the next run writes it (issue 9,
+    item 8)."""
+    import sqlite3
+
+    use_detector(FakeDetector())
+    frames = [make_frame(i, {"Bob": (100, 60)}) for i in range(12)]
+    with open_attendance_store(live):
+        pass
+    locker = sqlite3.connect(str(live.db_path), isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        assert headless_run(live, monkeypatch, frames) == 2
+    finally:
+        locker.execute("COMMIT")
+        locker.close()
+    out, err = capsys.readouterr()
+    summary = out.splitlines()[-1]
+    assert "marked: nobody; queued (not saved yet): Bob;" in summary
+    assert "1 unsaved" in summary
+    (error,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert error.startswith("error: 1 sighting(s) could not be saved to ")
+    assert "they are journalled in " in error and "at the next start of a recogniser" in error
+    assert history(live) == []
+
+    assert headless_run(live, monkeypatch, frames[:1]) == 0  # Bob not confirmed on 1 frame
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert "marked: nobody;" in summary and "0 unsaved" in summary
+    assert history(live) == [("Bob", "present")]  # replayed at start, exactly once
+
+
+def test_summary_counts_saved_and_queued_sightings_apart() -> None:
+    from store.journal import PendingMark
+
+    when = [dt.datetime(2025, 1, 6, 9, 0, i) for i in range(4)]
+    seen = [SimpleNamespace(name=name, when=at) for name, at in zip("ABAC", when, strict=True)]
+    summary = cli.RunSummary(source="cam", sightings=seen)
+    summary.settle([PendingMark("A", when[2], 0.4, "cam"), PendingMark("C", when[3], 0.4, "cam")])
+    assert (summary.present, summary.queued, summary.unsaved) == (["A", "B"], ["C"], 2)
+    assert "marked: A, B; queued (not saved yet): C;" in summary.line()
+    summary.settle([])
+    assert (summary.present, summary.queued) == (["A", "B", "C"], [])
+    assert "marked: A, B, C; 0 event(s)" in summary.line()
+
+
+# --------------------------------------------------------------------------- the fps readout
+def test_frame_rate_counts_processed_frames_over_wall_clock_time() -> None:
+    rate = cli.FrameRate(span=2.0)
+    assert rate.per_second() is None
+    for i in range(21):  # 10 frames per second for 2 s
+        rate.processed(100.0 + i / 10)
+    assert rate.per_second() == pytest.approx(10.0)
+    for i in range(1, 11):  # slows down to 2 per second: the old frames age out
+        rate.processed(102.0 + i / 2)
+    assert rate.per_second() == pytest.approx(2.0)
+    rate.pause()  # a person marked: nothing is processed while paused
+    assert rate.per_second() is None
+    assert cli.hud_text(rate, True, "camera 0") == "paused  camera 0"
+    rate.processed(500.0)  # after n: measured afresh, the pause does not count
+    assert cli.hud_text(rate, False, "camera 0") == "camera 0"
+    rate.processed(500.04)
+    assert rate.per_second() == pytest.approx(25.0)
+    assert cli.hud_text(rate, False, "camera 0") == "25.0 fps  camera 0"
+
+
+class LiveFrames(LiveSource):
+    """A camera (live: it keeps delivering while recognition is paused) over given frames."""
+
+    def __init__(self, frames: list[Frame]) -> None:  # no device, no reader thread
+        self.frames = list(frames)
+        self.fps = None
+
+    def describe(self) -> str:
+        return "camera 9"
+
+    def __next__(self) -> Frame:
+        if not self.frames:
+            raise StopIteration
+        return self.frames.pop(0)
+
+    def close(self) -> None:
+        self.frames = []
+
+
+class KeyWindow:
+    """A window that records the readout of every frame shown and presses ``n`` once."""
+
+    def __init__(self, press_n_at: int) -> None:
+        self.shown = 0
+        self.press_n_at = press_n_at
+
+    def show(self, image) -> None:
+        self.shown += 1
+
+    def key(self, wait_ms: int) -> str | None:
+        time.sleep(0.002)
+        return "n" if self.shown == self.press_n_at else None
+
+    def close(self) -> None:
+        pass
+
+
+def test_window_readout_shows_processed_fps_and_nothing_while_paused(live, monkeypatch):
+    """Window mode on a camera: after a person is marked, the readout says "paused" (it showed
+    hundreds of fps counting idle loop turns); after ``n`` it shows the processed rate."""
+    import recognizer.display
+
+    huds: list[tuple[bool, str]] = []
+    real = recognizer.display.annotate
+
+    def annotate(result, *, hint=None, hud=None):
+        huds.append((result.paused, hud))
+        return real(result, hint=hint, hud=hud)
+
+    monkeypatch.setattr(recognizer.display, "annotate", annotate)
+    frames = [make_frame(i, {"Bob": (100, 60)}) for i in range(10)]
+    frames += [make_frame(10 + i, {}) for i in range(20)]
+    with PendingWriter(open_attendance_store(live)) as writer:
+        with open_embedding_store(live) as gallery:
+            labels, vectors = gallery.load(FakeEmbedder.model_id, dim=4)
+        pipe = RecognitionPipeline(
+            live, FakeDetector(), FakeEmbedder(), labels, vectors, writer,
+            continuous=False, clock=clock(),
+        )  # fmt: skip
+        summary = cli.run_loop(LiveFrames(frames), pipe, window=KeyWindow(press_n_at=15))
+    assert summary.present == ["Bob"] and summary.frames == 30
+    paused = [hud for was_paused, hud in huds if was_paused]
+    running = [hud for was_paused, hud in huds if not was_paused]
+    assert paused and set(paused) == {"paused  camera 9"}
+    assert huds[15][0] is False  # n was pressed: scanning again
+    rates = [float(hud.split()[0]) for hud in running if "fps" in hud]
+    assert rates and max(rates) < 1000 / 2  # at most one frame per window.key sleep

@@ -24,6 +24,7 @@ from recognizer.report import (
     people,
     range_records,
     seconds_to_time,
+    spreadsheet_safe,
     summarize,
     time_to_seconds,
     to_csv,
@@ -153,6 +154,26 @@ def test_csv_has_header_empty_cells_and_quotes():
     assert to_csv([], RANGE_COLUMNS).strip() == ",".join(key for key, _ in RANGE_COLUMNS)
 
 
+FORMULA_NAMES = ["=1+2", "+Bob", "-Ada", "@SUM(A1)", "\tTab", "\rReturn"]
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_get_a_leading_quote():
+    """CSV injection (OWASP): a text cell starting with = + - @ tab or CR is prefixed with
+    ``'``; other text, numbers and empty cells are unchanged (issue 9, item 4)."""
+    names = [*FORMULA_NAMES, "Ada - Lovelace", "O'Brien"]
+    rows = [AttendanceRow(name, "2024-05-01", PRESENT, "09:00:00", None) for name in names]
+    parsed = list(csv.reader(io.StringIO(to_csv(day_records(rows), DAY_COLUMNS))))
+    cells = {row[0]: row for row in parsed[1:]}
+    assert set(cells) == {"'" + name for name in FORMULA_NAMES} | {"Ada - Lovelace", "O'Brien"}
+    assert all(row[1:] == ["2024-05-01", "Present", "09:00:00", ""] for row in parsed[1:])
+    summaries = [PersonSummary("=cmd|' /C calc'!A0", 2, 1, "08:00:00", None)]
+    parsed = list(csv.reader(io.StringIO(to_csv(range_records(summaries), RANGE_COLUMNS))))
+    assert parsed[1] == ["'=cmd|' /C calc'!A0", "2", "1", "08:00:00", ""]
+    for name in FORMULA_NAMES:
+        assert spreadsheet_safe(name) == "'" + name
+    assert spreadsheet_safe("Ada") == "Ada" and spreadsheet_safe("") == ""
+
+
 # --- commands --------------------------------------------------------------------------------
 @pytest.fixture
 def attendance(monkeypatch):
@@ -248,6 +269,7 @@ def test_report_for_one_day_with_csv(attendance, ws: Path, tmp_path: Path, capsy
         ],
     )
     out_csv = tmp_path / "out" / "day.csv"
+    out_csv.parent.mkdir()  # the folder must exist (a missing one is refused, see below)
     argv = ["report", "--date", "2024-05-01", "--csv", str(out_csv), "--workspace", str(ws)]
     assert attendance(argv) == 0
     out = capsys.readouterr().out.splitlines()
@@ -358,6 +380,53 @@ def test_report_csv_to_an_unwritable_place(attendance, ws: Path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot write CSV {target}") and err.count("\n") == 1
     assert (ws / "images" / "Ada").is_dir()
+
+
+def test_report_csv_of_hostile_names_is_formula_safe(attendance, ws: Path, tmp_path: Path):
+    names = ["=1+2", "+Bob", "-Ada", "@SUM(A1)"]
+    _seed(ws, [(name, dt.datetime(2024, 5, 1, 9, i)) for i, name in enumerate(names)])
+    for argv, name_column in (
+        (["--date", "2024-05-01"], "name"),
+        (["--from", "2024-05-01", "--to", "2024-05-01"], "name"),
+    ):
+        out_csv = tmp_path / "hostile.csv"
+        assert attendance(["report", *argv, "--csv", str(out_csv), "--workspace", str(ws)]) == 0
+        with out_csv.open(encoding="utf-8", newline="") as handle:
+            cells = sorted(row[name_column] for row in csv.DictReader(handle))
+        assert cells == sorted("'" + name for name in names)
+
+
+@pytest.mark.parametrize("where", ["missing", "file"])
+def test_report_csv_refuses_a_missing_folder_and_creates_none(
+    attendance, ws: Path, tmp_path: Path, capsys, where
+):
+    """``--csv /nonexistent_dir/x.csv`` is refused in one line naming the folder; nothing is
+    created (issue 9, item 11)."""
+    _seed(ws, [("Ada", dt.datetime(2024, 5, 1, 9, 0))])
+    folder = tmp_path / "nonexistent_dir"
+    if where == "file":
+        folder.write_text("a file, not a folder", encoding="utf-8")
+    target = folder / "x.csv"
+    argv = ["report", "--date", "2024-05-01", "--csv", str(target), "--workspace", str(ws)]
+    assert attendance(argv) == 2
+    out, err = capsys.readouterr()
+    what = "does not exist" if where == "missing" else "is not a folder"
+    assert err == (
+        f"error: cannot write CSV {target}: the folder {folder} {what}; create it first or "
+        "choose another --csv path\n"
+    )
+    assert out == ""  # refused before any work
+    assert folder.exists() == (where == "file") and not target.exists()
+
+
+def test_report_csv_to_a_folder_says_it_is_a_folder(attendance, ws: Path, capsys):
+    _seed(ws, [("Ada", dt.datetime(2024, 5, 1, 9, 0))])
+    target = ws / "images"
+    argv = ["report", "--date", "2024-05-01", "--csv", str(target), "--workspace", str(ws)]
+    assert attendance(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write CSV {target}: it is a folder; give a file name")
+    assert err.count("\n") == 1 and (target / "Ada").is_dir()
 
 
 def test_commands_run_as_modules(ws: Path):

@@ -207,3 +207,53 @@ def test_running_again_finishes_an_interrupted_removal(cfg: Config, monkeypatch,
     assert_ada_gone(cfg)
     assert history(cfg, "Ada Lovelace") == (0, 0)
     assert history(cfg, "Alan Turing") == (2, 2)
+
+
+# ------------------------------------------------------------------ removal during a sync
+class RemovedWhileEmbedding(FakeEmbedder):
+    """A new model (so every crop is embedded afresh) whose ``embed`` call number ``when``
+    runs, mid-sync, what ``attendance remove --yes Ada`` does in another terminal: the real
+    removal, photos then crops then embeddings, on its own gallery connection."""
+
+    model_id = "fake-colour-v2"
+
+    def __init__(self, cfg: Config, when: int) -> None:
+        super().__init__()
+        self.cfg, self.when = cfg, when
+        self.removed: list[int] = []
+
+    def embed(self, crops):
+        if len(self.embedded) == self.when:
+            from scanner.remove_cli import remove_person
+
+            done = remove_person(self.cfg, "Ada Lovelace", purge=False)
+            assert not (self.cfg.pre_images_dir / "Ada Lovelace").exists()
+            self.removed.append(done.embeddings)
+        return super().embed(crops)
+
+
+@pytest.mark.parametrize(
+    ("batch", "when"),
+    [(32, 0), (1, 0), (1, 1), (1, 2)],
+    ids=["one-batch", "before-ada-1", "before-ada-2", "before-ada-3"],
+)
+def test_a_person_removed_during_a_start_up_sync_stays_removed(
+    cfg: Config, batch: int, when: int
+) -> None:
+    """A recogniser's start-up sync is embedding Ada's crops when ``attendance remove`` runs:
+    the rows the sync inserts afterwards must not bring her back (issue 9, item 2)."""
+    cfg = cfg.replace(embed_batch=batch)
+    embedder = RemovedWhileEmbedding(cfg, when)
+    with open_embedding_store(cfg) as gallery:
+        summary = sync_gallery(gallery, cfg, embedder, progress=False)
+    assert embedder.removed, "the removal did not run during the sync"
+    assert_ada_gone(cfg)
+    # the crops in the batch being embedded when she was removed are not stored (the later
+    # ones of a batch of 1 are not even read: they are gone)
+    assert summary.vanished == (3 if batch > 1 else 1)
+    with open_embedding_store(cfg) as fresh:  # what a recogniser loads next
+        labels, _ = fresh.load(embedder.model_id, dim=embedder.dim)
+        assert "Ada Lovelace" not in labels and labels.count("Alan Turing") == 2
+        assert "Ada Lovelace" not in fresh.identities()
+        sync_gallery(fresh, cfg, embedder, progress=False)  # and a later sync neither
+        assert "Ada Lovelace" not in fresh.identities()

@@ -123,3 +123,36 @@ def test_embedding_store_replace_is_one_transaction(workspace: Config) -> None:
         assert store.model_ids() == ["model", "old-model"]
         removed, other = store.replace("model", [("a" * 64, "Ada Lovelace/0001.png")], [], None)
         assert (removed, other) == (1, 1) and store.model_ids() == []
+
+
+def test_embedding_insert_checks_rows_while_holding_the_write_lock(workspace: Config) -> None:
+    """``still_valid`` is asked after the write lock is taken: no other writer (a removal)
+    can slip in between the check and the insert (issue 9, item 2)."""
+    vector = np.ones(4, "<f4").tobytes()
+    rows = [
+        CropEmbedding(c * 64, f"Ada Lovelace/000{i}.png", "Ada Lovelace", 10, 1, 4, vector)
+        for i, c in enumerate("abc")
+    ]
+    with open_embedding_store(workspace) as store:
+        pass  # create the file
+    asked: list[str] = []
+
+    def still_valid(row: CropEmbedding) -> bool:
+        other = sqlite3.connect(str(workspace.gallery_path), timeout=0, isolation_level=None)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")  # a removal would have to wait here
+        finally:
+            other.close()
+        asked.append(row.relpath)
+        return not row.relpath.endswith("1.png")  # 0001.png was deleted meanwhile
+
+    with open_embedding_store(workspace) as store:
+        assert store.insert("model", rows, still_valid) == 2
+        assert asked == [row.relpath for row in rows]
+        assert store.load_identity("model", "Ada Lovelace")[0] == [
+            "Ada Lovelace/0000.png",
+            "Ada Lovelace/0002.png",
+        ]
+        removed, _ = store.replace("model", [], rows[1:2], None, lambda row: False)
+        assert removed == 0 and store.identities("model") == {"Ada Lovelace": 2}
