@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import os
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from test_preprocess_pipeline import _unblock_fifo_after
 
+from common.config import Config
 from common.errors import UserError
-from common.image_io import ImageReadError, encode_png, read_image, read_png_metadata
+from common.image_io import (
+    DEFAULT_MAX_PIXELS,
+    PNG_SIGNATURE,
+    ImageReadError,
+    ImageTooLargeError,
+    _chunk,
+    decode_image,
+    encode_png,
+    max_file_bytes,
+    read_image,
+    read_png_metadata,
+)
 
 ORIENTATION = 0x0112
 
@@ -160,3 +178,105 @@ def test_png_metadata_absent_or_unreadable(tmp_path: Path):
     text.write_text("not a png", encoding="utf-8")
     assert read_png_metadata(text) is None
     assert read_png_metadata(tmp_path / "missing.png") is None
+
+
+# --------------------------------------------------------------------------- pixel limit (#9)
+
+
+def png_bytes(width: int, height: int, rows: int | None = None, color_type: int = 2) -> bytes:
+    """A PNG whose header says ``width`` x ``height``; only ``rows`` rows of zeros are stored
+    (all of them by default), compressed as they are made, so a huge image costs little."""
+    channels = {0: 1, 2: 3, 6: 4}[color_type]
+    row = b"\0" + bytes(width * channels)
+    packer = zlib.compressobj(1)
+    data = b"".join(packer.compress(row) for _ in range(height if rows is None else rows))
+    data += packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return PNG_SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+
+
+def test_pixel_bomb_is_refused_from_its_header(tmp_path: Path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_bytes(12000, 12000, rows=4))  # a few hundred bytes
+    with pytest.raises(ImageTooLargeError, match=r"bomb\.png: the image is 12000x12000 px") as info:
+        read_image(path)
+    assert f"max_image_pixels={Config.max_image_pixels}" in str(info.value)
+    assert "\n" not in str(info.value) and isinstance(info.value, UserError)
+    huge = tmp_path / "huge.png"  # beyond Pillow's own guard too
+    huge.write_bytes(png_bytes(20000, 20000, rows=1))
+    with pytest.raises(ImageTooLargeError, match=r"huge\.png: the image has 400 MP, more than"):
+        read_image(huge)
+
+
+def test_pixel_limit_is_the_callers_and_defaults_to_the_configuration(tmp_path: Path):
+    assert DEFAULT_MAX_PIXELS == Config.max_image_pixels == Config().max_image_pixels
+    path = tmp_path / "photo.png"
+    Image.fromarray(two_halves(40, 20)).save(path)
+    assert read_image(path).shape == (20, 40, 3)
+    assert read_image(path, max_pixels=800).shape == (20, 40, 3)  # exactly at the limit
+    with pytest.raises(ImageTooLargeError, match=r"40x20 px .* max_image_pixels=799"):
+        read_image(path, max_pixels=799)
+    with pytest.raises(ImageTooLargeError):
+        decode_image(path.read_bytes(), "photo.png", 799)
+
+
+def test_file_larger_than_any_photo_of_the_limit_is_not_read(tmp_path: Path):
+    path = tmp_path / "huge.jpg"
+    with open(path, "wb") as handle:
+        handle.truncate(max_file_bytes(Config.max_image_pixels) + 1)  # sparse: costs nothing
+    with pytest.raises(ImageReadError, match=r"huge\.jpg: the file is \d+ bytes, more than"):
+        read_image(path)
+
+
+def test_fifo_is_refused_without_being_opened(tmp_path: Path):
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    done, needed = _unblock_fifo_after(fifo, 10.0)  # frees a blocked reader, and says so
+    try:
+        with pytest.raises(ImageReadError, match=r"x\.jpg: not a regular file \(a FIFO"):
+            read_image(fifo)
+        assert read_png_metadata(fifo) is None
+    finally:
+        done.set()
+    assert not needed, "the FIFO was opened"
+
+
+PEAK = """
+import resource, sys, time
+from common.image_io import ImageReadError, read_image
+started = time.perf_counter()
+try:
+    outcome = "decoded %s" % (read_image(sys.argv[1]).shape,)
+except ImageReadError as exc:
+    outcome = "refused: %s" % exc
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("%.0f %.1f %s" % (peak_mb, time.perf_counter() - started, outcome))
+"""
+
+
+def peak_rss_mb(path: Path) -> tuple[float, str]:
+    """Peak resident memory (MB) of a fresh process that reads ``path`` (and the outcome)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK, str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    peak, _, outcome = proc.stdout.strip().split(" ", 2)
+    return float(peak), outcome
+
+
+def test_decoding_stays_under_1_gb_for_a_12000x12000_png_and_the_largest_allowed(tmp_path):
+    """A real 12000x12000 PNG (it peaked at 2-4 GB) is refused unread; an RGBA PNG just under
+    the default limit (the costliest mode: alpha is composited) decodes in well under 1 GB."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bytes(12000, 12000))
+    peak, outcome = peak_rss_mb(bomb)
+    print(f"12000x12000 RGB PNG: peak {peak:.0f} MB, {outcome}")
+    assert outcome.startswith("refused:") and "12000x12000" in outcome
+    assert peak < 1024
+    side = int(Config.max_image_pixels**0.5)
+    largest = tmp_path / "largest.png"
+    largest.write_bytes(png_bytes(side, side, color_type=6))
+    peak, outcome = peak_rss_mb(largest)
+    print(f"{side}x{side} RGBA PNG: peak {peak:.0f} MB, {outcome}")
+    assert outcome == f"decoded ({side}, {side}, 3)"
+    assert peak < 1024

@@ -6,12 +6,16 @@ faces are. Like MTCNN on a tight crop, it misses a face that fills most of the i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 import unicodedata
 from pathlib import Path
 
@@ -29,6 +33,7 @@ from preprocess.detect import Face
 from preprocess.pipeline import (
     MANIFEST_NAME,
     SAVE_EVERY,
+    LockTimeout,
     NoFaceError,
     PreprocessSummary,
     crop_largest_face,
@@ -561,3 +566,299 @@ def test_python_dash_m_help_is_instant_and_tf_free(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "--alignment" in proc.stdout and "--name" in proc.stdout
+
+
+# --------------------------------------------------------------------------- hostile input (#9)
+
+
+def outside_dir(workspace: Config) -> Path:
+    """A folder beside the workspace (outside it), with a sentinel file."""
+    folder = workspace.root.parent / f"{workspace.root.name}-outside"
+    folder.mkdir()
+    (folder / "sentinel.txt").write_text("keep me", encoding="utf-8")
+    return folder
+
+
+def test_tampered_manifest_never_deletes_or_reads_outside_pre_images(workspace: Config, caplog):
+    """Item 1: an entry whose output is ``../../x``, absolute, or behind a symlinked folder is
+    dropped with a warning naming it; the files it names survive, even our own crops."""
+    populate(workspace, {"Ada": 2, "Bob": 1})
+    run(workspace)
+    outside = outside_dir(workspace)
+    crop = (workspace.pre_images_dir / "Ada/0000.png").read_bytes()
+    victims = {name: outside / name for name in ("rel.png", "abs.png", "linked.png", "key.png")}
+    for path in victims.values():
+        path.write_bytes(crop)  # made by call_preprocess: it would pass the "is ours" check
+    (workspace.pre_images_dir / "Evil").symlink_to(outside, target_is_directory=True)
+    pre = workspace.pre_images_dir
+    path = pre / MANIFEST_NAME
+    data = json.loads(path.read_text(encoding="utf-8"))
+    good = data["entries"]["Ada/0000.png"]
+    tampered = {
+        "Gone/1.png": {**good, "output": f"../../{outside.name}/rel.png"},
+        "Gone/2.png": {**good, "output": str(victims["abs.png"])},
+        "Gone/3.png": {**good, "identity": "Evil", "output": "Evil/linked.png"},
+        f"../{outside.name}/key.png": {**good, "output": None},
+        "Gone/4.png": {**good, "output": "Ada/../../x.png"},
+        "Gone/5.png": {**good, "sha256": ["not", "a", "string"]},
+        "Ada/0001.png": {**data["entries"]["Ada/0001.png"], "output": f"/{outside}/abs.png"},
+    }
+    data["entries"].update(tampered)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        summary = run(workspace)
+    assert all(p.read_bytes() == crop for p in victims.values())
+    assert (outside / "sentinel.txt").read_text(encoding="utf-8") == "keep me"
+    for rel in ("Gone/1.png", "Gone/2.png", "Gone/4.png", "Gone/5.png", "Ada/0001.png"):
+        assert f"dropped the entry {rel!r}" in caplog.text
+    assert "'Evil/linked.png' leads outside" in caplog.text  # lexically fine, resolves outside
+    assert f"dropped the entry '../{outside.name}/key.png'" in caplog.text
+    assert "Evil/linked.png" not in summary.removed
+    assert summary.processed == []  # Ada/0001.png lost its entry: its crop is adopted again
+    assert sorted(summary.skipped) == ["Ada/0000.png", "Ada/0001.png", "Bob/0000.png"]
+    assert crops(workspace) == {"Ada/0000.png", "Ada/0001.png", "Bob/0000.png"}
+    assert set(manifest(workspace)) == {"Ada/0000.png", "Ada/0001.png", "Bob/0000.png"}
+    again = run(workspace)
+    assert again.processed == [] and again.removed == []
+
+
+def _unblock_fifo_after(path: Path, seconds: float) -> tuple[threading.Event, list[bool]]:
+    """A watchdog: whenever ``path`` has been waited on for ``seconds``, open it for writing
+    (which frees a blocked reader) and note that it had to; until ``done`` is set."""
+    done, needed = threading.Event(), []
+
+    def watch() -> None:
+        while not done.wait(seconds):
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # only works if a reader waits
+                needed.append(True)
+                os.close(fd)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return done, needed
+
+
+def test_manifest_that_is_a_fifo_is_not_read(workspace: Config, caplog):
+    populate(workspace, {"Ada": 1})
+    workspace.pre_images_dir.mkdir()
+    os.mkfifo(workspace.pre_images_dir / MANIFEST_NAME)
+    done, needed = _unblock_fifo_after(workspace.pre_images_dir / MANIFEST_NAME, 10.0)
+    try:
+        with caplog.at_level(logging.WARNING):
+            summary = run(workspace)
+    finally:
+        done.set()
+    assert not needed, "the manifest FIFO was opened"
+    assert summary.processed == ["Ada/0000.png"]
+    assert "not a regular file" in caplog.text
+    assert set(manifest(workspace)) == {"Ada/0000.png"}  # replaced by a real file
+
+
+def test_fifo_photo_is_rejected_without_being_opened(workspace: Config):
+    """Item 3: a FIFO named like a photo is rejected at once ("not a regular file")."""
+    populate(workspace, {"Ada": 1})
+    fifo = workspace.images_dir / "Ada" / "x.jpg"
+    os.mkfifo(fifo)
+    done, needed = _unblock_fifo_after(fifo, 10.0)
+    try:
+        summary = run(workspace)
+    finally:
+        done.set()
+    assert not needed, "run_preprocess blocked on the FIFO"
+    assert summary.processed == ["Ada/0000.png"]
+    reasons = dict(summary.rejected)
+    assert reasons["Ada/x.jpg"].startswith("Ada/x.jpg: not a regular file (a FIFO")
+    assert "\n" not in reasons["Ada/x.jpg"]
+    again = run(workspace)  # not recorded, reported again, still without blocking
+    assert again.processed == [] and set(dict(again.rejected)) == {"Ada/x.jpg"}
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from common.config import load_config
+from preprocess.pipeline import run_preprocess
+from test_preprocess_pipeline import RedSquareDetector
+
+class Hang(RedSquareDetector):
+    def detect(self, rgb):
+        print("locked", flush=True)
+        time.sleep(600)
+
+cfg = load_config(sys.argv[2], env={})
+run_preprocess(cfg, detector=Hang(), progress=False)
+"""
+
+
+def _start_holder(workspace: Config) -> subprocess.Popen:
+    """A real preprocess run that takes the lock and then hangs in detection."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(Path(__file__).parent), str(workspace.root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.strip() == "locked", proc.stderr.read() if proc.poll() is not None else line
+    return proc
+
+
+def test_lock_held_by_a_live_run_times_out_naming_its_pid(workspace: Config):
+    """Item 3: a run waits at most lock_timeout_seconds and names the holder's PID."""
+    populate(workspace, {"Ada": 1})
+    holder = _start_holder(workspace)
+    result: list[BaseException | PreprocessSummary] = []
+    try:
+        lock_text = (workspace.pre_images_dir / ".lock").read_text(encoding="utf-8")
+        assert lock_text.startswith(f"{holder.pid} ")
+        cfg = workspace.replace(lock_timeout_seconds=1)
+        waiter = threading.Thread(target=lambda: result.append(_capture(run, cfg)), daemon=True)
+        started = time.monotonic()
+        waiter.start()
+        waiter.join(30)
+        assert not waiter.is_alive(), "run_preprocess waited for the lock without a limit"
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait(30)
+    assert len(result) == 1 and isinstance(result[0], LockTimeout), result
+    message = str(result[0])
+    assert f"process {holder.pid}" in message and ".lock" in message
+    assert "lock_timeout_seconds=1" in message and "\n" not in message
+    assert isinstance(result[0], UserError)
+
+
+def _capture(func, *args):
+    try:
+        return func(*args)
+    except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        return exc
+
+
+def test_lock_left_by_a_run_killed_with_sigkill_never_blocks(workspace: Config):
+    """Item 3: kill -9 while holding the lock; the next run takes it over at once."""
+    populate(workspace, {"Ada": 2})
+    holder = _start_holder(workspace)
+    holder.send_signal(signal.SIGKILL)
+    assert holder.wait(30) == -signal.SIGKILL
+    lock = workspace.pre_images_dir / ".lock"
+    assert lock.read_text(encoding="utf-8").startswith(f"{holder.pid} ")  # left behind
+    started = time.monotonic()
+    summary = run(workspace.replace(lock_timeout_seconds=5))
+    assert time.monotonic() - started < 5
+    assert sorted(summary.processed) == ["Ada/0000.png", "Ada/0001.png"]
+    assert lock.read_text(encoding="utf-8") == ""  # released, names nobody
+
+
+def test_lock_file_that_is_not_a_regular_file_is_refused(workspace: Config):
+    populate(workspace, {"Ada": 1})
+    workspace.pre_images_dir.mkdir()
+    os.mkfifo(workspace.pre_images_dir / ".lock")
+    with pytest.raises(UserError, match=r"\.lock: not a regular file \(a FIFO"):
+        run(workspace)
+
+
+def test_group_photo_is_refused_unless_one_face_clearly_dominates(workspace: Config):
+    """Item 5: similar-sized faces are refused; a small face in the background is not."""
+    images = workspace.images_dir
+    make_photo(images / "Ben/pair.png", faces=((5, 20, 50), (65, 25, 45)), size=(120, 100))
+    make_photo(images / "Ben/background.png", faces=((10, 20, 60), (90, 5, 20)), size=(120, 100))
+    make_photo(images / "Ben/single.png")
+    ratio = workspace.min_dominant_ratio
+    assert (45 * 45) * ratio > 50 * 50 and ratio * (20 * 20) < 60 * 60
+    summary = run(workspace)
+    assert sorted(summary.processed) == ["Ben/background.png", "Ben/single.png"]
+    reason = dict(summary.rejected)["Ben/pair.png"]
+    assert reason.startswith("Ben/pair.png: 2 or more faces (2 found")
+    assert reason.endswith("crop the photo to one person")
+    assert crops(workspace) == {"Ben/background.png", "Ben/single.png"}
+    crop = read_image(workspace.pre_images_dir / "Ben/background.png")
+    assert crop[100, 80, 0] > 200  # the large face, centred
+    entry = manifest(workspace)["Ben/pair.png"]
+    assert entry["status"] == "rejected" and entry["faces"] == 2
+    assert run(workspace).processed == []  # the verdict is remembered
+    # the verdict depends on min_dominant_ratio: changing it redoes those photos only
+    relaxed = run(workspace.replace(min_dominant_ratio=1.0))
+    assert sorted(relaxed.processed) == ["Ben/background.png", "Ben/pair.png"]
+    assert "Ben/pair.png" in crops(workspace)
+    strict = run(workspace)
+    assert strict.processed == ["Ben/background.png"]  # redone: still dominant enough
+    assert [r.path for r in strict.rejected] == ["Ben/pair.png"]
+    assert "Ben/pair.png" not in crops(workspace)
+
+
+def test_group_photo_accepted_before_the_check_is_checked_again(workspace: Config):
+    """Crops of several-face photos made before group photos were refused are redone."""
+    make_photo(workspace.images_dir / "Ben/pair.png", faces=((5, 20, 50), (65, 25, 45)))
+    make_photo(workspace.images_dir / "Ben/single.png", seed=2)
+    run(workspace.replace(min_dominant_ratio=1.0))
+    path = workspace.pre_images_dir / MANIFEST_NAME
+    data = json.loads(path.read_text(encoding="utf-8"))
+    del data["entries"]["Ben/pair.png"]["checks"]  # as written by an older version
+    path.write_text(json.dumps(data), encoding="utf-8")
+    summary = run(workspace)
+    assert summary.processed == [] and summary.skipped == ["Ben/single.png"]
+    assert [r.path for r in summary.rejected] == ["Ben/pair.png"]
+    assert crops(workspace) == {"Ben/single.png"}
+
+
+def test_symlinked_person_folder_and_files_leading_outside_are_refused(workspace: Config):
+    """Item 6: a person folder that is a symlink, and a photo linking out of images/, are
+    refused with a reason and never read; a photo linking inside images/ is read."""
+    outside = outside_dir(workspace)
+    make_photo(outside / "Eve" / "0000.png", seed=5)
+    make_photo(outside / "stray.png", seed=6)
+    populate(workspace, {"Ada": 1, "Bob": 1})
+    images = workspace.images_dir
+    (images / "Eve").symlink_to(outside / "Eve", target_is_directory=True)
+    (images / "Alias").symlink_to(images / "Bob", target_is_directory=True)
+    (images / "Ada" / "stray.png").symlink_to(outside / "stray.png")
+    (images / "Ada" / "bob.png").symlink_to(images / "Bob" / "0000.png")
+    (images / "Ada" / "outdir").symlink_to(outside, target_is_directory=True)
+    summary = run(workspace)
+    assert sorted(summary.processed) == ["Ada/0000.png", "Ada/bob.png", "Bob/0000.png"]
+    reasons = dict(summary.rejected)
+    assert set(reasons) == {"Eve/", "Alias/", "Ada/stray.png", "Ada/outdir"}
+    assert reasons["Eve/"].startswith("Eve/: the person folder is a symbolic link")
+    assert "outside images/" in reasons["Eve/"] and "not read" in reasons["Eve/"]
+    assert "outside images/" not in reasons["Alias/"]
+    assert reasons["Ada/stray.png"].startswith("Ada/stray.png: a symbolic link to a file outside")
+    assert "outside images/" in reasons["Ada/outdir"]
+    assert all("\n" not in r for r in reasons.values())
+    assert not (workspace.pre_images_dir / "Eve").exists()
+    assert crops(workspace) == {"Ada/0000.png", "Ada/bob.png", "Bob/0000.png"}
+    assert sorted(os.listdir(outside)) == ["Eve", "sentinel.txt", "stray.png"]
+    assert run(workspace).processed == []
+
+
+def test_crop_folder_that_is_a_symlink_is_never_written_through(workspace: Config):
+    """A pre_images/<Name> folder linked outside: no crop is written or deleted there."""
+    outside = outside_dir(workspace)
+    populate(workspace, {"Ada": 1})
+    workspace.pre_images_dir.mkdir()
+    (workspace.pre_images_dir / "Ada").symlink_to(outside, target_is_directory=True)
+    summary = run(workspace)
+    assert summary.processed == []
+    assert "would leave" in dict(summary.rejected)["Ada/"]
+    assert sorted(os.listdir(outside)) == ["sentinel.txt"]
+
+
+def test_pixel_limit_comes_from_the_configuration(workspace: Config):
+    """Item 9: run_preprocess decodes with cfg.max_image_pixels; raising it redoes the photo."""
+    make_photo(workspace.images_dir / "Ada/0000.png", size=(120, 100))
+    small = workspace.replace(max_image_pixels=10_000)
+    summary = run(small)
+    reason = dict(summary.rejected)["Ada/0000.png"]
+    assert "120x100 px" in reason and "max_image_pixels=10000" in reason
+    assert run(small).processed == []
+    assert run(workspace).processed == ["Ada/0000.png"]
+
+
+def test_very_long_file_names_get_short_crop_names(workspace: Config):
+    long_stem = "x" * 250
+    make_photo(workspace.images_dir / "Ada" / f"{long_stem}.png")
+    make_photo(workspace.images_dir / "Ada" / f"{long_stem[:-1]}.jpg", seed=3)
+    summary = run(workspace)
+    assert len(summary.processed) == 2 and summary.rejected == []
+    assert all(len(name.encode()) <= 240 for name in os.listdir(workspace.pre_images_dir / "Ada"))
+    assert run(workspace).processed == []
