@@ -146,6 +146,8 @@ def capture_and_enrol(
         min_shots=min(cfg.min_shots, len(frames)),
         detect_width=cfg.detect_width,
         pose_step=cfg.scan_pose_step,
+        relax_seconds=cfg.scan_relax_seconds,
+        min_pose_step=cfg.scan_pose_step_min,
         on_shot=lambda shot: enroller.shot_saved(shot.path),
     )
 
@@ -211,6 +213,8 @@ def auto_spread(cfg: Config, video: Path, origin: list[int], detector) -> None: 
             detect_width=cfg.detect_width,
             auto=True,
             pose_step=cfg.scan_pose_step,
+            relax_seconds=cfg.scan_relax_seconds,
+            min_pose_step=cfg.scan_pose_step_min,
         )
         good: list[tuple[int, object]] = []  # (frame index, pose) of every good frame
         started = time.perf_counter()
@@ -218,7 +222,7 @@ def auto_spread(cfg: Config, video: Path, origin: list[int], detector) -> None: 
             for frame in source:
                 if session.done:
                     break
-                view = session.analyse(frame.image, frame.index)
+                view = session.analyse(frame.image, frame.index, frame.timestamp)
                 if view.quality.ok and view.pose is not None:
                     good.append((frame.index, view.pose))
         elapsed = time.perf_counter() - started

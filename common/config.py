@@ -2,12 +2,14 @@
 
 Sources, lowest priority first: defaults < ``attendance.toml`` in the workspace
 < environment variables ``ATTENDANCE_<FIELD>`` < command-line overrides.
-Unknown keys and out-of-range values are rejected with a message echoing them.
+Unknown keys and out-of-range values are rejected with a one-line message echoing them and
+naming where they were set (the file and line, the environment variable, the flag).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import sys
@@ -71,6 +73,17 @@ class Config:
     margin: int = 32  # pixels of margin around the MTCNN box for alignment="margin" (at 160 px)
     min_face_px: int = 20  # smallest face side, in input pixels, that preprocessing accepts
     min_detection_score: float = 0.90
+    # Enrolment photos with several faces: the largest is enrolled only if its box area is at
+    # least this many times the next one's, else the photo is refused ("crop the photo to one
+    # person"). bench/bench_group_photos.py: in 105 real group frames the largest face reaches
+    # 3.26x the next (median 1.37), and the sample's 2 two-person photos 1.10 and 1.73; 4 (a
+    # background face at most half the main face's side) is above all of them with margin.
+    min_dominant_ratio: float = 4.0
+    # Photos with more pixels are refused from their header, before decoding. 50 MP is above
+    # every phone and most DSLR cameras (12-48 MP) and decodes in well under 1 GB of memory.
+    max_image_pixels: int = 50_000_000
+    # How long call_preprocess waits for another run holding pre_images/.lock before it fails.
+    lock_timeout_seconds: float = 60.0
     # --- matching -----------------------------------------------------------
     # Euclidean distance on unit vectors; beyond it: Unknown. Chosen on the sample data with
     # template matching: genuine probes reach 0.91 at most, left-out strangers 1.12 at least.
@@ -90,6 +103,12 @@ class Config:
     min_sharpness: float = 60.0  # variance of the Laplacian on the face
     min_scan_face_px: int = 80
     scan_pose_step: float = 6.0  # auto capture: degrees of yaw/pitch between kept shots
+    # Auto capture of someone who barely moves: after this many seconds of good frames without
+    # a new pose, the pose step is halved (down to scan_pose_step_min); 0 never relaxes it.
+    # bench/bench_auto_enrol.py: on real webcam clips of people talking but barely moving, 2 s
+    # and 1 degree reach 35 shots in 10-15 s where the fixed 6 degree step stalls at 8-17.
+    scan_relax_seconds: float = 2.0
+    scan_pose_step_min: float = 1.0  # the floor of that relaxation: shots never repeat a pose
     # --- training -----------------------------------------------------------
     train_identities: int = 4  # P identities per batch
     train_images: int = 4  # K images per identity
@@ -130,6 +149,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "margin": (0, 160),
     "min_face_px": (8, 4096),
     "min_detection_score": (0.0, 1.0),
+    "min_dominant_ratio": (1.0, 1000.0),
+    # Pillow itself refuses images above ~179 MP as decompression bombs
+    "max_image_pixels": (4096, 150_000_000),
+    "lock_timeout_seconds": (0.0, 86400.0),
     "threshold": (0.0, 2.0),
     "detect_width": (64, 4096),
     "detect_every": (1, 100),
@@ -143,6 +166,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "min_sharpness": (0.0, 1e6),
     "min_scan_face_px": (8, 4096),
     "scan_pose_step": (0.0, 90.0),
+    "scan_relax_seconds": (0.0, 3600.0),
+    "scan_pose_step_min": (0.1, 90.0),
     "train_identities": (2, 1000),
     "train_images": (2, 1000),
     "train_margin": (0.0, 2.0),
@@ -153,15 +178,19 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def _check_value(name: str, value: Any) -> None:
+    """Refuse ``value`` if it is not one of key ``name``'s choices or outside its range."""
+    choices = _CHOICES.get(name)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    bounds = _RANGES.get(name)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(f"{name}={value!r} is out of range [{bounds[0]}, {bounds[1]}]")
+
+
 def _validate(cfg: Config) -> None:
-    for name, choices in _CHOICES.items():
-        value = getattr(cfg, name)
-        if value not in choices:
-            raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
-    for name, (lo, hi) in _RANGES.items():
-        value = getattr(cfg, name)
-        if not lo <= value <= hi:
-            raise ConfigError(f"{name}={value!r} is out of range [{lo}, {hi}]")
+    for name in (*_CHOICES, *_RANGES):
+        _check_value(name, getattr(cfg, name))
     if cfg.confirm_k > cfg.confirm_m:
         raise ConfigError(f"confirm_k={cfg.confirm_k} must not exceed confirm_m={cfg.confirm_m}")
     if cfg.min_shots > cfg.target_shots:
@@ -179,7 +208,9 @@ def _coerce(name: str, value: Any, root: Path) -> Any:
     """Turn a raw value (TOML, environment string or flag) into the field's type."""
     if name not in _FIELD_TYPES:
         known = ", ".join(sorted(_FIELD_TYPES))
-        raise ConfigError(f"unknown configuration key {name!r} (known keys: {known})")
+        close = difflib.get_close_matches(name, _FIELD_TYPES, n=1)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown configuration key {name!r} ({guess}known keys: {known})")
     default = _FIELD_TYPES[name].default
     if default is dataclasses.MISSING:
         default = _FIELD_TYPES[name].default_factory()  # type: ignore[misc]
@@ -215,19 +246,76 @@ def _coerce(name: str, value: Any, root: Path) -> Any:
     raise ConfigError(f"{name}={value!r} cannot be set")  # pragma: no cover
 
 
+def _read_toml_text(path: Path) -> tuple[dict[str, Any], str]:
+    """``(data, text)`` of a TOML file; :class:`ConfigError` naming the file (and line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(getattr(exc, "msg", exc))
+        lineno = getattr(exc, "lineno", None)
+        where = re.search(r"\s*\(at line (\d+), column \d+\)$", message)
+        if where:  # Python < 3.14 puts the position into the message only
+            lineno = lineno or int(where.group(1))
+            message = message[: where.start()]
+        at = f", line {lineno}" if lineno else ""
+        raise ConfigError(
+            f"{path}{at}: cannot read configuration: {message}; fix the TOML syntax"
+        ) from None
+    for key, value in data.items():
+        if isinstance(value, dict):
+            raise ConfigError(
+                f"{_where(path, text, key, section=True)}: sections are not supported "
+                f"([{key}]); use flat keys"
+            )
+    return data, text
+
+
+def _key_line(text: str, key: str, section: bool = False) -> int | None:
+    """The 1-based line of ``text`` that sets ``key`` (or opens section ``[key]``), if found."""
+    name = re.escape(key)
+    quoted = rf"(?:{name}|\"{name}\"|'{name}')"
+    pattern = re.compile(rf"^\s*\[\s*{quoted}\s*\]" if section else rf"^\s*{quoted}\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if pattern.match(line):
+            return number
+    return None
+
+
+def _where(path: Path, text: str, key: str, section: bool = False) -> str:
+    """``"<path>, line N"`` for the line setting ``key`` (just the path if it is not found)."""
+    line = _key_line(text, key, section)
+    return f"{path}, line {line}" if line else str(path)
+
+
 def read_toml(root: Path) -> dict[str, Any]:
     """The workspace's ``attendance.toml`` as a flat dict ({} when absent)."""
     path = root / CONFIG_FILENAME
     if not path.exists():
         return {}
+    return _read_toml_text(path)[0]
+
+
+def _from_source(origin: str, key: str, raw: Any, root: Path) -> Any:
+    """:func:`_coerce` and check one value; an error is prefixed with where it came from."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
-    for key, value in data.items():
-        if isinstance(value, dict):
-            raise ConfigError(f"{path}: sections are not supported ([{key}]); use flat keys")
-    return data
+        value = _coerce(key, raw, root)
+        _check_value(key, value)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    return value
+
+
+def _name_origins(exc: ConfigError, origins: Mapping[str, str]) -> ConfigError:
+    """``exc`` with where each key it names (``key=``) was set, for errors between keys."""
+    named = [k for k in origins if re.search(rf"\b{re.escape(k)}=", str(exc))]
+    if not named:
+        return exc
+    where = "; ".join(f"{k} from {origins[k]}" for k in named)
+    return ConfigError(f"{exc} ({where})")
 
 
 def load_config(
@@ -235,34 +323,57 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     base: Config | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Config:
-    """Build the configuration for workspace ``root`` (default: ``$ATTENDANCE_ROOT`` or cwd)."""
+    """Build the configuration for workspace ``root`` (default: ``$ATTENDANCE_ROOT`` or cwd).
+
+    Errors name where the offending value was set: ``attendance.toml`` and its line, the
+    environment variable, or the override's entry in ``labels`` (how it was given on the
+    command line, e.g. ``{"threshold": "--set threshold=9"}``).
+    """
     env = os.environ if env is None else env
     if root is None:
         root = env.get(ENV_PREFIX + "ROOT") or Path.cwd()
     root = Path(os.path.expanduser(str(root))).resolve()
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}  # key -> where its value came from, for error messages
     if base is None:
-        for key, raw in read_toml(root).items():
-            values[key] = _coerce(key, raw, root)
+        path = root / CONFIG_FILENAME
+        if path.exists():
+            data, text = _read_toml_text(path)
+            for key, raw in data.items():
+                origins[key] = _where(path, text, key)
+                values[key] = _from_source(origins[key], key, raw, root)
         for name, raw in env.items():
             if not name.startswith(ENV_PREFIX) or name[len(ENV_PREFIX) :] in ENV_NOT_CONFIG:
                 continue
             key = name[len(ENV_PREFIX) :].lower()
             if key not in _FIELD_TYPES:
-                raise ConfigError(f"unknown environment variable {name}={raw!r}")
-            values[key] = _coerce(key, raw, root)
+                raise ConfigError(
+                    f"unknown environment variable {name}={raw!r}; unset it (an "
+                    f"{ENV_PREFIX}<KEY> variable must name a configuration key)"
+                )
+            origins[key] = f"environment variable {name}"
+            values[key] = _from_source(origins[key], key, raw, root)
     for key, raw in (overrides or {}).items():
         if raw is not None:
-            values[key] = _coerce(key, raw, root)
+            label = (labels or {}).get(key)
+            if label:
+                origins[key] = label
+                values[key] = _from_source(label, key, raw, root)
+            else:
+                values[key] = _coerce(key, raw, root)
     values.pop("root", None)
-    if base is not None:
-        return dataclasses.replace(base, **values)
-    defaults = {
-        name: root / getattr(Config, name)
-        for name in ("images_dir", "pre_images_dir", "db_path", "gallery_path")
-    }
-    return Config(root=root, **{**defaults, **values})
+    try:
+        if base is not None:
+            return dataclasses.replace(base, **values)
+        defaults = {
+            name: root / getattr(Config, name)
+            for name in ("images_dir", "pre_images_dir", "db_path", "gallery_path")
+        }
+        return Config(root=root, **{**defaults, **values})
+    except ConfigError as exc:
+        raise _name_origins(exc, origins) from None
 
 
 def write_config_value(root: Path, key: str, value: float | int | str | bool) -> Path:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.config import PATH_KEYS, Config, ConfigError, load_config
 from common.errors import UserError
+from common.quiet import set_verbose
 
 log = logging.getLogger("attendance")
 
@@ -54,6 +56,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, **extra: object) -> Config:
     """The configuration for these parsed arguments (``extra`` are flag-level overrides)."""
     overrides: dict[str, object] = {}
+    labels: dict[str, str] = {}  # how each override was typed, for error messages
     for item in getattr(args, "overrides", []) or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -61,10 +64,15 @@ def config_from_args(args: argparse.Namespace, **extra: object) -> Config:
         key, value = key.strip(), value.strip()
         # Paths typed on the command line are relative to where the user stands.
         overrides[key] = _from_cwd(value) if key in PATH_KEYS and value else value
+        labels[key] = f"--set {shlex.quote(f'{key}={value}')}"
     if getattr(args, "weights", None):
         overrides["weights"] = _from_cwd(args.weights)
-    overrides.update({k: v for k, v in extra.items() if v is not None})
-    return load_config(getattr(args, "workspace", None), overrides=overrides)
+        labels["weights"] = f"--weights {shlex.quote(args.weights)}"
+    for key, value in extra.items():
+        if value is not None:
+            overrides[key] = value
+            labels.pop(key, None)  # the command's own flag wins over --set
+    return load_config(getattr(args, "workspace", None), overrides=overrides, labels=labels)
 
 
 def _from_cwd(value: str) -> str:
@@ -78,6 +86,7 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         level=level, format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"
     )
     logging.getLogger().setLevel(level)
+    set_verbose(verbose > 0)  # -v also shows TensorFlow's start-up lines
     for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -35,8 +35,9 @@ class Embedder:
     """
 
     def __init__(self, model, model_id: str, batch_size: int, flip_average: bool):
-        import tensorflow as tf
+        from common.quiet import import_tensorflow
 
+        tf = import_tensorflow()
         self.model = model
         self.batch_size = int(batch_size)
         self.flip_average = bool(flip_average)

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
-from keras import layers
+from common.quiet import import_tensorflow
+
+import_tensorflow()  # before Keras loads TensorFlow: no start-up noise on the terminal
+
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
 
 # Residual scales of the original network (davidsandberg/facenet inception_resnet_v1.py).
 BLOCK35_SCALE = 0.17

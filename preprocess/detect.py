@@ -146,6 +146,9 @@ class FaceDetector:
     def _model(self) -> Any:
         if self._mtcnn is None:
             log.debug("loading MTCNN (TensorFlow start-up)")
+            from common.quiet import import_tensorflow
+
+            import_tensorflow()  # quietly, before mtcnn imports it
             from mtcnn import MTCNN
 
             # Do not pass min_face_size: in mtcnn 1.0 it shrinks the scale pyramid wrongly.

@@ -2,7 +2,8 @@
 recognisable at once.
 
 - :mod:`scanner.quality` — pure frame/face quality checks and the one hint to show;
-- :mod:`scanner.pose` — yaw/pitch from MTCNN's 5 landmarks, pose-diverse selection;
+- :mod:`scanner.pose` — yaw/pitch from MTCNN's 5 landmarks, pose-diverse selection, the
+  pose guide (centre, left, right, up, down, ...);
 - :mod:`scanner.session` — the capture state machine (frames + keys in, numbered shots out);
 - :mod:`scanner.enrol` — incremental preprocessing + gallery update for one person, duplicate
   checks, undo;

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--auto",
         action="store_true",
         help="capture automatically whenever the frame is good and the head pose differs "
-        "enough (scan_pose_step degrees) from the shots already taken",
+        "enough (scan_pose_step degrees) from the shots already taken; the window leads the "
+        "head through poses, and if no new pose comes for scan_relax_seconds the step is "
+        "halved (down to scan_pose_step_min)",
     )
     parser.add_argument(
         "--headless", action="store_true", help="no window: drive the scan with --keys/--auto"
@@ -190,6 +193,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 detect_width=cfg.detect_width,
                 auto=args.auto,
                 pose_step=cfg.scan_pose_step,
+                relax_seconds=cfg.scan_relax_seconds,
+                min_pose_step=cfg.scan_pose_step_min,
                 on_shot=(lambda shot: enroller.shot_saved(shot.path)) if enroller else None,
             )
             print(f"scanning {name} from {source.describe()}: {session.total}/{session.target}")
@@ -238,6 +243,8 @@ def _report_capture(result: Any, cfg: Config) -> int:
         f"saved {len(result.shots)} new shot(s) of {result.name} in {result.folder}: "
         f"{result.total}/{result.target} ({result.stopped_by})"
     )
+    if len(result.shots) >= 2:
+        print(pose_spread_line(result, cfg))
     if result.complete:
         return 0
     print(
@@ -247,8 +254,25 @@ def _report_capture(result: Any, cfg: Config) -> int:
     return 1
 
 
+def pose_spread_line(result: Any, cfg: Config) -> str:
+    """How widely the new shots cover head poses, and whether auto mode relaxed its step."""
+    spread = result.spread
+    line = (
+        f"pose spread of the new shots: yaw range {spread.yaw_range:.0f}°, pitch range "
+        f"{spread.pitch_range:.0f}° (std {spread.yaw_std:.1f}°/{spread.pitch_std:.1f}°, "
+        f"nearest other shot {spread.mean_nearest:.1f}° on average)"
+    )
+    if result.relaxations:
+        line += (
+            f"; pose step relaxed {result.relaxations}x, {cfg.scan_pose_step:g}° -> "
+            f"{result.pose_step:.2g}°, as the head barely moved"
+        )
+    return line
+
+
 def _quoted(name: str) -> str:
-    return f'"{name}"' if any(ch.isspace() for ch in name) or "'" in name else name
+    """``name`` as one shell word, safe to paste: ``$(…)``, backticks and quotes stay text."""
+    return shlex.quote(name)
 
 
 def _finish_enrolment(

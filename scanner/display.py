@@ -1,7 +1,9 @@
 """The scanner's window: the only place in the scanner that calls ``cv2.imshow``/``waitKey``.
 
-:func:`render` draws the overlay (face box, ``12/35`` counter, one hint, the latest message)
-and is pure; :class:`Window` (``common.window.Window``, shared with the recogniser) shows
+:func:`render` draws the overlay (face box, ``12/35`` counter, one hint, the latest message
+and, in auto mode, the pose target: a small map of head poses, as in a mirror, with a ring
+where the head should turn next, a dot for where it is and marks for the shots taken) and is
+pure; :class:`Window` (``common.window.Window``, shared with the recogniser) shows
 images and reads keys; :func:`run_window` drives a :class:`scanner.session.CaptureSession`
 from a frame source and the keyboard.
 
@@ -22,13 +24,18 @@ import numpy as np
 from common import window as _window
 from common.window import DisplayError as DisplayError  # re-exported: the scanner's window API
 from common.window import has_display
-from scanner.session import CaptureResult, CaptureSession, FrameView, Key
+from scanner.session import CaptureResult, CaptureSession, FrameView, GuideView, Key
 
 log = logging.getLogger(__name__)
 
 GOOD = (80, 200, 60)  # BGR
 BAD = (40, 140, 255)
 WHITE = (255, 255, 255)
+TARGET = (0, 215, 255)  # BGR yellow: the pose to turn to, and the hint naming it
+GREY = (170, 170, 170)
+#: Half the width / height of the pose map, in degrees of yaw / pitch.
+MAP_YAW = 25.0
+MAP_PITCH = 18.0
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 KEY_CODES = {32: Key.SPACE, 27: Key.ESC, ord("q"): Key.ESC, ord("a"): Key.AUTO}
 END_OF_SOURCE = "end of the video: space keeps this picture, esc finishes"
@@ -66,14 +73,56 @@ def render(view: FrameView, footer: str = "") -> np.ndarray:
     if view.message:
         _text(image, view.message, (10, 2 * line), scale * 0.6, WHITE)
     hint = view.hint or ("good - hold on" if view.auto else "good - press space to capture")
+    guiding = view.guide is not None and view.quality.ok and bool(view.hint)
     band = int(44 * scale)
     overlay = image.copy()
     cv2.rectangle(overlay, (0, height - band), (width, height), (0, 0, 0), -1)
     image = cv2.addWeighted(overlay, 0.5, image, 0.5, 0)
-    _text(image, hint, (10, height - band // 3), scale * 0.9, BAD if view.hint else GOOD)
+    colour = TARGET if guiding else (BAD if view.hint else GOOD)
+    _text(image, hint, (10, height - band // 3), scale * 0.9, colour)
+    if view.guide is not None:
+        draw_pose_map(image, view.guide, scale, top=int(1.4 * line))
     if footer:
         _text(image, footer, (10, height - band - 8), scale * 0.5, WHITE)
     return image
+
+
+def pose_map_box(width: int, scale: float, top: int) -> tuple[int, int, int, int]:
+    """``(x, y, w, h)`` of the pose map in a frame ``width`` pixels wide (top-right corner)."""
+    w, h = int(150 * scale), int(108 * scale)
+    return (width - w - int(10 * scale), top, w, h)
+
+
+def pose_map_point(box: tuple[int, int, int, int], yaw: float, pitch: float) -> tuple[int, int]:
+    """Where an offset (``yaw``, ``pitch``) from the starting pose is drawn on the map.
+
+    As in a mirror: the person's left (``yaw > 0``) is drawn on the left, up is up.
+    """
+    x, y, w, h = box
+    px = x + w / 2 - max(-1.0, min(1.0, yaw / MAP_YAW)) * (w / 2 - 4)
+    py = y + h / 2 - max(-1.0, min(1.0, pitch / MAP_PITCH)) * (h / 2 - 4)
+    return (int(round(px)), int(round(py)))
+
+
+def draw_pose_map(image: np.ndarray, guide: GuideView, scale: float, top: int) -> None:
+    """Draw the pose target in place: the map, the shots so far, the target ring, the head."""
+    box = pose_map_box(image.shape[1], scale, top)
+    x, y, w, h = box
+    region = image[y : y + h, x : x + w]
+    region[:] = (region.astype(np.float32) * 0.35).astype(np.uint8)
+    thin = max(1, round(scale))
+    cx, cy = pose_map_point(box, 0.0, 0.0)
+    cv2.line(image, (x, cy), (x + w, cy), GREY, thin, cv2.LINE_AA)
+    cv2.line(image, (cx, y), (cx, y + h), GREY, thin, cv2.LINE_AA)
+    cv2.rectangle(image, (x, y), (x + w, y + h), GREY, thin)
+    for yaw, pitch in guide.kept:
+        cv2.circle(image, pose_map_point(box, yaw, pitch), max(2, round(2 * scale)), WHITE, -1)
+    ring = max(4, int(guide.tolerance / MAP_YAW * (w / 2)))
+    aim = pose_map_point(box, *guide.aim)
+    cv2.circle(image, aim, ring, TARGET, max(2, round(2 * scale)), cv2.LINE_AA)
+    if guide.current is not None:
+        cv2.circle(image, pose_map_point(box, *guide.current), max(3, round(4 * scale)), GOOD, -1)
+    _text(image, f"target: {guide.target.name}", (x, y + h + int(16 * scale)), scale * 0.45, TARGET)
 
 
 def check_display() -> None:
@@ -127,7 +176,7 @@ def run_window(
                         break
                     session.say(END_OF_SOURCE)
                 else:
-                    session.analyse(frame.image, frame.index)
+                    session.analyse(frame.image, frame.index, frame.timestamp)
                     now = time.monotonic()
                     if start_wall is None:
                         start_wall, start_ts = now, frame.timestamp

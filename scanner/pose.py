@@ -12,6 +12,10 @@ and pitch. Angles are in degrees:
 
 Absolute angles are approximate (everyone's face differs from the model); differences between
 shots of the same person, which is what pose diversity needs, are reliable to a few degrees.
+
+:class:`PoseGuide` leads a person through poses relative to where their head started: centre,
+left, right, up, down, then the diagonals, naming each target in a hint. Left and right are the
+person's own: their left is ``yaw > 0`` (the nose turns towards image-right).
 """
 
 from __future__ import annotations
@@ -129,6 +133,13 @@ class PoseDiversity:
         """Record a kept shot's pose."""
         self.kept.append(pose)
 
+    def relax(self, floor: float) -> float | None:
+        """Halve the step, not below ``floor``; the new step, or ``None`` if already there."""
+        if self.min_step <= floor:
+            return None
+        self.min_step = max(float(floor), self.min_step / 2.0)
+        return self.min_step
+
     def offer(self, pose: Pose) -> bool:
         """Keep ``pose`` if it is novel; return whether it was kept."""
         if self.is_novel(pose):
@@ -192,3 +203,137 @@ def pose_spread(poses: Sequence[Pose]) -> PoseSpread:
         pitch_range=float(np.ptp(yp[:, 1])),
         mean_nearest=float(dists.min(axis=1).mean()),
     )
+
+
+# --------------------------------------------------------------------------- guidance
+#: How far the guide asks the head to turn from where it started, in degrees: comfortable
+#: turns that MTCNN's landmarks still follow well (a frontal face gives way beyond ~30°).
+GUIDE_YAW = 20.0
+GUIDE_PITCH = 12.0
+#: A target counts as reached within this many degrees short of it, per axis (for "left": a
+#: yaw at least GUIDE_YAW - GUIDE_TOLERANCE to the left of the start; "centre": within it).
+GUIDE_TOLERANCE = 3.0
+
+
+@dataclass(frozen=True)
+class PoseTarget:
+    """A pose to lead the person to, as an offset from their starting pose (degrees)."""
+
+    name: str  # "centre", "left", "up-left", ... (the person's own left)
+    yaw: float
+    pitch: float
+
+    @property
+    def hint(self) -> str:
+        """The hint from the starting pose, e.g. ``"turn your head slightly up and left"``."""
+        return self.hint_from(0.0, 0.0, 0.0)
+
+    def missing(self, yaw: float, pitch: float, tolerance: float) -> list[str]:
+        """The directions still to turn from offset (``yaw``, ``pitch``): ``["up", "left"]``.
+
+        An axis of the target is done once the head is at most ``tolerance`` short of it in
+        its direction (going further counts). Empty when the target is reached.
+        """
+        words = []
+        for want, got, positive, negative in (
+            (self.pitch, pitch, "up", "down"),
+            (self.yaw, yaw, "left", "right"),
+        ):
+            if want and math.copysign(1.0, want) * got < abs(want) - tolerance:
+                words.append(positive if want > 0 else negative)
+        return words
+
+    def reached(self, yaw: float, pitch: float, tolerance: float) -> bool:
+        """Whether offset (``yaw``, ``pitch``) from the start has reached this target.
+
+        The centre is reached within ``tolerance`` on both axes; any other target once
+        :meth:`missing` is empty.
+        """
+        if self.yaw == 0.0 and self.pitch == 0.0:
+            return abs(yaw) <= tolerance and abs(pitch) <= tolerance
+        return not self.missing(yaw, pitch, tolerance)
+
+    def hint_from(self, yaw: float, pitch: float, tolerance: float) -> str:
+        """What to tell a person at offset (``yaw``, ``pitch``): only the turns still needed
+        (a head already high enough for "up-left" is told "left"); ``""`` when reached."""
+        if self.yaw == 0.0 and self.pitch == 0.0:
+            return "" if self.reached(yaw, pitch, tolerance) else "look straight at the camera"
+        words = self.missing(yaw, pitch, tolerance)
+        return f"turn your head slightly {' and '.join(words)}" if words else ""
+
+
+GUIDE_TARGETS: tuple[PoseTarget, ...] = (
+    PoseTarget("centre", 0.0, 0.0),
+    PoseTarget("left", GUIDE_YAW, 0.0),
+    PoseTarget("right", -GUIDE_YAW, 0.0),
+    PoseTarget("up", 0.0, GUIDE_PITCH),
+    PoseTarget("down", 0.0, -GUIDE_PITCH),
+    PoseTarget("up-left", 0.8 * GUIDE_YAW, 0.8 * GUIDE_PITCH),
+    PoseTarget("up-right", -0.8 * GUIDE_YAW, 0.8 * GUIDE_PITCH),
+    PoseTarget("down-left", 0.8 * GUIDE_YAW, -0.8 * GUIDE_PITCH),
+    PoseTarget("down-right", -0.8 * GUIDE_YAW, -0.8 * GUIDE_PITCH),
+)
+
+
+#: Each round through the targets turns by this share of the full angles: the second and
+#: third rounds fill in the poses between the centre and the first round's.
+GUIDE_ROUNDS = (1.0, 0.5, 0.75)
+
+
+class PoseGuide:
+    """Leads the head through :data:`GUIDE_TARGETS`, relative to the first pose it sees.
+
+    :meth:`observe` each good frame's pose: once the current target is reached the guide moves
+    on to the next one; after the last it starts a new round, with the angles scaled by the
+    next entry of :data:`GUIDE_ROUNDS`. :meth:`advance` moves on without reaching the target
+    (the capture session does so when the person seems stuck).
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[PoseTarget] = GUIDE_TARGETS,
+        tolerance: float = GUIDE_TOLERANCE,
+    ) -> None:
+        if not targets:
+            raise ValueError("a pose guide needs at least one target")
+        self.targets = tuple(targets)
+        self.tolerance = float(tolerance)
+        self.index = 0
+        self.round = 0
+        self.reference: Pose | None = None  # where the head started: the centre
+
+    @property
+    def target(self) -> PoseTarget:
+        """The pose the person is asked for now (scaled for this round)."""
+        base = self.targets[self.index]
+        share = GUIDE_ROUNDS[self.round % len(GUIDE_ROUNDS)]
+        return PoseTarget(base.name, base.yaw * share, base.pitch * share)
+
+    def hint(self, pose: Pose | None = None) -> str:
+        """What to tell the person about the current target, seen from ``pose``."""
+        if pose is None or self.reference is None:
+            return self.target.hint
+        return self.target.hint_from(*self.offset(pose), self.tolerance) or self.target.hint
+
+    def offset(self, pose: Pose) -> tuple[float, float]:
+        """(yaw, pitch) of ``pose`` relative to the starting pose (zeros before the first)."""
+        if self.reference is None:
+            return (0.0, 0.0)
+        return (pose.yaw - self.reference.yaw, pose.pitch - self.reference.pitch)
+
+    def observe(self, pose: Pose) -> bool:
+        """Note a good frame's pose; move to the next target if this one is reached."""
+        if self.reference is None:
+            self.reference = pose
+        if self.target.reached(*self.offset(pose), self.tolerance):
+            self.advance()
+            return True
+        return False
+
+    def advance(self) -> PoseTarget:
+        """Move on to the next target (the next round after the last) and return it."""
+        self.index += 1
+        if self.index == len(self.targets):
+            self.index = 0
+            self.round += 1
+        return self.target

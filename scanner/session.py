@@ -3,6 +3,12 @@
 :class:`CaptureSession` analyses each frame (detection on a downscaled copy, quality checks,
 head pose), decides whether a key press or auto mode captures it, and saves shots as
 ``images/<Name>/NNNN.jpg`` — numbered, never overwriting, each written atomically.
+
+Auto mode keeps a good frame whose pose is at least the pose step from every kept shot, and
+guides the person through poses (:class:`scanner.pose.PoseGuide`: centre, left, right, up,
+down, ...) with a hint naming the target. Someone who barely moves would stall there, so after
+``relax_seconds`` of good frames without a new pose the step is halved, down to
+``min_pose_step`` (logged), and the guide asks for another direction.
 :func:`run_headless` drives a session from a frame source and a :class:`KeyScript`; the window
 loop in :mod:`scanner.display` drives the same session from real key presses.
 """
@@ -17,6 +23,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +36,24 @@ from common.fsutil import fsync_dir
 from common.image_io import IMAGE_SUFFIXES
 from common.names import person_dir
 from preprocess.detect import Detector, Face, detect_at_width
-from scanner.pose import Pose, PoseDiversity, estimate_pose
+from scanner.pose import (
+    Pose,
+    PoseDiversity,
+    PoseGuide,
+    PoseSpread,
+    PoseTarget,
+    estimate_pose,
+    pose_spread,
+)
 from scanner.quality import Issue, Quality, QualityLimits, assess
 
 log = logging.getLogger(__name__)
 
 _NUMBERED = re.compile(r"^(\d+)(\.[a-z]+)$", re.IGNORECASE)
 JPEG_QUALITY = 95
+#: Longest time one frame counts towards a stall: a gap in the frames (a stream dropping, a
+#: slow machine) is not time the person spent holding still.
+MAX_FRAME_GAP = 1.0
 
 
 class Key(enum.Enum):
@@ -155,6 +173,22 @@ class Shot:
     frame_index: int
     pose: Pose | None
     sharpness: float
+    timestamp: float = 0.0  # seconds, of the frame (media time, or wall clock when not given)
+
+
+@dataclass(frozen=True)
+class GuideView:
+    """The pose guide as the window draws it; (yaw, pitch) in degrees from the starting pose."""
+
+    target: PoseTarget
+    current: tuple[float, float] | None  # this frame's pose, if it had one
+    kept: tuple[tuple[float, float], ...]  # the shots of this session
+    step: float  # the pose step now in force
+    tolerance: float  # how close counts as reaching the target
+
+    @property
+    def aim(self) -> tuple[float, float]:
+        return (self.target.yaw, self.target.pitch)
 
 
 @dataclass(frozen=True)
@@ -170,6 +204,8 @@ class FrameView:
     target: int
     auto: bool
     message: str  # the latest event, e.g. "saved 0013.jpg" or "not saved: move closer"
+    guide: GuideView | None = None  # auto mode: where to turn the head next
+    timestamp: float = 0.0
 
     @property
     def counter(self) -> str:
@@ -188,6 +224,13 @@ class CaptureResult:
     target: int
     min_shots: int
     stopped_by: str  # "target", "esc", "end of script", "end of source", "interrupted"
+    pose_step: float = 0.0  # the auto-mode pose step in force at the end (degrees)
+    relaxations: int = 0  # how often auto mode halved the pose step
+
+    @property
+    def spread(self) -> PoseSpread:
+        """How widely this session's shots cover head poses."""
+        return pose_spread([s.pose for s in self.shots if s.pose is not None])
 
     @property
     def new_paths(self) -> list[Path]:
@@ -208,9 +251,12 @@ class CaptureSession:
 
     Call :meth:`analyse` for every frame, then :meth:`press` for a key pressed on it. In auto
     mode :meth:`analyse` itself captures good frames whose pose is at least ``pose_step`` degrees
-    from every shot of this session. The session stops at ``target`` shots in total, counting
-    the shots the person already had (a new scan of the same name continues from there).
-    ``on_shot`` is called with every saved :class:`Shot` (e.g. to start enrolling it).
+    from every shot of this session, and guides the person through poses. After
+    ``relax_seconds`` of good frames (by their timestamps) without a new pose, the step is
+    halved, never below ``min_pose_step``; ``relax_seconds=0`` keeps it fixed. The session stops
+    at ``target`` shots in total, counting the shots the person already had (a new scan of the
+    same name continues from there). ``on_shot`` is called with every saved :class:`Shot` (e.g.
+    to start enrolling it).
     """
 
     def __init__(
@@ -224,6 +270,8 @@ class CaptureSession:
         min_shots: int,
         detect_width: int,
         pose_step: float,
+        relax_seconds: float,
+        min_pose_step: float,
         auto: bool = False,
         on_shot: Callable[[Shot], None] | None = None,
     ) -> None:
@@ -237,6 +285,12 @@ class CaptureSession:
         self.target = int(target) if self.existing < target else self.existing + int(target)
         self.auto = bool(auto)
         self.diversity = PoseDiversity(pose_step)
+        self.relax_seconds = float(relax_seconds)
+        self.min_pose_step = float(min_pose_step)
+        self.relaxations = 0
+        self.guide = PoseGuide()
+        self._stall = 0.0  # seconds of good auto-mode frames since the last new pose
+        self._last_time: float | None = None
         self.shots: list[Shot] = []
         self.message = ""
         self._current: FrameView | None = None
@@ -268,6 +322,8 @@ class CaptureSession:
             target=self.target,
             min_shots=self.min_shots,
             stopped_by=self.stopped_by or "end of source",
+            pose_step=self.diversity.min_step,
+            relaxations=self.relaxations,
         )
 
     def stop(self, reason: str) -> None:
@@ -277,23 +333,83 @@ class CaptureSession:
             log.debug("capture of %s stopped: %s", self.name, reason)
 
     # -- frames -------------------------------------------------------------------------
-    def analyse(self, image: np.ndarray, index: int) -> FrameView:
-        """Detect, judge and (in auto mode) capture BGR frame ``image``; return what to show."""
+    def analyse(self, image: np.ndarray, index: int, timestamp: float | None = None) -> FrameView:
+        """Detect, judge and (in auto mode) capture BGR frame ``image``; return what to show.
+
+        ``timestamp`` (seconds; the source's media time, or time since it opened) paces the
+        auto-mode relaxation; without it the wall clock does.
+        """
+        now = time.monotonic() if timestamp is None else float(timestamp)
+        elapsed = self._elapsed(now)
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         faces = self.detector.detect(rgb)
         quality = assess(image, faces, self.limits)
         pose = _safe_pose(quality.face) if quality.face is not None else None
-        if quality.ok and pose is not None and self.shots and not self.diversity.is_novel(pose):
-            hint_quality = quality.with_issue(Issue.SAME_POSE)
+        good = quality.ok and pose is not None
+        novel = good and pose is not None and (not self.shots or self.diversity.is_novel(pose))
+        capture = False
+        if self.auto and not self.done:
+            if good and pose is not None:
+                capture = novel
+                self._stall = 0.0 if novel else self._stall + elapsed
+                self.guide.observe(pose)
+                if not novel:
+                    self._maybe_relax()
+            hint = self.guide.hint(pose) if good else quality.hint
+        elif good and not novel:
+            hint = quality.with_issue(Issue.SAME_POSE).hint
         else:
-            hint_quality = quality
-        self._current = self._view(image, index, quality, pose, hint_quality.hint)
-        if self.auto and not self.done and hint_quality.ok and pose is not None:
+            hint = quality.hint
+        self._current = self._view(image, index, quality, pose, hint, now)
+        if capture:
             self._capture()
+        if self.auto:
+            self._current = dataclasses.replace(self._current, guide=self._guide_view(pose))
         return self._current
 
+    def _elapsed(self, now: float) -> float:
+        """Seconds since the previous frame, at most :data:`MAX_FRAME_GAP` (0 going back)."""
+        last, self._last_time = self._last_time, now
+        if last is None:
+            return 0.0
+        return min(max(now - last, 0.0), MAX_FRAME_GAP)
+
+    def _maybe_relax(self) -> None:
+        """After ``relax_seconds`` without a new pose: halve the step, ask for another pose."""
+        if self.relax_seconds <= 0 or self._stall < self.relax_seconds:
+            return
+        stalled, self._stall = self._stall, 0.0
+        old = self.diversity.min_step
+        new = self.diversity.relax(self.min_pose_step)
+        target = self.guide.advance()
+        if new is None:
+            log.debug("%s: still no new pose; asking for %s", self.name, target.name)
+            return
+        self.relaxations += 1
+        log.info(
+            "%s: no new pose for %.1f s; pose step relaxed from %.2g° to %.2g° (floor %.2g°)",
+            self.name, stalled, old, new, self.min_pose_step,
+        )  # fmt: skip
+        self.say(f"smaller head movements are enough now ({new:.2g} deg)")
+
+    def _guide_view(self, pose: Pose | None) -> GuideView:
+        offset = self.guide.offset
+        return GuideView(
+            target=self.guide.target,
+            current=offset(pose) if pose is not None else None,
+            kept=tuple(offset(s.pose) for s in self.shots if s.pose is not None),
+            step=self.diversity.min_step,
+            tolerance=self.guide.tolerance,
+        )
+
     def _view(
-        self, image: np.ndarray, index: int, quality: Quality, pose: Pose | None, hint: str
+        self,
+        image: np.ndarray,
+        index: int,
+        quality: Quality,
+        pose: Pose | None,
+        hint: str,
+        timestamp: float = 0.0,
     ) -> FrameView:
         return FrameView(
             image=image,
@@ -305,6 +421,7 @@ class CaptureSession:
             target=self.target,
             auto=self.auto,
             message=self.message,
+            timestamp=timestamp,
         )
 
     # -- keys ---------------------------------------------------------------------------
@@ -315,6 +432,7 @@ class CaptureSession:
             self.say("finished" if self.total >= self.min_shots else "stopped early")
         elif key is Key.AUTO:
             self.auto = not self.auto
+            self._stall = 0.0
             self.say("auto capture on" if self.auto else "auto capture off")
         elif key is Key.SPACE:
             self._capture_on_request()
@@ -339,7 +457,9 @@ class CaptureSession:
             return
         path = write_new_shot(self.folder, encode_jpeg(view.image))
         metrics = view.quality.metrics
-        shot = Shot(path, view.index, view.pose, metrics.sharpness if metrics else 0.0)
+        shot = Shot(
+            path, view.index, view.pose, metrics.sharpness if metrics else 0.0, view.timestamp
+        )
         self.shots.append(shot)
         self._captured_indices.add(view.index)
         if view.pose is not None:
@@ -470,7 +590,7 @@ def run_headless(
             if exhausted and not session.auto:
                 session.stop("end of script")
                 break
-            view = session.analyse(frame.image, frame.index)
+            view = session.analyse(frame.image, frame.index, getattr(frame, "timestamp", None))
             if view.message:
                 log.debug("frame %d: %s | hint: %s", frame.index, view.message, view.hint)
             if key is not None:

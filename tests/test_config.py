@@ -123,9 +123,73 @@ def test_write_config_value_keeps_comments_lines_and_mode(tmp_path):
 
 def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     code = main(["close-day", "--workspace", str(tmp_path), "--set", "threshold=9"])
-    err = capsys.readouterr().err.strip()
+    err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("error: threshold=9.0 is out of range") and "\n" not in err
+    assert err == "error: --set threshold=9: threshold=9.0 is out of range [0.0, 2.0]\n"
+
+
+@pytest.mark.parametrize(
+    ("toml", "line", "message"),
+    [
+        ("# site\nthreshold = 0.9\nthresold = 1.0\n", 3,
+         "unknown configuration key 'thresold' (did you mean 'threshold'? known keys: "),
+        ('alignment = "margin"\n\nconfirm_k = "three"\n', 3,
+         "confirm_k='three' is invalid: invalid literal for int()"),
+        ("threshold = 0.9\n  detect_width = 5\n", 2,
+         "detect_width=5 is out of range [64, 4096]"),
+        ('alignment = "funky"\n', 1, "alignment='funky' is not one of landmarks, margin"),
+        ('"flip_average" = "maybe"\n', 1, "flip_average='maybe' is invalid"),
+        ("# ok\nthreshold = = 1\n", 2, "cannot read configuration: Invalid value; fix the TOML"),
+        ("threshold = 1.0\n\n[recognizer]\nk = 1\n", 3, "sections are not supported"),
+    ],
+)  # fmt: skip
+def test_errors_from_the_toml_name_the_file_and_line(tmp_path, capsys, toml, line, message):
+    path = tmp_path / "attendance.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, env={})
+    assert str(info.value).startswith(f"{path.resolve()}, line {line}: {message}")
+    code = main(["close-day", "--workspace", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {path.resolve()}, line {line}: ")
+    assert err.count("\n") == 1
+
+
+def test_errors_from_the_environment_and_flags_name_their_source(tmp_path, capsys, monkeypatch):
+    env = {"ATTENDANCE_THRESHOLD": "abc"}
+    with pytest.raises(ConfigError, match=r"^environment variable ATTENDANCE_THRESHOLD: "
+                       r"threshold='abc' is invalid"):  # fmt: skip
+        load_config(tmp_path, env=env)
+    with pytest.raises(ConfigError, match=r"^environment variable ATTENDANCE_CONFIRM_M: "
+                       r"confirm_m=500 is out of range"):  # fmt: skip
+        load_config(tmp_path, env={"ATTENDANCE_CONFIRM_M": "500"})
+    with pytest.raises(ConfigError, match=r"^unknown environment variable ATTENDANCE_COLOUR='red'; "
+                       r"unset it"):  # fmt: skip
+        load_config(tmp_path, env={"ATTENDANCE_COLOUR": "red"})
+    monkeypatch.setenv("ATTENDANCE_MIN_SHOTS", "many")
+    code = main(["close-day", "--workspace", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: environment variable ATTENDANCE_MIN_SHOTS: ")
+    monkeypatch.delenv("ATTENDANCE_MIN_SHOTS")
+    code = main(["close-day", "--workspace", str(tmp_path), "--set", "match_mode=best guess"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: --set 'match_mode=best guess': match_mode='best guess' is not")
+    code = main(["close-day", "--workspace", str(tmp_path), "--set", "colour=red"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --set colour=red: unknown configuration key")
+    assert err.count("\n") == 1
+
+
+def test_errors_between_two_keys_name_where_each_was_set(tmp_path, capsys):
+    (tmp_path / "attendance.toml").write_text("threshold = 0.9\nconfirm_k = 6\n")
+    code = main(["close-day", "--workspace", str(tmp_path), "--set", "confirm_m=5"])
+    err = capsys.readouterr().err
+    path = (tmp_path / "attendance.toml").resolve()
+    assert code == 2 and err == (
+        "error: confirm_k=6 must not exceed confirm_m=5 "
+        f"(confirm_k from {path}, line 2; confirm_m from --set confirm_m=5)\n"
+    )
 
 
 def test_umbrella_help_lists_every_command(capsys):

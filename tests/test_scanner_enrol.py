@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sqlite3
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from test_scanner_session import FakeDetector, Frame, make_frame, new_session, scan
+from test_scanner_session import (
+    HOSTILE_NAMES,
+    FakeDetector,
+    Frame,
+    make_frame,
+    new_session,
+    pasted_command,
+    run_pasted,
+    scan,
+)
 
 from common.config import Config
 from common.vectors import match_embeddings
@@ -256,6 +266,23 @@ def test_cli_duplicate_warning_headless_keeps(cfg: Config, fakes, tmp_path, caps
     assert code == 0
     assert "match 'Alan Turing'" in out and "keeping the shots (no one to ask" in out
     assert len(rows_of(cfg, "A. Turing")) == 3
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_the_undo_command_is_shell_quoted(cfg: Config, fakes, tmp_path, capsys, name) -> None:
+    source = frame_folder(tmp_path, ALAN_TINT, 3, seed=300)
+    code = scan(
+        cfg, "--name", name, "--source", str(source), "--headless", "--keys", "space:3",
+        "--set", "min_shots=3", "--set", "threshold=0.6",
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "keeping the shots (no one to ask" in out
+    command = pasted_command(out, "attendance remove")
+    assert command == f"attendance remove {shlex.quote(name)}"
+    shell_dir = tmp_path / "shell"
+    shell_dir.mkdir()
+    assert run_pasted(command, "attendance remove", shell_dir) == [name]
+    assert list(shell_dir.iterdir()) == []
 
 
 def test_declining_removes_the_new_shots(cfg: Config, fakes, monkeypatch, capsys) -> None:

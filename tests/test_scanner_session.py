@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -96,6 +99,8 @@ def new_session(cfg: Config, name: str = "Ada Lovelace", **kw) -> CaptureSession
     kw.setdefault("min_shots", cfg.min_shots)
     kw.setdefault("detect_width", cfg.detect_width)
     kw.setdefault("pose_step", cfg.scan_pose_step)
+    kw.setdefault("relax_seconds", cfg.scan_relax_seconds)
+    kw.setdefault("min_pose_step", cfg.scan_pose_step_min)
     detector = kw.pop("detector", FakeDetector())
     return CaptureSession(name, cfg.images_dir, detector, QualityLimits.from_config(cfg), **kw)
 
@@ -273,7 +278,8 @@ def test_auto_mode_needs_a_new_pose(workspace: Config) -> None:
         view = session.analyse(make_frame(seed=i), i)
         hints.append(view.hint)
     assert [s.pose.yaw for s in session.shots] == pytest.approx([0, 8, 0, -8], abs=0.5)
-    assert hints[1] == hints[3] == hints[5] == "turn your head slightly"
+    # the guide names the target: after the centre (the first shot), the person's left
+    assert hints[1] == hints[3] == hints[5] == "turn your head slightly left"
     # bad frames are never auto-captured, whatever the pose
     detector.pose = Pose(30, 0)
     session.analyse(BLURRY, 99)
@@ -330,8 +336,45 @@ def test_cli_headless_scripted_capture(workspace, frame_folder, fake_detector, c
     assert code == 1  # fewer than min_shots: incomplete
     assert "saved 3 new shot(s) of Ada Lovelace" in out and "3/35 (esc)" in out
     assert "enrolment incomplete: 3 shot(s), at least 30 needed" in out
-    assert 'scanner --name "Ada Lovelace"' in out
+    assert "run `scanner --name 'Ada Lovelace'` again" in out
     assert count_shots(workspace.images_dir / "Ada Lovelace") == 3
+
+
+def pasted_command(out: str, program: str) -> str:
+    """The command line the scanner printed for pasting (from its backtick to the line's last)."""
+    match = re.search(rf"`({program} .*)`", out)
+    assert match, out
+    return match.group(1)
+
+
+def run_pasted(command: str, program: str, cwd: Path) -> list[str]:
+    """Run a pasted command line in bash, with ``program`` replaced by a printer of its words."""
+    line = "printf '%s\\n'" + command[len(program) :]
+    proc = subprocess.run(
+        ["bash", "-c", line], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+HOSTILE_NAMES = ["$(touch PWNED)", "`touch PWNED`", "O'Brien; touch PWNED", "A & B $HOME"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_the_printed_command_is_shell_quoted(
+    workspace, frame_folder, fake_detector, capsys, tmp_path, name
+) -> None:
+    code = scan(workspace, "--name", name, "--source", str(frame_folder), "--headless",
+                "--keys", "space:2,esc", "--no-enrol")  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1 and "enrolment incomplete" in out
+    command = pasted_command(out, "scanner")
+    assert command == f"scanner --name {shlex.quote(name)}"
+    # pasted into a shell, it passes the name as one word and runs nothing
+    shell_dir = tmp_path / "shell"
+    shell_dir.mkdir()
+    assert run_pasted(command, "scanner", shell_dir) == ["--name", name]
+    assert list(shell_dir.iterdir()) == []
 
 
 def test_cli_prompts_for_the_name_and_appends(
@@ -408,3 +451,213 @@ def test_display_detection_and_key_names(monkeypatch) -> None:
     assert [window.key_name(c) for c in (27, ord("n"), ord("Q"), 32, 0x10FF1B, 200)] == [
         "esc", "n", "q", " ", "esc", None,
     ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- auto mode: poses
+FPS = 10.0  # Frame timestamps are index / 10
+
+
+def still_poses(count: int, seed: int, sigma: float = 2.0) -> list[Pose]:
+    """A person holding still: only the landmarks' jitter moves the pose (degrees)."""
+    rng = np.random.default_rng(seed)
+    return [Pose(*rng.normal(0.0, sigma, 2)) for _ in range(count)]
+
+
+def scripted(detector: FakeDetector, poses: list[Pose]):
+    """One good, distinct frame per pose (10 fps); the detector shows that frame's pose."""
+    for i, pose in enumerate(poses):
+        detector.pose = pose
+        yield Frame(make_frame(seed=i), i)
+
+
+def auto_session(cfg: Config, detector: FakeDetector, **kw) -> CaptureSession:
+    kw.setdefault("target", 35)
+    kw.setdefault("min_shots", 30)
+    return new_session(cfg, kw.pop("name", "Still"), detector=detector, auto=True, **kw)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_nearly_still_face_stalls_with_a_fixed_step_and_completes_when_relaxed(
+    workspace: Config, caplog, seed: int
+) -> None:
+    caplog.set_level("INFO", logger="scanner.session")
+    poses = still_poses(300, seed)  # 30 s
+    assert workspace.scan_relax_seconds == 2.0 and workspace.scan_pose_step_min == 1.0
+    detector = FakeDetector()
+    fixed = run_headless(
+        auto_session(workspace, detector, name="Fixed", relax_seconds=0.0),
+        scripted(detector, poses),
+        [],
+    )
+    # the old rule: a 6 degree step never relaxed keeps a handful of shots in 30 s
+    assert fixed.stopped_by == "end of source" and len(fixed.shots) <= 5 and not fixed.complete
+    assert fixed.pose_step == 6.0 and fixed.relaxations == 0
+
+    relaxed = run_headless(auto_session(workspace, detector), scripted(detector, poses), [])
+    assert relaxed.stopped_by == "target" and relaxed.total == 35 and relaxed.complete
+    assert relaxed.shots[-1].timestamp <= 30.0  # within the time budget
+    assert relaxed.relaxations >= 1 and relaxed.pose_step >= workspace.scan_pose_step_min
+    assert "pose step relaxed from 6° to 3°" in caplog.text
+    # still no two shots alike: different frames, different files, poses at least 1 degree apart
+    assert len({s.frame_index for s in relaxed.shots}) == 35
+    assert len({s.path.read_bytes() for s in relaxed.shots}) == 35
+    kept = [s.pose for s in relaxed.shots]
+    nearest = min(a.distance(b) for i, a in enumerate(kept) for b in kept[i + 1 :])
+    assert nearest >= workspace.scan_pose_step_min - 1e-9
+    spread = relaxed.spread
+    assert spread.count == 35 and spread.yaw_range > 4 and spread.pitch_range > 4
+
+
+def test_the_hint_names_the_target_pose_and_a_person_following_it_covers_poses(
+    workspace: Config,
+) -> None:
+    detector = FakeDetector()
+    session = auto_session(workspace, detector)
+    head = [0.0, 0.0]
+    hints: list[str] = []
+
+    def follow_the_hints():
+        """A person who turns 2 degrees per frame the way the last hint said, and nothing else."""
+        for i in range(300):
+            hint = session.current.hint if session.current is not None else ""
+            hints.append(hint)
+            head[0] += 2.0 * ("left" in hint) - 2.0 * ("right" in hint)
+            head[1] += 1.5 * ("up" in hint) - 1.5 * ("down" in hint)
+            if "straight" in hint:
+                head[:] = [0.5 * head[0], 0.5 * head[1]]
+            detector.pose = Pose(*head)
+            yield Frame(make_frame(seed=i), i)
+
+    result = run_headless(session, follow_the_hints(), [])
+    # after the first shot (the centre) the target is the person's left, and the hint says so
+    assert hints[1] == "turn your head slightly left"
+    for direction in ("left", "right", "up", "down"):
+        assert f"turn your head slightly {direction}" in hints
+    assert result.stopped_by == "target" and result.shots[-1].timestamp <= 30.0
+    spread = result.spread
+    assert spread.yaw_range >= 30 and spread.pitch_range >= 15  # led to both sides, up and down
+    yaws = [s.pose.yaw for s in result.shots]
+    assert min(yaws) <= -15 and max(yaws) >= 15
+
+
+def test_the_guide_view_follows_the_target(workspace: Config) -> None:
+    detector = FakeDetector(Pose(2, 1))
+    session = auto_session(workspace, detector)
+    first = session.analyse(make_frame(seed=0), 0, 0.0)
+    assert first.guide is not None and first.guide.target.name == "left"
+    assert first.guide.current == (0.0, 0.0) and first.guide.kept == ((0.0, 0.0),)
+    assert first.hint == "turn your head slightly left" and first.guide.step == 6.0
+    detector.pose = Pose(2 + 18, 1)  # the person's left, far enough (17 degrees counts)
+    second = session.analyse(make_frame(seed=1), 1, 0.1)
+    assert second.guide.target.name == "right" and second.hint == "turn your head slightly right"
+    assert second.guide.current == pytest.approx((18.0, 0.0), abs=0.5)
+    assert len(second.guide.kept) == 2
+    detector.pose = Pose(2, 1 + 4)  # 4 degrees up: not new enough, not the target
+    third = session.analyse(make_frame(seed=2), 2, 0.2)
+    assert third.hint == "turn your head slightly right" and len(session.shots) == 2
+    # a bad frame says what is wrong with it, not where to turn
+    assert session.analyse(BLURRY, 3, 0.3).hint == "hold still"
+
+
+def test_targets_hints_and_rounds() -> None:
+    from scanner.pose import GUIDE_TARGETS, PoseGuide, PoseTarget
+
+    up_left = PoseTarget("up-left", 16.0, 9.6)
+    assert up_left.hint == "turn your head slightly up and left"
+    assert up_left.hint_from(16.0, 0.0, 3.0) == "turn your head slightly up"  # left is done
+    assert up_left.hint_from(20.0, 12.0, 3.0) == "" and up_left.reached(20.0, 12.0, 3.0)
+    assert not up_left.reached(12.9, 9.6, 3.0) and up_left.reached(13.0, 6.6, 3.0)
+    centre = PoseTarget("centre", 0.0, 0.0)
+    assert centre.hint_from(5.0, 0.0, 3.0) == "look straight at the camera"
+    assert centre.reached(2.0, -2.0, 3.0) and not centre.reached(-3.5, 0.0, 3.0)
+    assert [t.name for t in GUIDE_TARGETS[:5]] == ["centre", "left", "right", "up", "down"]
+    # the person's left is yaw > 0: the nose turns towards image-right
+    assert GUIDE_TARGETS[1].yaw > 0 and GUIDE_TARGETS[3].pitch > 0
+    guide = PoseGuide()
+    assert guide.observe(Pose(10, 10)) and guide.target.name == "left"  # centre = first pose
+    assert guide.offset(Pose(12, 9)) == (2, -1)
+    assert not guide.observe(Pose(20, 10)) and guide.hint(Pose(20, 10)) == guide.target.hint
+    full = guide.target.yaw
+    for _ in range(len(GUIDE_TARGETS) - 1):
+        guide.advance()
+    assert guide.target.name == "centre" and guide.round == 1
+    guide.advance()
+    assert guide.target.name == "left" and guide.target.yaw == pytest.approx(full / 2)
+
+
+def test_manual_mode_never_relaxes_and_says_same_pose(workspace: Config) -> None:
+    detector = FakeDetector()
+    session = new_session(workspace, detector=detector)
+    frames_ = list(scripted(detector, [Pose(0, 0)] * 50))
+    session.analyse(frames_[0].image, 0, 0.0)
+    session.press(Key.SPACE)
+    for frame in frames_[1:]:
+        view = session.analyse(frame.image, frame.index, frame.timestamp)
+    assert view.hint == "turn your head slightly" and view.guide is None
+    assert session.diversity.min_step == 6.0 and session.relaxations == 0
+    assert session.press(Key.AUTO) == "auto capture on"
+    detector.pose = Pose(0, 0)
+    view = session.analyse(frames_[1].image, 99, 5.0)
+    assert view.guide is not None and view.hint.startswith("turn your head slightly ")
+
+
+def test_stall_time_counts_only_good_frames_and_gaps_are_capped(workspace: Config) -> None:
+    detector = FakeDetector()
+    session = auto_session(workspace, detector)
+    session.analyse(make_frame(seed=0), 0, 0.0)  # first shot
+    session.analyse(make_frame(seed=1), 1, 0.5)  # the same pose: 0.5 s of stall
+    session.analyse(make_frame(seed=2), 2, 20.0)  # a gap of 19.5 s counts as 1 s at most
+    assert session._stall == pytest.approx(1.5)
+    session.analyse(EMPTY, 3, 25.0)  # nobody in front of the camera: not a stall
+    session.analyse(make_frame(seed=4), 4, 25.4)
+    assert session.relaxations == 0 and session._stall == pytest.approx(1.9)
+    session.analyse(make_frame(seed=5), 5, 25.6)  # 2.1 s of good frames without a new pose
+    assert session.relaxations == 1 and session.diversity.min_step == 3.0
+    assert session.message == "smaller head movements are enough now (3 deg)"
+
+
+@pytest.fixture
+def still_frames(tmp_path: Path) -> Path:
+    """A folder source of 25 s (10 fps) of one face; see :func:`still_detector` for its pose."""
+    folder = tmp_path / "still"
+    folder.mkdir()
+    for i in range(250):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), make_frame(seed=i))
+    return folder
+
+
+@pytest.fixture
+def still_detector(monkeypatch) -> FakeDetector:
+    """The scanner's detector: the n-th detection shows the n-th pose of a still person."""
+    poses = iter(still_poses(1000, seed=0))
+
+    class Still(FakeDetector):
+        def detect(self, rgb: np.ndarray) -> list[Face]:
+            self.pose = next(poses)
+            return super().detect(rgb)
+
+    detector = Still()
+    monkeypatch.setattr(scanner_cli, "make_detector", lambda cfg: detector)
+    return detector
+
+
+def test_cli_headless_auto_completes_for_a_still_person(
+    workspace, still_frames, still_detector, capsys
+) -> None:
+    code = scan(workspace, "--name", "Still Person", "--source", str(still_frames), "--headless",
+                "--auto", "--no-enrol")  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "saved 35 new shot(s) of Still Person" in out and "35/35 (target)" in out
+    assert "pose spread of the new shots: yaw range " in out
+    assert "pose step relaxed" in out and "6° -> 1°" in out
+
+
+def test_cli_headless_auto_with_a_fixed_step_stays_incomplete(
+    workspace, still_frames, still_detector, capsys
+) -> None:
+    code = scan(workspace, "--name", "Still Person", "--source", str(still_frames), "--headless",
+                "--auto", "--no-enrol", "--set", "scan_relax_seconds=0")  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1 and "enrolment incomplete" in out and "(end of source)" in out
+    assert "relaxed" not in out

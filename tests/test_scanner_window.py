@@ -6,6 +6,7 @@ screenshot goes to ``$ATTENDANCE_TEST_ARTIFACTS`` (default: ``artifacts/`` in th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -127,3 +128,45 @@ def test_window_space_captures_and_esc_finishes(
     assert picture is not None and picture.shape[:2] == (800, 1280)
     green = np.all(np.abs(picture.astype(int) - (80, 200, 60)) < 30, axis=2)
     assert green.sum() > 500
+
+
+def test_the_overlay_draws_the_pose_target_as_in_a_mirror(workspace: Config) -> None:
+    """Pure: ``render`` of an auto-mode view shows the map, the target ring and the head."""
+    from preprocess.detect import Face
+    from scanner.display import GOOD, TARGET, pose_map_box, pose_map_point, render
+    from scanner.pose import Pose, PoseTarget
+    from scanner.quality import Quality
+    from scanner.session import FrameView, GuideView
+
+    image = np.full((480, 640, 3), 90, np.uint8)
+    face = Face((220.0, 130.0, 170.0, 200.0), 0.99, np.zeros((5, 2), np.float32))
+
+    def view(target: PoseTarget, current: tuple[float, float]) -> FrameView:
+        guide = GuideView(target, current, kept=((0.0, 0.0),), step=6.0, tolerance=3.0)
+        return FrameView(image=image, index=0, quality=Quality((), 1, face), pose=Pose(*current),
+                         hint=target.hint, total=1, target=35, auto=True, message="",
+                         guide=guide)  # fmt: skip
+
+    scale = max(0.5, 640 / 900)
+    x, y, w, h = box = pose_map_box(640, scale, top=int(1.4 * int(34 * scale)))
+
+    def yellow(picture: np.ndarray) -> np.ndarray:
+        region = picture[y : y + h, x : x + w].astype(int)
+        return np.all(np.abs(region - TARGET) < 40, axis=2)
+
+    left = yellow(render(view(PoseTarget("left", 20.0, 0.0), (0.0, 0.0))))
+    right = yellow(render(view(PoseTarget("right", -20.0, 0.0), (0.0, 0.0))))
+    # the person's left is drawn on the left of the map (as in a mirror), their right on the right
+    assert left[:, : w // 3].sum() > 30 and left[:, 2 * w // 3 :].sum() == 0
+    assert right[:, 2 * w // 3 :].sum() > 30 and right[:, : w // 3].sum() == 0
+    assert pose_map_point(box, 20.0, 0.0)[0] < x + w // 2 < pose_map_point(box, -20.0, 0.0)[0]
+    assert pose_map_point(box, 0.0, 12.0)[1] < y + h // 2  # up is up
+    # the head's dot sits where the pose is; the hint band is in the target's colour
+    picture = render(view(PoseTarget("up", 0.0, 12.0), (-10.0, 5.0)))
+    px, py = pose_map_point(box, -10.0, 5.0)
+    assert np.all(np.abs(picture[py, px].astype(int) - GOOD) < 30)
+    band = picture[480 - int(44 * scale) :, :320].astype(int)
+    assert np.all(np.abs(band - TARGET) < 40, axis=2).sum() > 50
+    # manual mode (no guide) draws no map
+    plain = render(dataclasses.replace(view(PoseTarget("up", 0.0, 12.0), (0.0, 0.0)), guide=None))
+    assert yellow(plain).sum() == 0

@@ -17,6 +17,7 @@ from model.versions import (
     VersionError,
     get_version,
     list_versions,
+    remove_version,
     resolve_active,
     resolve_version,
     save_version,
@@ -169,3 +170,106 @@ def test_embedder_loads_an_active_fine_tuned_version(workspace):
     np.testing.assert_array_equal(
         embedder.model.get_layer("Bottleneck").kernel.numpy(), tensors["Bottleneck/kernel"]
     )
+
+
+# --- attendance model remove --------------------------------------------------------------
+
+
+def test_remove_deletes_a_version_atomically_and_list_no_longer_shows_it(workspace, monkeypatch):
+    first, second = _save(workspace), _save(workspace)
+    size = sum(p.stat().st_size for p in first.path.iterdir())
+    renames: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        renames.append((os.path.basename(src), os.path.basename(dst)))
+        # at the moment of the rename the version is complete: nothing was deleted before it
+        assert sorted(os.listdir(src)) == [META_NAME, "weights.json", WEIGHTS_NAME]
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    assert remove_version(workspace, "v1") == size
+    assert renames and renames[0][0] == "v1" and renames[0][1].startswith(".removing-v1-")
+    assert not first.path.exists() and second.path.is_dir()
+    assert [v.version for v in list_versions(workspace)] == ["v2"]
+    assert sorted(p.name for p in workspace.models_dir.iterdir()) == ["v2"]  # nothing aside
+
+
+def test_remove_refuses_the_active_pretrained_and_unknown_versions(workspace, monkeypatch):
+    _save(workspace)
+    _save(workspace)
+    use_version(workspace, "v2")
+    cfg = load_config(workspace.root, env={})
+    with pytest.raises(VersionError, match=r"^v2 is the active model; switch first"):
+        remove_version(cfg, "v2")
+    # the file still names v2 even when the environment overrides it
+    monkeypatch.setenv("ATTENDANCE_MODEL_VERSION", "pretrained")
+    overridden = load_config(workspace.root)
+    assert overridden.model_version == "pretrained"
+    with pytest.raises(VersionError, match="v2 is the active model"):
+        remove_version(overridden, "v2")
+    with pytest.raises(VersionError, match="pretrained model is not stored"):
+        remove_version(cfg, "pretrained")
+    for bad in ("v9", "../v1", "latest"):
+        with pytest.raises(VersionError, match="does not exist|not a model version"):
+            remove_version(cfg, bad)
+    assert [v.version for v in list_versions(cfg)] == ["v1", "v2"]
+
+
+def test_remove_finishes_an_interrupted_removal_and_takes_broken_versions(workspace, monkeypatch):
+    _save(workspace)
+    broken = workspace.models_dir / "v2"
+    broken.mkdir()
+    (broken / META_NAME).write_text("{ nope")
+    leftover = workspace.models_dir / ".removing-v7-crashed"
+    (leftover / "sub").mkdir(parents=True)
+    (leftover / "sub" / WEIGHTS_NAME).write_bytes(b"half deleted")
+    assert remove_version(workspace, "v2") == len("{ nope")
+    assert sorted(p.name for p in workspace.models_dir.iterdir()) == ["v1"]
+
+
+def test_model_cli_remove_asks_and_refuses_in_one_line(workspace, capsys, monkeypatch):
+    _save(workspace)
+    _save(workspace)
+    root = str(workspace.root)
+    assert cli_main(["model", "use", "v2", "--workspace", root]) == 0
+    capsys.readouterr()
+
+    assert cli_main(["model", "remove", "v2", "--yes", "--workspace", root]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: v2 is the active model; switch first") and err.count("\n") == 1
+
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal())
+    questions: list[str] = []
+    answers = iter(["n", "y"])
+
+    def answer(prompt: str = "") -> str:
+        questions.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr("builtins.input", answer)
+    assert cli_main(["model", "remove", "v1", "--workspace", root]) == 1
+    assert "nothing removed" in capsys.readouterr().out
+    assert (workspace.models_dir / "v1").is_dir()
+    assert cli_main(["model", "remove", "v1", "--workspace", root]) == 0
+    assert "removed model version v1 (" in capsys.readouterr().out
+    assert len(questions) == 2 and questions[0].startswith("Remove model version v1 (")
+    assert questions[0].endswith("? [y/N] ")
+
+    assert cli_main(["model", "list", "--workspace", root]) == 0
+    listed = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [row[1] if row[0] == "*" else row[0] for row in listed] == ["pretrained", "v2"]
+
+    monkeypatch.setattr("sys.stdin", None)  # no terminal: only --yes removes
+    assert cli_main(["model", "use", "pretrained", "--workspace", root]) == 0
+    assert cli_main(["model", "remove", "v2", "--workspace", root]) == 1
+    assert "pass --yes" in capsys.readouterr().out and (workspace.models_dir / "v2").is_dir()
+    assert cli_main(["model", "remove", "v2", "-y", "--workspace", root]) == 0
+    assert not (workspace.models_dir / "v2").exists()
+    assert cli_main(["model", "remove", "--workspace", root]) == 2
+    assert "needs a version" in capsys.readouterr().err
+    assert cli_main(["model", "list", "-y", "--workspace", root]) == 2
