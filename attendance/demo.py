@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +30,7 @@ import numpy as np
 
 from common.config import Config
 from common.errors import UserError
+from store.factory import pending_journal_dir
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +239,11 @@ def demo_config(base: Config, folder: Path) -> Config:
 
 
 def reset_attendance(cfg: Config) -> None:
-    """Start the demo's attendance database afresh (only ever called inside a demo workspace)."""
+    """Start the demo's attendance database afresh (only ever called inside a demo workspace),
+    with its journal of unsaved sightings: a demo killed earlier must not replay into it."""
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{cfg.db_path}{suffix}").unlink(missing_ok=True)
+    shutil.rmtree(pending_journal_dir(cfg), ignore_errors=True)
 
 
 def enrol(cfg: Config, sample: Path, people: Sequence[str], limit: int | None = None) -> int:

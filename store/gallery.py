@@ -262,16 +262,21 @@ def _scan(base: Path, scope: list[str] | None) -> list[_Crop]:
         folders = [person_dir(base, name) for name in scope]
     crops: list[_Crop] = []
     for folder in folders:
+        if folder.is_symlink():
+            log.warning(
+                "%s: folder skipped, it is a symbolic link (crops are read in place)", folder
+            )
+            continue
         if not folder.is_dir():
             continue
         for path in sorted(folder.iterdir()):
             if path.name.startswith(".") or path.suffix.lower() != CROP_SUFFIX:
                 continue
             try:
-                stat = path.stat()
+                stat = path.lstat()  # a link is not followed: crops live in pre_images/ only
             except OSError:
                 continue
-            if not path.is_file():
+            if not S_ISREG(stat.st_mode):
                 continue
             crops.append(
                 _Crop(

@@ -478,3 +478,19 @@ def test_watcher_survives_an_unusable_replacement_and_the_original_coming_back(
         with open_embedding_store(cfg) as other:
             other.remove_identity("Alan Turing")
         assert watch.poll()[0] == ["Ada Lovelace"] * 5
+
+
+def test_symlinked_crops_and_identity_folders_are_never_read(cfg: Config, tmp_path: Path) -> None:
+    """Crops are read from pre_images/ only: a crop file or a person folder that is a link
+    (to anywhere) is skipped, so the gallery cannot be fed from outside the workspace."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    ada = cfg.pre_images_dir / "Ada Lovelace"
+    shutil.copy(next(ada.glob("*.png")), outside / "x.png")
+    (ada / "linked.png").symlink_to(outside / "x.png")
+    (cfg.pre_images_dir / "Eve").symlink_to(outside, target_is_directory=True)
+    with open_embedding_store(cfg) as gallery:
+        sync_gallery(gallery, cfg, FakeEmbedder(), progress=False)
+        relpaths, _ = gallery.load_identity("fake-v1", "Ada Lovelace")
+        assert "Ada Lovelace/linked.png" not in relpaths
+        assert "Eve" not in gallery.identities()
