@@ -4,7 +4,9 @@ Importing TensorFlow, and its first look for devices, print lines such as
 ``I0000 00:00:… port.cc:153] oneDNN custom operations are on …`` and ``failed call to cuInit``
 straight to file descriptor 2 from C++, where Python's logging cannot filter them.
 :func:`import_tensorflow` runs that start-up once with fd 2 pointing into a pipe: lines in
-absl's log format (and the few that belong to them) are held back, anything else (a Python
+absl's log format (and the few that belong to them) are held back, except fatal ``F`` lines
+(a C++ abort must say why; one that aborts within microseconds of writing may still lose its
+line to the pipe), anything else (a Python
 warning, a log line from another thread) is passed through at once. If the start-up raises,
 the held-back lines are printed as well, so a real failure is never hidden. Nothing is
 disabled: oneDNN and GPUs behave exactly as without this module.
@@ -16,6 +18,7 @@ Call :func:`import_tensorflow` before the first ``import tensorflow``/``keras``/
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -31,10 +34,13 @@ log = logging.getLogger(__name__)
 #: line may start with another writer's unfinished output (a progress bar's ``\r…``), so the
 #: pattern is searched, not matched: what comes before it is passed through.
 NOISE = re.compile(
-    rb"(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.\-]+:\d+\]"
+    rb"(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.\-]+:\d+\]"
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|To enable the following instructions:.*rebuild TensorFlow)"
 )
+
+#: Variables with which a user asks TensorFlow for (possibly a lot of) debug output.
+VERBOSE_LOGGING = ("TF_CPP_MAX_VLOG_LEVEL", "TF_CPP_VMODULE")
 
 _verbose = False
 _started = False
@@ -66,8 +72,8 @@ def quiet_stderr() -> Iterator[None]:
     the held-back lines are printed after it, before the exception propagates. With
     :func:`set_verbose` on, the block runs untouched.
     """
-    if _verbose:
-        yield
+    if _verbose or any(os.environ.get(key) for key in VERBOSE_LOGGING):
+        yield  # the user asked TensorFlow for more output: show it, unfiltered
         return
     try:
         sys.stderr.flush()
@@ -78,6 +84,8 @@ def quiet_stderr() -> Iterator[None]:
         yield
         return
     read_end, write_end = os.pipe()
+    with contextlib.suppress(AttributeError, OSError):  # room for output written while
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)  # C++ holds the GIL (Linux)
     held: list[bytes] = []
 
     def pump() -> None:
@@ -108,7 +116,8 @@ def quiet_stderr() -> Iterator[None]:
         reader.join(timeout=10)
         if failed and held:
             _write_all(saved, b"".join(held))
-        os.close(saved)
+        if not reader.is_alive():  # else it may still write to ``saved``: leave it open
+            os.close(saved)
         log.debug("held back %d line(s) of TensorFlow start-up output", len(held))
 
 

@@ -30,7 +30,7 @@ import stat
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -387,18 +387,19 @@ def save_manifest(path: Path, entries: dict[str, dict[str, Any]]) -> None:
 
 
 @contextlib.contextmanager
-def _exclusive(folder: Path, timeout: float) -> Iterator[None]:
+def _exclusive(folder: Path, timeout: float) -> Iterator[Callable[[], None]]:
     """Hold ``folder/.lock`` so two preprocess runs on one workspace take turns.
 
     ``flock`` is released by the kernel when its holder dies (even by ``kill -9``), so a lock
     file left behind never blocks. The holder writes its PID and command into the file; a run
-    that finds the lock taken logs who holds it and waits at most ``timeout`` seconds, then
-    fails with :class:`LockTimeout` naming the holder.
+    that finds the lock taken logs who holds it and waits as long as the holder makes progress,
+    but at most ``timeout`` seconds without, then fails with :class:`LockTimeout` naming the
+    holder. Yields ``beat()``: the holder calls it at every photo (it touches the lock file).
     """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - non-POSIX: runs are not serialised
-        yield
+        yield lambda: None
         return
     lock = folder / LOCK_NAME
     if os.path.lexists(lock):
@@ -423,13 +424,18 @@ def _exclusive(folder: Path, timeout: float) -> Iterator[None]:
             ) from None
         try:
             _write_holder(fd)
-            yield
+            yield lambda: _touch(fd)
         finally:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _touch(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(fd)
 
 
 def _try_lock(fcntl: Any, fd: int) -> bool:
@@ -441,23 +447,33 @@ def _try_lock(fcntl: Any, fd: int) -> bool:
 
 
 def _wait_for_lock(fcntl: Any, fd: int, lock: Path, timeout: float) -> None:
-    """Poll for the lock until ``timeout`` seconds have passed; then :class:`LockTimeout`."""
+    """Poll for the lock while its holder makes progress (it touches the lock file at every
+    photo); after ``timeout`` seconds without progress, :class:`LockTimeout`."""
     log.warning(
-        "%s is held by %s (another preprocess run); waiting up to %g s for it",
+        "%s is held by %s (another preprocess run); waiting while it makes progress "
+        "(at most %g s without)",
         lock, lock_holder(fd), timeout,
     )  # fmt: skip
     deadline = time.monotonic() + timeout
+    beat = _heartbeat(fd)
     delay = 0.05
     while not _try_lock(fcntl, fd):
+        if _heartbeat(fd) != beat:  # the holder is working: a long run is not a hang
+            beat, deadline = _heartbeat(fd), time.monotonic() + timeout
         left = deadline - time.monotonic()
         if left <= 0:
             holder = lock_holder(fd)
             raise LockTimeout(
-                f"{lock} is held by {holder} for more than lock_timeout_seconds={timeout:g}; "
-                "wait for that run to finish (or stop it if it hangs), then run again"
+                f"{lock} is held by {holder} with no progress for more than "
+                f"lock_timeout_seconds={timeout:g}; it seems to hang: stop it, then run again"
             )
         time.sleep(min(delay, left))
         delay = min(2 * delay, 0.5)
+
+
+def _heartbeat(fd: int) -> int:
+    """The lock file's modification time (ns): the holder's last sign of progress."""
+    return os.fstat(fd).st_mtime_ns
 
 
 def _write_holder(fd: int) -> None:
@@ -671,7 +687,13 @@ def _utf8(text: str) -> bool:
 class _Run:
     """State of one preprocess run (manifest, summary, lazy detector)."""
 
-    def __init__(self, cfg: Config, detector: Detector | None, summary: PreprocessSummary):
+    def __init__(
+        self,
+        cfg: Config,
+        detector: Detector | None,
+        summary: PreprocessSummary,
+        beat: Callable[[], None] = lambda: None,
+    ):
         self.cfg = cfg
         self.images = Path(cfg.images_dir)
         self.pre = Path(cfg.pre_images_dir)
@@ -679,6 +701,7 @@ class _Run:
         self.manifest_file = manifest_path(cfg)
         self.entries, dropped = _load_manifest(self.manifest_file)
         self.summary = summary
+        self.beat = beat
         self.dirty = dropped > 0  # save it without the dropped entries
         self.unsaved = 0
         self._detector = detector
@@ -714,6 +737,7 @@ class _Run:
             self.unsaved = 0
 
     def record(self, item: _Input, **values: Any) -> None:
+        self.beat()  # a waiting run sees progress
         self.entries[item.rel] = {
             "identity": item.identity,
             "sha256": item.sha256,
@@ -879,8 +903,8 @@ def run_preprocess(
     except OSError as exc:
         raise _write_error(pre, exc) from None
     summary = PreprocessSummary()
-    with _exclusive(pre, cfg.lock_timeout_seconds):
-        run = _Run(cfg, detector, summary)
+    with _exclusive(pre, cfg.lock_timeout_seconds) as beat:
+        run = _Run(cfg, detector, summary, beat)
         try:
             _run_locked(run, wanted, progress)
         finally:

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import stat
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 JOURNAL_VERSION = 1
 JOURNAL_SUFFIX = ".jsonl"
 CORRUPT_SUFFIX = ".corrupt"
+STALE_TEMP_SECONDS = 10.0  # a hidden temp file older than this is a dead writer's
 
 
 def _new_id() -> str:
@@ -329,7 +331,13 @@ class SightingJournal:
         return fd
 
     def _remove_stale_temp(self, path: Path) -> None:
-        """A hidden file left by a writer killed while creating its journal (empty)."""
+        """A hidden file left by a writer killed while creating its journal (empty). A young
+        one may belong to a writer between creating and locking it: it is left alone."""
+        try:
+            if time.time() - os.lstat(path).st_mtime < STALE_TEMP_SECONDS:
+                return
+        except FileNotFoundError:
+            return
         fd = self._lock_orphan(path)
         if fd is None:
             return

@@ -728,6 +728,29 @@ def test_lock_held_by_a_live_run_times_out_naming_its_pid(workspace: Config):
     assert isinstance(result[0], UserError)
 
 
+def test_lock_held_by_a_run_making_progress_is_waited_for_past_the_timeout(workspace: Config):
+    """A long run that keeps working (it touches the lock at every photo) is not a hang: the
+    waiting run outlasts lock_timeout_seconds and proceeds once the holder is done."""
+    populate(workspace, {"Ada": 1})
+    holder = _start_holder(workspace)
+    lock = workspace.pre_images_dir / ".lock"
+    result: list[BaseException | PreprocessSummary] = []
+    cfg = workspace.replace(lock_timeout_seconds=1)
+    waiter = threading.Thread(target=lambda: result.append(_capture(run, cfg)), daemon=True)
+    try:
+        waiter.start()
+        for _ in range(12):  # 3 s of progress, three times the timeout
+            time.sleep(0.25)
+            os.utime(lock)
+        assert waiter.is_alive() and not result, result
+    finally:
+        holder.kill()
+        holder.wait(30)
+    waiter.join(30)
+    assert len(result) == 1 and isinstance(result[0], PreprocessSummary), result
+    assert result[0].processed == ["Ada/0000.png"]
+
+
 def _capture(func, *args):
     try:
         return func(*args)

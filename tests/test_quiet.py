@@ -105,3 +105,21 @@ def test_verbose_leaves_stderr_alone(capfd, monkeypatch):
     with quiet.quiet_stderr():
         os.write(2, ABSL_LINE)
     assert capfd.readouterr().err == ABSL_LINE.decode()
+
+
+def test_fatal_lines_pass_through_at_once(tmp_path):
+    """A C++ fatal error (``F…``) aborts without a Python exception: its line is passed
+    through as it is written, not held back with the noise (the abort here comes a moment
+    later, as it does after TensorFlow's own fatal message is formatted and flushed)."""
+    script = (
+        "import os, time\n"
+        "from common import quiet\n"
+        "with quiet.quiet_stderr():\n"
+        "    os.write(2, b'I0000 00:00:1.5   7 port.cc:153] oneDNN noise\\n')\n"
+        "    os.write(2, b'F0000 00:00:1.5   7 cpu_feature_guard.cc:1] needs AVX\\n')\n"
+        "    time.sleep(1)\n"
+        "    os.abort()\n"
+    )
+    aborted = run_python("-c", script, cwd=tmp_path)
+    assert aborted.returncode != 0
+    assert "needs AVX" in aborted.stderr and "oneDNN noise" not in aborted.stderr
