@@ -8,13 +8,13 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_db import Locker
 
 from common.config import Config
 from store.factory import open_attendance_store, open_pending_writer, pending_journal_dir
@@ -23,18 +23,6 @@ from store.records import ACTION_PRESENT, DatabaseError
 
 REPO = Path(__file__).resolve().parents[1]
 WHEN = dt.datetime(2024, 5, 1, 9, 0, 0, 123456)
-
-
-class Locker:
-    """Another program holding the attendance database's write lock until released."""
-
-    def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(str(path), isolation_level=None)
-        self.conn.execute("BEGIN EXCLUSIVE")
-
-    def release(self) -> None:
-        self.conn.execute("COMMIT")
-        self.conn.close()
 
 
 @pytest.fixture
