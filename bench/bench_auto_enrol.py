@@ -7,8 +7,8 @@ Each clip (real webcam-style videos of people talking while barely moving; defau
 genuine liveness clips in ``../shared/data/liveness/genuine``) is looped to ``--seconds`` of
 video and given to ``scanner --auto`` twice, with the real MTCNN detector:
 
-- **before**: the capture session of git revision ``--before`` (default ``HEAD``; the fixed
-  ``scan_pose_step`` rule), loaded from ``git show``;
+- **before**: the capture session of git revision ``--before`` (default: the last revision
+  with the fixed ``scan_pose_step`` rule), loaded from ``git show``;
 - **after**: the working tree's session (pose guide + relaxation of the step).
 
 Both see exactly the same frames and detections (each clip frame is detected once and cached),
@@ -43,6 +43,8 @@ from common.config import Config, load_config  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 MEDIA = REPO.parent / "shared" / "data" / "liveness" / "genuine"
 CLIPS = ("talking_webcam_720x1280", "talking_head_blinks_512", "talking_blink_524")
+# the last revision whose scanner kept only shots a fixed pose step apart (no guide, no relaxing)
+BEFORE = "88f6fed9b09cffd24d386cabfce06913fe6d8cc6"
 
 
 @dataclass
@@ -210,7 +212,9 @@ def main() -> int:
     parser.add_argument("--media", type=Path, default=MEDIA, help=f"clip folder ({MEDIA})")
     parser.add_argument("--clips", nargs="+", default=list(CLIPS), help="clip names (no .mp4)")
     parser.add_argument("--seconds", type=float, default=20.0, help="video length after looping")
-    parser.add_argument("--before", default="HEAD", help="git revision of the 'before' session")
+    parser.add_argument(
+        "--before", default=BEFORE, help=f"git revision of the 'before' session ({BEFORE[:10]})"
+    )
     parser.add_argument("--no-cli", action="store_true", help="skip the real scanner command")
     args = parser.parse_args()
 
