@@ -131,11 +131,13 @@ def old_session_module(ref: str) -> types.ModuleType:
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     name = "scanner_session_before"
-    spec = importlib.util.spec_from_loader(name, loader=None)
-    assert spec is not None
+    path = Path(tempfile.mkdtemp(prefix="bench-session-")) / f"{name}.py"
+    path.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up
-    exec(compile(source, f"{ref}:scanner/session.py", "exec"), module.__dict__)
+    spec.loader.exec_module(module)
     return module
 
 
