@@ -88,6 +88,9 @@ class Config:
     # Euclidean distance on unit vectors; beyond it: Unknown. Chosen on the sample data with
     # template matching: genuine probes reach 0.91 at most, left-out strangers 1.12 at least.
     threshold: float = 1.00
+    # Target stranger accept rate of threshold calibration (`evaluate --calibrate`, and the
+    # threshold each fine-tuned model version is saved with).
+    calibrate_far: float = 1e-3
     match_mode: str = "template"  # "template" (per identity mean) or "nearest" (per image)
     # --- recogniser ---------------------------------------------------------
     detect_width: int = 320  # frames are downscaled to this width for detection
@@ -119,6 +122,16 @@ class Config:
     # A fine-tuned model must beat the current one on a held-out metric by at least this much
     # (one genuine pair among hundreds does not count); any loss at all rejects it.
     train_min_gain: float = 0.005
+    # A fine-tune is judged on people it never saw: the workspace's held-out identities plus
+    # the identity folders of reference_dir (photos of people who are not enrolled). With fewer
+    # than train_min_identities of them, `train` does not activate anything.
+    reference_dir: Path | None = None
+    train_min_identities: int = 20
+    # Regularisers that keep the fine-tuned model close to the one it starts from:
+    # L2-SP (squared distance of the trainable weights from their starting values) and
+    # distillation (squared distance of each training embedding from the starting model's).
+    train_l2sp: float = 0.0
+    train_distill: float = 0.0
     seed: int = 0
 
     # ------------------------------------------------------------------------
@@ -136,8 +149,13 @@ class Config:
 
 
 PATH_KEYS = frozenset(
-    {"images_dir", "pre_images_dir", "db_path", "gallery_path", "weights", "cache_dir"}
-)
+    {
+        "images_dir", "pre_images_dir", "db_path", "gallery_path", "weights", "cache_dir",
+        "reference_dir",
+    }
+)  # fmt: skip
+#: Path keys whose default is None (unset), rather than a path.
+OPTIONAL_PATH_KEYS = frozenset({"weights", "reference_dir"})
 _CHOICES = {
     "alignment": ALIGNMENTS,
     "detector": DETECTORS,
@@ -154,6 +172,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_image_pixels": (4096, 150_000_000),
     "lock_timeout_seconds": (0.0, 86400.0),
     "threshold": (0.0, 2.0),
+    "calibrate_far": (1e-6, 0.5),
     "detect_width": (64, 4096),
     "detect_every": (1, 100),
     "confirm_k": (1, 100),
@@ -174,6 +193,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "train_epochs": (1, 10000),
     "learning_rate": (0.0, 1.0),
     "train_min_gain": (0.0, 1.0),
+    "train_min_identities": (5, 100000),
+    "train_l2sp": (0.0, 1e6),
+    "train_distill": (0.0, 1e6),
     "seed": (0, 2**31 - 1),
 }
 
@@ -217,7 +239,7 @@ def _coerce(name: str, value: Any, root: Path) -> Any:
     try:
         if name in PATH_KEYS:
             if value is None or value == "":
-                return None if name == "weights" else default
+                return None if name in OPTIONAL_PATH_KEYS else default
             path = Path(os.path.expanduser(str(value)))
             return path if path.is_absolute() else root / path
         if isinstance(default, bool):
@@ -379,25 +401,38 @@ def load_config(
 def write_config_value(root: Path, key: str, value: float | int | str | bool) -> Path:
     """Set one key in the workspace's ``attendance.toml`` atomically (used by calibration).
 
-    The key's line is replaced in place (or appended); every other line, comments included,
-    is kept as the user wrote it.
+    See :func:`write_config_values`.
+    """
+    return write_config_values(root, {key: value})
+
+
+def write_config_values(root: Path, values: Mapping[str, float | int | str | bool]) -> Path:
+    """Set several keys in the workspace's ``attendance.toml`` in one atomic write.
+
+    Each key's line is replaced in place (or appended, in the order given); every other line,
+    comments included, is kept as the user wrote it. Every key and value is checked before
+    anything is written, so either all of them are set or none.
     """
     from common.fsutil import atomic_write_text
 
-    _coerce(key, value, root)  # validates the key and type
+    for key, value in values.items():
+        _check_value(key, _coerce(key, value, root))  # validates the key, type and range
     read_toml(root)  # refuse to touch a file that does not parse
     path = root / CONFIG_FILENAME
+    if not values:
+        return path
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     if not lines:
         lines = ["# facenet-attendance workspace configuration"]
-    line = f"{key} = {_toml_value(value)}"
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
-    for i, existing in enumerate(lines):
-        if pattern.match(existing):
-            lines[i] = line
-            break
-    else:
-        lines.append(line)
+    for key, value in values.items():
+        line = f"{key} = {_toml_value(value)}"
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+        for i, existing in enumerate(lines):
+            if pattern.match(existing):
+                lines[i] = line
+                break
+        else:
+            lines.append(line)
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 

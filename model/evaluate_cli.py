@@ -4,9 +4,10 @@
 probes = val; otherwise the first half of each identity's sorted photos is the gallery).
 Prints a table (or JSON) and a line on the recogniser's decisions at the configured threshold,
 saves ``roc.png`` and ``distances.png`` into ``--out-dir``, and with ``--calibrate`` writes into
-the workspace's attendance.toml the largest threshold at which at most ``--far`` of strangers
-(each identity left out of the gallery in turn) would be accepted, measured on the distances the
-recogniser compares in the configured ``match_mode`` (not on image pairs).
+the workspace's attendance.toml the largest threshold at which at most ``--far`` (default: the
+``calibrate_far`` setting) of strangers (each identity left out of the gallery in turn) would be
+accepted, measured on the distances the recogniser compares in the configured ``match_mode`` (not
+on image pairs), and records it for the active model (restored by ``attendance model use``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "match_mode) is at most --far into the workspace configuration",
     )
     parser.add_argument(
-        "--far", type=_far, default=1e-3, help="target stranger accept rate of --calibrate (1e-3)"
+        "--far",
+        type=_far,
+        default=None,
+        help="target stranger accept rate of --calibrate (default: the calibrate_far setting, "
+        "1e-3 unless configured)",
     )
     parser.add_argument(
         "--compare",
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; give a folder of identity subfolders")
     out_dir = Path(args.out_dir) if args.out_dir else cfg.root / "evaluation"
+    far = args.far if args.far is not None else cfg.calibrate_far
     report = evaluate_folder(
         folder,
         cfg,
@@ -74,7 +80,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         Embedder.from_config(cfg),
         compare=args.compare,
         out_dir=out_dir,
-        calibrate_far=args.far if args.calibrate else None,
+        calibrate_far=far if args.calibrate else None,
         progress=False if args.quiet else None,
     )
     print(report.to_json() if args.json else report.to_text())

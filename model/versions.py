@@ -7,7 +7,8 @@ date). Versions are named ``v1``, ``v2``, ...; a version is staged in a hidden t
 renamed into place, so a crash leaves either a complete version or none.
 
 The active model is ``cfg.model_version``: ``"pretrained"`` or a version name. ``use`` writes it
-into the workspace's ``attendance.toml``. :func:`resolve_active` is what
+into the workspace's ``attendance.toml``, together with the threshold recorded for the model
+(:mod:`model.thresholds`). :func:`resolve_active` is what
 ``Embedder.from_config`` needs: the weight file and the model id that keys stored embeddings.
 :func:`remove_version` deletes a version that is not active: its folder is first renamed aside
 (atomic: the version is gone at once), then deleted.
@@ -28,9 +29,17 @@ from typing import Any
 
 import numpy as np
 
-from common.config import ENV_PREFIX, Config, read_toml, write_config_value
+from common.config import ENV_PREFIX, Config, read_toml, write_config_values
 from common.errors import UserError
 from common.fsutil import atomic_write_text, sha256_file
+from model.thresholds import (
+    IN_USE,
+    ThresholdError,
+    ThresholdRecord,
+    forget_threshold,
+    read_thresholds,
+    record_threshold,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,16 @@ _STALE_TEMP_SECONDS = 3600.0
 
 class VersionError(UserError):
     """A model version is unknown, incomplete or corrupt."""
+
+
+@dataclass(frozen=True)
+class ModelSwitch:
+    """What :func:`switch_version` did."""
+
+    version: str
+    model_id: str
+    threshold: float  # the threshold now written for the workspace (or kept)
+    record: ThresholdRecord | None  # the incoming model's record; None: threshold kept
 
 
 @dataclass(frozen=True)
@@ -164,26 +183,70 @@ def verify_version(found: ModelVersion) -> None:
         )
 
 
-def use_version(cfg: Config, version: str) -> str:
-    """Make ``version`` the workspace's active model (written to ``attendance.toml``).
+def model_id_of(cfg: Config, version: str) -> str:
+    """The model id of ``version`` without touching its weights (only its metadata is read).
 
-    A stored version is verified (checksum) first. Returns the model id now active.
+    :class:`VersionError` if ``version`` is not ``"pretrained"`` or a usable stored version.
     """
     if version == PRETRAINED:
         from model.weights import PRETRAINED_MODEL_ID
 
-        model_id = PRETRAINED_MODEL_ID
+        return PRETRAINED_MODEL_ID
+    return get_version(cfg, version).model_id
+
+
+def use_version(cfg: Config, version: str) -> str:
+    """Make ``version`` the workspace's active model; returns its model id.
+
+    See :func:`switch_version`, which also says which threshold is now in effect.
+    """
+    return switch_version(cfg, version).model_id
+
+
+def switch_version(cfg: Config, version: str) -> ModelSwitch:
+    """Make ``version`` the active model, with its own threshold (in ``attendance.toml``).
+
+    A stored version is verified (checksum) first. If the outgoing model (``cfg.model_version``)
+    has no recorded threshold, ``cfg.threshold`` is recorded for it (source "in use"), so
+    switching back restores it. ``model_version`` and the incoming model's recorded threshold
+    are then written in one atomic write; a model without a record keeps the current threshold
+    (with a warning to calibrate it).
+    """
+    if version == PRETRAINED:
+        model_id = model_id_of(cfg, PRETRAINED)
     else:
         found = get_version(cfg, version)
         verify_version(found)
         model_id = found.model_id
-    write_config_value(cfg.root, "model_version", version)
-    if os.environ.get(ENV_PREFIX + "MODEL_VERSION"):
+    records = read_thresholds(cfg)
+    try:
+        outgoing = model_id_of(cfg, cfg.model_version)
+    except VersionError as exc:
+        log.warning("the threshold of the outgoing model is not recorded: %s", exc)
+    else:
+        if outgoing not in records:
+            records[outgoing] = record_threshold(
+                cfg, outgoing, cfg.threshold, far=None, source=IN_USE
+            )
+    record = records.get(model_id)
+    values: dict[str, str | float] = {"model_version": version}
+    if record is not None:
+        values["threshold"] = record.threshold
+    else:
         log.warning(
-            "%sMODEL_VERSION is set in the environment and overrides the workspace setting",
-            ENV_PREFIX,
-        )
-    return model_id
+            "no threshold is recorded for %s (%s); keeping threshold %.4f, which may not suit "
+            "it: run `attendance evaluate DIR --calibrate` with this model active",
+            version, model_id, cfg.threshold,
+        )  # fmt: skip
+    write_config_values(cfg.root, values)
+    for key in values:
+        if os.environ.get(ENV_PREFIX + key.upper()):
+            log.warning(
+                "%s%s is set in the environment and overrides the workspace setting",
+                ENV_PREFIX, key.upper(),
+            )  # fmt: skip
+    threshold = record.threshold if record is not None else cfg.threshold
+    return ModelSwitch(version, model_id, threshold, record)
 
 
 def _remove_stale_staging(root: Path) -> None:
@@ -251,13 +314,18 @@ def removable_folder(cfg: Config, version: str) -> Path:
 def remove_version(cfg: Config, version: str) -> int:
     """Delete stored version ``version`` (even an incomplete one); the bytes freed.
 
-    Refuses the active model (:func:`active_versions`). The folder is renamed to a hidden
-    name first, so the version disappears at once and completely; its files are deleted
-    after that. If the deletion is interrupted, the next removal finishes it.
+    Refuses the active model (:func:`active_versions`); forgets its recorded threshold. The
+    folder is renamed to a hidden name first, so the version disappears at once and completely;
+    its files are deleted after that. If the deletion is interrupted, the next removal finishes
+    it.
     """
     folder = removable_folder(cfg, version)
     _finish_removals(cfg.models_dir)
     size = folder_bytes(folder)
+    try:
+        model_id: str | None = str(_read_meta(folder)["model_id"])
+    except VersionError:
+        model_id = None  # a broken version: no model id to forget
     aside = Path(tempfile.mkdtemp(prefix=f"{_REMOVING_PREFIX}{version}-", dir=cfg.models_dir))
     try:
         os.replace(folder, aside)  # replaces the empty placeholder: one atomic rename
@@ -267,6 +335,11 @@ def remove_version(cfg: Config, version: str) -> int:
     shutil.rmtree(aside, ignore_errors=True)
     if aside.exists():
         log.warning("%s could not be deleted completely; the next removal retries", aside)
+    if model_id is not None:
+        try:
+            forget_threshold(cfg, model_id)
+        except ThresholdError as exc:  # the version is gone already; do not fail for this
+            log.warning("the threshold of %s is not forgotten: %s", version, exc)
     log.info("removed model version %s (%d bytes)", version, size)
     return size
 

@@ -5,20 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.config import Config
 from common.errors import UserError
+
+if TYPE_CHECKING:
+    from model.thresholds import ThresholdRecord
 
 HELP = (
     "list fine-tuned model versions, choose the active one (use VERSION | use pretrained), "
     "or delete one (remove VERSION)"
 )
 
+#: Figures of a version on the people its training never saw, before -> after (versions saved
+#: before these were measured show "-").
 HEADLINE = (
     ("tar_at_far_1e-3", "TAR@1e-3"),
-    ("rank1", "rank-1"),
-    ("open_set_false_accept", "open-FA"),
+    ("eer", "EER"),
+    ("open_set_accept", "STRANGERS@1%FRR"),
 )
 
 
@@ -45,28 +50,49 @@ def _metric(metrics: dict[str, Any] | None, key: str) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
 
 
+def _threshold(record: ThresholdRecord | None) -> str:
+    """``0.8734 @1e-3`` (calibrated), ``1.0000 in-use`` (recorded when switched away), or -."""
+    from model.thresholds import format_far
+
+    if record is None:
+        return "-"
+    if record.far is not None:
+        return f"{record.threshold:.4f} @{format_far(record.far)}"
+    return f"{record.threshold:.4f} in-use"
+
+
 def format_versions(cfg: Config) -> str:
-    """The version table: active marker, name, date, model id, held-out before→after."""
+    """The version table: active marker, name, date, model id, threshold, before→after."""
+    from model.thresholds import read_thresholds
     from model.versions import PRETRAINED, list_versions
     from model.weights import PRETRAINED_MODEL_ID
 
-    rows = [["", "VERSION", "CREATED", "MODEL ID"] + [label for _, label in HEADLINE] + ["NOTE"]]
+    thresholds = read_thresholds(cfg)
+    rows = [
+        ["", "VERSION", "CREATED", "MODEL ID", "THRESHOLD"]
+        + [label for _, label in HEADLINE]
+        + ["NOTE"]
+    ]
     rows.append(
-        ["*" if cfg.model_version == PRETRAINED else "", PRETRAINED, "-", PRETRAINED_MODEL_ID]
+        ["*" if cfg.model_version == PRETRAINED else "", PRETRAINED, "-", PRETRAINED_MODEL_ID,
+         _threshold(thresholds.get(PRETRAINED_MODEL_ID))]
         + ["-"] * len(HEADLINE)
         + [""]
-    )
+    )  # fmt: skip
     for found in list_versions(cfg):
         metrics = found.meta.get("metrics", {})
         before, after = metrics.get("before"), metrics.get("after")
         cells = [f"{_metric(before, key)}->{_metric(after, key)}" for key, _ in HEADLINE]
-        note = "forced (not better)" if found.meta.get("forced") else ""
+        note = "forced (not shown better)" if found.meta.get("forced") else ""
+        unseen = found.meta.get("unseen", {}).get("identities")
+        if unseen is not None:
+            note = f"{unseen} unseen people" + (f"; {note}" if note else "")
         base = found.meta.get("base", {}).get("version")
         if base:
             note = f"from {base}" + (f"; {note}" if note else "")
         rows.append(
             ["*" if cfg.model_version == found.version else "", found.version, found.created,
-             found.model_id] + cells + [note]
+             found.model_id, _threshold(thresholds.get(found.model_id))] + cells + [note]
         )  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -106,7 +132,7 @@ def remove(args: argparse.Namespace, cfg: Config) -> int:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """List the versions, switch the active model, or remove a version."""
-    from model.versions import PRETRAINED, list_versions, use_version
+    from model.versions import PRETRAINED, list_versions, switch_version
 
     if args.action == "remove":
         return remove(args, cfg)
@@ -125,8 +151,18 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise UserError(
             "'model use' needs a version, e.g. `attendance model use v1` or `pretrained`"
         )
-    model_id = use_version(cfg, args.version)
-    print(f"active model: {args.version} ({model_id}); the gallery re-embeds on its next sync")
+    switch = switch_version(cfg, args.version)
+    if switch.record is not None:
+        threshold = f"threshold {switch.record.describe()}"
+    else:
+        threshold = (
+            f"threshold {switch.threshold:.4f} kept (none recorded for this model; run "
+            "`attendance evaluate DIR --calibrate`)"
+        )
+    print(
+        f"active model: {args.version} ({switch.model_id}); {threshold}; "
+        "the gallery re-embeds on its next sync"
+    )
     return 0
 
 

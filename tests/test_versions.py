@@ -29,8 +29,8 @@ TENSORS = {"Bottleneck/kernel": np.arange(12, dtype=np.float32).reshape(3, 4)}
 
 
 def _save(cfg: Config, **meta):
-    return save_version(cfg, TENSORS, {"metrics": {"before": {"rank1": 0.5},
-                                                   "after": {"rank1": 0.75}}, **meta})  # fmt: skip
+    return save_version(cfg, TENSORS, {"metrics": {"before": {"eer": 0.5},
+                                                   "after": {"eer": 0.75}}, **meta})  # fmt: skip
 
 
 def test_save_versions_atomically_and_list_them(workspace):
@@ -139,6 +139,7 @@ def test_model_cli_list_and_use(workspace, capsys):
     assert lines[1].startswith("*") and "pretrained" in lines[1]
     assert "v1" in lines[2] and "0.500->0.750" in lines[2]
     assert "forced" in lines[3] and "from v1" in lines[3]
+    assert "-->-" in lines[2]  # figures a version does not have
 
     assert cli_main(["model", "use", "v2", "--workspace", root]) == 0
     assert "active model: v2" in capsys.readouterr().out

@@ -1,7 +1,8 @@
 """Calibrate the recogniser's threshold for a target false accept rate.
 
 The threshold is chosen on the distances the recogniser compares (decision distances of
-:func:`model.metrics.decision_distances`) and written into the workspace's ``attendance.toml``.
+:func:`model.metrics.decision_distances`), written into the workspace's ``attendance.toml`` and
+recorded for the active model (:mod:`model.thresholds`), so ``attendance model use`` restores it.
 """
 
 from __future__ import annotations
@@ -16,17 +17,28 @@ from common.config import Config, write_config_value
 from model.evaluation import EvaluationError
 from model.evaluation.report import decision_summary
 from model.metrics import threshold_at_far
+from model.thresholds import CALIBRATED, read_thresholds, record_threshold
 
 log = logging.getLogger(__name__)
 
 
-def calibrate(cfg: Config, genuine: np.ndarray, stranger: np.ndarray, far: float) -> dict[str, Any]:
+def calibrate(
+    cfg: Config,
+    genuine: np.ndarray,
+    stranger: np.ndarray,
+    far: float,
+    *,
+    dataset: str = "",
+) -> dict[str, Any]:
     """Write the largest threshold accepting at most a fraction ``far`` of strangers.
 
     ``genuine`` and ``stranger`` are the decision distances of ``cfg.match_mode``
-    (:func:`model.metrics.decision_distances`). The threshold is rounded down to 4 decimals, so
-    it never accepts more strangers than the exact one; the genuine accept rate (TAR) there is
-    reported, and a warning logged when the FAR target rejects genuine probes.
+    (:func:`model.metrics.decision_distances`) of the active model. The threshold is rounded
+    down to 4 decimals, so it never accepts more strangers than the exact one; the genuine
+    accept rate (TAR) there is reported, and a warning logged when the FAR target rejects
+    genuine probes. The threshold goes into ``attendance.toml`` and is recorded for the active
+    model's id (``model_id`` of the result; None when it could not be resolved without its
+    weights). ``dataset`` (free text) prefixes the record's ``calibrated_on``.
     """
     if not 0.0 < far < 1.0:
         raise EvaluationError(f"--far {far}: the target false accept rate must be in (0, 1)")
@@ -51,7 +63,19 @@ def calibrate(cfg: Config, genuine: np.ndarray, stranger: np.ndarray, far: float
             f"{stranger.min():.4f} or closer, so no threshold >= 0 reaches FAR {far:g}; are "
             "the same photos filed under two identities?"
         )
+    read_thresholds(cfg)  # a corrupt record file fails here, before anything is written
     path = write_config_value(cfg.root, "threshold", value)
+    calibrated_on = (
+        f"{len(genuine)} genuine and {len(stranger)} stranger decisions ({cfg.match_mode})"
+    )
+    if dataset:
+        calibrated_on = f"{dataset}: {calibrated_on}"
+    model_id = _active_model_id(cfg)
+    if model_id is not None:
+        record_threshold(
+            cfg, model_id, value, far=far, source=CALIBRATED, calibrated_on=calibrated_on,
+            tar=summary["genuine_accept"],
+        )  # fmt: skip
     if summary["n_genuine_accepted"] < len(genuine):
         log.warning(
             "FAR %g forces threshold %.4f below the farthest genuine probe (%.4f): %d of %d "
@@ -71,6 +95,7 @@ def calibrate(cfg: Config, genuine: np.ndarray, stranger: np.ndarray, far: float
         "tar": summary["genuine_accept"],
         "previous": cfg.threshold,
         "config": str(path),
+        "model_id": model_id,
         "mode": cfg.match_mode,
         "stranger_accept": summary["stranger_accept"],
         "n_strangers_accepted": summary["n_strangers_accepted"],
@@ -79,6 +104,19 @@ def calibrate(cfg: Config, genuine: np.ndarray, stranger: np.ndarray, far: float
         "genuine_max": summary["genuine_max"],
         "stranger_min": summary["stranger_min"],
     }
+
+
+def _active_model_id(cfg: Config) -> str | None:
+    """The id of ``cfg.model_version`` (no weights loaded); None, with a warning, if unusable."""
+    from model.versions import VersionError, model_id_of
+
+    try:
+        return model_id_of(cfg, cfg.model_version)
+    except VersionError as exc:
+        log.warning(
+            "the calibrated threshold is not recorded for model %s: %s", cfg.model_version, exc
+        )
+        return None
 
 
 def _round_down(threshold: float) -> float:
