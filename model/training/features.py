@@ -39,6 +39,7 @@ class FeatureSource:
         cache: bool,
         batch_size: int,
         progress: bool,
+        mirror_all: bool = True,
     ) -> None:
         import tensorflow as tf
 
@@ -61,6 +62,10 @@ class FeatureSource:
         self._augmented: np.ndarray | None = None  # (len(train_rows), augment, *shape)
         self._aug_pos = np.full(len(crops), -1, dtype=np.int64)
         self._aug_pos[train_rows] = np.arange(len(train_rows))
+        # mirror images are cached for training rows, and for every row when asked for
+        # (flip averaging); evaluation-only rows otherwise need the crop alone
+        self._mirrored = np.ones(len(crops), bool) if mirror_all else np.zeros(len(crops), bool)
+        self._mirrored[train_rows] = True
         self.seconds = 0.0
         if cache:
             self._fill(train_rows)
@@ -88,7 +93,7 @@ class FeatureSource:
         n = len(self.crops)
         fixed = np.empty((n, 2, *self.feature_shape), np.float32)
         augmented = np.empty((len(train_rows), self.augment, *self.feature_shape), np.float32)
-        jobs = [(r, v) for r in range(n) for v in (0, 1)]
+        jobs = [(r, v) for r in range(n) for v in ((0, 1) if self._mirrored[r] else (0,))]
         jobs += [(int(r), v) for r in train_rows for v in range(2, self.variants)]
         step = max(self.batch_size, 1)
         with tqdm(
@@ -119,6 +124,8 @@ class FeatureSource:
             assert self._fixed is not None and self._augmented is not None
             out = np.empty((len(rows), *self.feature_shape), np.float32)
             plain = variants < 2
+            if (~self._mirrored[rows[variants == 1]]).any():
+                raise ValueError("mirror images are cached only for training rows")
             out[plain] = self._fixed[rows[plain], variants[plain]]
             aug = ~plain
             if aug.any():

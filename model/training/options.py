@@ -1,7 +1,8 @@
 """Every knob of a training run, in one frozen :class:`TrainOptions`.
 
 The settings that are configuration keys (batch shape, margin, epochs, learning rate, cut
-point, seed, inference batch, flip averaging, match mode, minimum gain) have no default
+point, seed, inference batch, flip averaging, match mode, minimum gain, identities needed,
+regularisers, calibration target) have no default
 here: their defaults live only in :class:`~common.config.Config`, and
 :meth:`TrainOptions.from_config` is the way to build options. The remaining fields are
 choices of the algorithm or switches of one run that have no configuration key; their
@@ -41,6 +42,10 @@ class TrainOptions:
     flip_average: bool  # (flip_average)
     match_mode: str  # (match_mode)
     min_gain: float  # smallest held-out gain that counts as an improvement (train_min_gain)
+    min_identities: int  # unseen identities needed to judge a run (train_min_identities)
+    l2sp: float  # weight of the L2-SP drift penalty (train_l2sp)
+    distill: float  # weight of the embedding distillation term (train_distill)
+    calibrate_far: float  # target stranger accept rate of the saved threshold (calibrate_far)
     # --- no configuration key: constants of the algorithm and switches of one run ---
     mining: str = "semi-hard"  # FaceNet's semi-hard negatives, or "batch-hard"
     augment: int = 4  # augmented variants per training image (plus the original and its mirror)
@@ -53,6 +58,7 @@ class TrainOptions:
     holdout_identity_fraction: float = HOLDOUT_IDENTITY_FRACTION
     batches_per_epoch: int | None = None  # None: enough to see every training image once
     progress: bool = True  # progress bars
+    bootstrap_draws: int = 1000  # identity resamples behind each confidence interval
 
     def __post_init__(self) -> None:
         if self.mining not in MINING_MODES:
@@ -71,6 +77,10 @@ class TrainOptions:
             raise TrainError(
                 f"holdout_identity_fraction={self.holdout_identity_fraction} must be within [0, 1)"
             )
+        if self.min_identities < 2:
+            raise TrainError(f"min_identities={self.min_identities} must be at least 2")
+        if self.bootstrap_draws < 100:
+            raise TrainError(f"bootstrap_draws={self.bootstrap_draws} must be at least 100")
         if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
             raise TrainError(f"batches_per_epoch={self.batches_per_epoch} must be at least 1")
 
@@ -89,6 +99,10 @@ class TrainOptions:
             "flip_average": cfg.flip_average,
             "match_mode": cfg.match_mode,
             "min_gain": cfg.train_min_gain,
+            "min_identities": cfg.train_min_identities,
+            "l2sp": cfg.train_l2sp,
+            "distill": cfg.train_distill,
+            "calibrate_far": cfg.calibrate_far,
         }
         values.update({k: v for k, v in changes.items() if v is not None})
         return cls(**values)
@@ -99,7 +113,7 @@ class TrainOptions:
             "identities", "images", "margin", "epochs", "learning_rate", "trainable_from",
             "seed", "mining", "augment", "checkpoint", "cache_features", "holdout_image_fraction",
             "holdout_identity_fraction", "batches_per_epoch", "flip_average", "match_mode",
-            "min_gain",
+            "min_gain", "min_identities", "l2sp", "distill", "calibrate_far", "bootstrap_draws",
         )  # fmt: skip
         params = {k: getattr(self, k) for k in keep}
         params.update(optimizer="adam", batchnorm="frozen", distance="squared euclidean")

@@ -3,18 +3,21 @@
 1. read the aligned crops of ``pre_images/<Name>/`` (:func:`~model.training.data.load_crops`);
 2. split them once and for all (:func:`~model.training.split.update_split`,
    ``<models_dir>/split.json``): whole identities and part of every other identity's images
-   are held out; the held-out images (never trained on) form the evaluation's gallery and
-   probes;
-3. cut the network at ``trainable_from`` (:func:`~model.training.network.split_model`): the
-   frozen front is run once per image and augmentation variant
-   (:class:`~model.training.features.FeatureSource`, an in-memory cache), so an epoch only
-   runs the trainable head, a sub-model built from the same layers;
-4. evaluate on the held-out split with :func:`model.metrics.evaluate_embeddings` (the figures
-   of ``attendance evaluate``), train with online triplet mining (:mod:`model.mining`),
-   keep the best checkpoint, evaluate again (:class:`~model.training.trainer.FineTuner`);
-5. :func:`~model.training.decision.decide`: save a new version (:mod:`model.versions`) and
-   make it active only if the held-out metrics improve; ``force`` saves anyway (without
-   activating it).
+   are held out and never trained on;
+3. add the reference people of ``reference_dir``, if set (:mod:`model.training.reference`):
+   people who are not enrolled, held out like the held-out identities;
+4. refuse early, before any training, when fewer than ``train_min_identities`` identities that
+   training never sees are there to judge on (``force`` trains and saves anyway, never
+   activating);
+5. cut the network at ``trainable_from`` and cache the frozen front's outputs
+   (:class:`~model.training.trainer.FineTuner`); measure, train with online triplet mining
+   (L2-SP and distillation keep the model near its start when enabled), keep the best
+   checkpoint, measure again;
+6. judge (:func:`~model.training.decision.decide`) on the unseen identities only, with
+   intervals from a paired bootstrap over identities (:func:`model.confidence.compare`); the
+   held-out photos of enrolled people are reported, not decisive;
+7. save a version with its own threshold, calibrated at ``calibrate_far`` on the unseen
+   identities (:mod:`model.thresholds`), and make it active only if accepted.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common.config import Config
 from common.fsutil import sha256_file
 from model.training.data import data_hash, load_crops
 from model.training.decision import Decision, decide
 from model.training.errors import TrainError
 from model.training.options import TrainOptions
-from model.training.split import HOLDOUT, SPLIT_NAME, update_split
+from model.training.split import HOLDOUT, SPLIT_NAME, TRAIN, update_split
 from model.training.trainer import EpochStats, FineTuner
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,13 @@ class BaseModel:
 
 @dataclass
 class TrainReport:
-    """Everything a training run produced."""
+    """Everything a training run produced.
+
+    ``before``/``after`` are point figures on the identities training never saw
+    (:func:`model.confidence.point_metrics`; empty with fewer than 2 of them), ``changes``
+    their paired intervals; ``enrolled_before``/``enrolled_after`` are the figures on the
+    held-out photos of the trained people (empty when they cannot be measured).
+    """
 
     before: dict[str, float]
     after: dict[str, float]
@@ -56,8 +67,14 @@ class TrainReport:
     history: list[EpochStats]
     interrupted: bool
     base: BaseModel
+    changes: dict[str, Any] = field(default_factory=dict)  # key -> confidence.MetricChange
+    enrolled_before: dict[str, float] = field(default_factory=dict)
+    enrolled_after: dict[str, float] = field(default_factory=dict)
+    unseen_identities: int = 0
+    bootstrap_draws: int = 0
     version: Any = None  # model.versions.ModelVersion when saved
     activated: bool = False
+    threshold: float | None = None  # calibrated for the trained model, saved with its version
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     best_epoch: int = 0
@@ -73,17 +90,60 @@ def load_active_model(cfg: Config):  # type: ignore[no-untyped-def]
     return load_model(Path(path)), BaseModel(cfg.model_version, model_id, sha256_file(path))
 
 
+def _rows_of(tuner: FineTuner, names: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out gallery and probe rows of identities ``names``."""
+    gallery = tuner.gallery_rows[np.isin(tuner.labels[tuner.gallery_rows], list(names))]
+    probes = tuner.probe_rows[np.isin(tuner.labels[tuner.probe_rows], list(names))]
+    return gallery, probes
+
+
+def _enrolled_figures(tuner: FineTuner, names: set[str]) -> dict[str, float]:
+    """Figures on the held-out photos of the trained people ({} if they cannot be measured)."""
+    gallery, probes = _rows_of(tuner, names)
+    if len(set(tuner.labels[gallery])) < 2 or not len(probes):
+        return {}
+    try:
+        return tuner.evaluate(gallery, probes)
+    except TrainError as exc:
+        log.info("held-out photos of enrolled people not measured: %s", exc)
+        return {}
+
+
+def _unseen_scores(tuner: FineTuner, gallery: np.ndarray, probes: np.ndarray):  # type: ignore[no-untyped-def]
+    """Identity-tagged scores on the unseen identities, or None if they cannot be measured."""
+    try:
+        return tuner.identity_scores(gallery, probes)
+    except ValueError as exc:
+        log.warning("the unseen identities cannot be measured: %s", exc)
+        return None
+
+
+def too_few_message(n: int, needed: int, held_out: int, reference: int, has_reference: bool) -> str:
+    """Why a fine-tune cannot be judged, and what would be needed (one line)."""
+    more = needed - n
+    source = "--reference DIR (one folder of photos per person who is not enrolled)"
+    if has_reference:
+        source = f"more people to reference_dir (it gave {reference})"
+    return (
+        f"only {n} identit{'y' if n == 1 else 'ies'} that training never sees to judge a "
+        f"fine-tune on ({held_out} held out of the workspace, {reference} reference); at least "
+        f"{needed} are needed to measure a change: add {more} with {source}, or enrol more "
+        "people; --force trains and saves without activating"
+    )
+
+
 def run_training(
     cfg: Config,
     opts: TrainOptions | None = None,
     model=None,  # type: ignore[no-untyped-def]
     base: BaseModel | None = None,
 ) -> TrainReport:
-    """Fine-tune the active model on ``cfg.pre_images_dir``; save and activate it only if
-    the held-out metrics improve (see :func:`~model.training.decision.decide`).
+    """Fine-tune the active model on ``cfg.pre_images_dir``; save and activate it only if it
+    is shown better on identities training never saw (see the module docstring).
     ``model``/``base`` override the active model (tests use tiny networks)."""
+    from model.confidence import compare, point_metrics
+    from model.training.reference import add_reference, describe, load_reference
     from model.versions import save_version, use_version
-    from model.weights import model_tensors
 
     opts = opts or TrainOptions.from_config(cfg)
     if not Path(cfg.pre_images_dir).is_dir():
@@ -92,39 +152,82 @@ def run_training(
         model, base = load_active_model(cfg)
     elif base is None:
         raise ValueError("pass base= with model=")
-    crops = load_crops(cfg.pre_images_dir, int(model.input_shape[1]))
+    size = int(model.input_shape[1])
+    crops = load_crops(cfg.pre_images_dir, size)
     if len(crops) == 0:
         raise TrainError(f"no crops in {cfg.pre_images_dir}; run `attendance preprocess` first")
     split_path = cfg.models_dir / SPLIT_NAME
     split = update_split(
         split_path, crops, opts.seed, opts.holdout_image_fraction, opts.holdout_identity_fraction
     )
+    trained_names = {n for n in set(crops.labels) if split.identities.get(n) == TRAIN}
+    held_out_names = {n for n in set(crops.labels) if split.identities.get(n) == HOLDOUT}
+    reference, skipped = None, []
+    if cfg.reference_dir is not None:
+        reference = load_reference(cfg, cfg.reference_dir, size, progress=opts.progress)
+        crops, split, skipped = add_reference(crops, split, reference)
     tuner = FineTuner(model, crops, split, opts)
+    unseen_names = {
+        n for n, role in split.identities.items() if role == HOLDOUT and n not in trained_names
+    }
+    unseen_gallery, unseen_probes = _rows_of(tuner, unseen_names)
+    # identities that judge: both enrolled (gallery photos) and looked for (probe photos);
+    # a person with one photo still serves as a stranger, but does not count
+    unseen = sorted(set(tuner.labels[unseen_gallery]) & set(tuner.labels[unseen_probes]))
+    n_reference = sum(1 for n in unseen if n not in held_out_names)
     counts = {
         "train_identities": len({crops.labels[i] for i in tuner.train_rows}),
-        "holdout_identities": sum(1 for r in split.identities.values() if r == HOLDOUT),
         "train_images": len(tuner.train_rows),
-        "eval_gallery_images": len(tuner.gallery_rows),
-        "eval_probe_images": len(tuner.probe_rows),
+        "unseen_identities": len(unseen),
+        "unseen_reference_identities": n_reference,
+        "unseen_images": len(unseen_gallery) + len(unseen_probes),
     }
     log.info("split: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
-    gallery_ids = set(tuner.labels[tuner.gallery_rows])
-    probe_ids = set(tuner.labels[tuner.probe_rows]) & gallery_ids
-    if len(gallery_ids) < 2 or len(probe_ids) < 2:
+    if len(set(tuner.labels[tuner.train_rows])) < 2:
         raise TrainError(
-            f"the held-out split ({split_path}) has too few images to evaluate on: "
-            f"{len(gallery_ids)} identities in its gallery, probes of {len(probe_ids)}; "
-            "enrol at least 3 people with 4 or more photos each"
+            f"the split ({split_path}) leaves {counts['train_identities']} "
+            f"identit{'y' if counts['train_identities'] == 1 else 'ies'} to train on; enrol at "
+            "least 3 people with 4 or more photos each"
         )
+    if len(unseen) < opts.min_identities and not opts.force:
+        raise TrainError(
+            too_few_message(
+                len(unseen),
+                opts.min_identities,
+                len(unseen) - n_reference,
+                n_reference,
+                reference is not None,
+            )  # fmt: skip
+        )
+    measurable = len(unseen) >= 2
     timings = {"features_seconds": tuner.prepare()}
-    before = tuner.evaluate()
+    scores_before = _unseen_scores(tuner, unseen_gallery, unseen_probes) if measurable else None
+    enrolled_before = _enrolled_figures(tuner, trained_names)
     started = time.perf_counter()
     history, interrupted = tuner.train()
     timings["train_seconds"] = time.perf_counter() - started
-    after = tuner.evaluate()
-    decision = decide(before, after, opts.min_gain)
-    report = TrainReport(before, after, decision, history, interrupted, base, counts=counts,
-                         timings=timings, best_epoch=tuner.best_epoch,
+    scores_after = _unseen_scores(tuner, unseen_gallery, unseen_probes) if measurable else None
+    enrolled_after = _enrolled_figures(tuner, trained_names)
+    before: dict[str, float] = {}
+    after: dict[str, float] = {}
+    changes: dict[str, Any] = {}
+    if scores_before is not None and scores_after is not None:
+        started = time.perf_counter()
+        try:
+            changes = compare(
+                scores_before, scores_after, opts.calibrate_far, opts.bootstrap_draws, opts.seed
+            )
+            before = point_metrics(scores_before, opts.calibrate_far)
+            after = point_metrics(scores_after, opts.calibrate_far)
+        except ValueError as exc:  # e.g. nothing to resample: judged as unmeasured
+            log.warning("the unseen identities cannot be measured: %s", exc)
+        timings["bootstrap_seconds"] = time.perf_counter() - started
+    decision = decide(changes, len(unseen), opts.min_identities, opts.min_gain, opts.calibrate_far)
+    report = TrainReport(before, after, decision, history, interrupted, base, changes=changes,
+                         enrolled_before=enrolled_before, enrolled_after=enrolled_after,
+                         unseen_identities=len(unseen), bootstrap_draws=opts.bootstrap_draws,
+                         counts=counts, timings=timings,
+                         best_epoch=tuner.best_epoch, threshold=after.get("threshold"),
                          monitor_before=(tuner.initial_monitor or (0.0, 0.0))[0])  # fmt: skip
     if decision.accepted or opts.force:
         if not decision.accepted:
@@ -135,6 +238,14 @@ def run_training(
             "split_sha256": sha256_file(split_path),
             "hyperparameters": opts.hyperparameters(),
             "metrics": {"before": before, "after": after},
+            "intervals": {k: asdict(c) for k, c in changes.items()},
+            "enrolled_metrics": {"before": enrolled_before, "after": enrolled_after},
+            "unseen": {
+                "identities": len(unseen),
+                "held_out": len(unseen) - n_reference,
+                "reference": describe(reference, skipped),
+            },
+            "threshold": after.get("threshold"),
             "decision": asdict(decision),
             "forced": not decision.accepted,
             "counts": counts,
@@ -144,10 +255,25 @@ def run_training(
             "interrupted": interrupted,
             "history": [asdict(h) for h in history],
         }
-        report.version = save_version(cfg, model_tensors(model), meta)
+        report.version = save_version(cfg, model_tensors_of(model), meta)
+        if "threshold" in after:
+            from model.thresholds import record_threshold
+
+            record_threshold(
+                cfg, report.version.model_id, after["threshold"], far=opts.calibrate_far,
+                source="calibrated", tar=after.get("genuine_accept"),
+                calibrated_on=f"{len(unseen)} identities training never saw",
+            )  # fmt: skip
         if decision.accepted and opts.activate:
             use_version(cfg, report.version.version)
             report.activated = True
     if not report.activated:
         tuner.restore_initial()  # the caller's model stays the current model
     return report
+
+
+def model_tensors_of(model) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    """Every tensor of ``model``, keyed as the weight files are."""
+    from model.weights import model_tensors
+
+    return model_tensors(model)

@@ -111,6 +111,7 @@ class FineTuner:
             cache=self.opts.cache_features,
             batch_size=self.opts.batch_size,
             progress=self.opts.progress,
+            mirror_all=self.opts.flip_average,
         )
         spec = tf.TensorSpec((None, *self.features.feature_shape), tf.float32)
         head = self.head
@@ -126,6 +127,8 @@ class FineTuner:
         optimizer = keras.optimizers.Adam(learning_rate=opts.learning_rate)
         optimizer.build(self.variables)
         head, variables, rng = self.head, self.variables, self._mine_rng
+        anchors = [tf.constant(w) for w in self.initial_weights] if opts.l2sp > 0 else []
+        teacher = self._teacher() if opts.distill > 0 else None
 
         def mine_np(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.int32]:
             mined = mine(emb, labels, opts.margin, opts.mining, rng)
@@ -139,12 +142,33 @@ class FineTuner:
                     mine_np, [tf.stop_gradient(emb), labels], [tf.int32, tf.int32], stateful=True
                 )
                 loss, losses = triplet_loss(emb, triplets, opts.margin)
+                if anchors:  # L2-SP: stay near the starting weights
+                    drift = tf.add_n(
+                        [
+                            tf.reduce_sum(tf.square(v - a))
+                            for v, a in zip(variables, anchors, strict=True)
+                        ]
+                    )
+                    loss = loss + opts.l2sp * drift
+                if teacher is not None:  # distillation: keep embeddings where they started
+                    target = tf.stop_gradient(teacher(x, training=False))
+                    moved = tf.reduce_mean(tf.reduce_sum(tf.square(emb - target), axis=1))
+                    loss = loss + opts.distill * moved
             grads = tape.gradient(loss, variables)
             optimizer.apply_gradients(zip(grads, variables, strict=True))
             active = tf.reduce_sum(tf.cast(losses > 0, tf.int32))
             return loss, active, tf.size(losses), candidates
 
         return step
+
+    def _teacher(self):  # type: ignore[no-untyped-def]
+        """A frozen copy of the head with the starting weights (the distillation target)."""
+        import keras
+
+        teacher = keras.models.clone_model(self.head)
+        teacher.set_weights(self.head.get_weights())
+        teacher.trainable = False
+        return teacher
 
     def embed_rows(self, rows: np.ndarray) -> np.ndarray:
         """Unit-norm embeddings of ``rows`` exactly as :class:`~model.embedder.Embedder`
@@ -160,23 +184,40 @@ class FineTuner:
             out[start : start + len(chunk)] = emb
         return l2_normalize(out)
 
-    def evaluate(self) -> dict[str, float]:
-        """Held-out figures of the current weights (``model.metrics.evaluate_embeddings``)."""
+    def evaluate(
+        self, gallery_rows: np.ndarray | None = None, probe_rows: np.ndarray | None = None
+    ) -> dict[str, float]:
+        """Figures of the current weights (``model.metrics.evaluate_embeddings``) on held-out
+        rows (default: every held-out gallery and probe image)."""
         from model.metrics import evaluate_embeddings
 
-        gallery = self.embed_rows(self.gallery_rows)
-        probes = self.embed_rows(self.probe_rows)
+        gallery_rows = self.gallery_rows if gallery_rows is None else gallery_rows
+        probe_rows = self.probe_rows if probe_rows is None else probe_rows
         try:
             metrics = evaluate_embeddings(
-                gallery,
-                self.labels[self.gallery_rows].tolist(),
-                probes,
-                self.labels[self.probe_rows].tolist(),
+                self.embed_rows(gallery_rows),
+                self.labels[gallery_rows].tolist(),
+                self.embed_rows(probe_rows),
+                self.labels[probe_rows].tolist(),
                 mode=self.opts.match_mode,
             )
         except ValueError as exc:
             raise TrainError(f"the held-out split cannot be evaluated: {exc}") from None
         return {k: float(v) for k, v in metrics.items()}
+
+    def identity_scores(self, gallery_rows: np.ndarray, probe_rows: np.ndarray):  # type: ignore[no-untyped-def]
+        """Distances of the current weights on held-out rows, grouped by identity
+        (:func:`model.confidence.identity_scores`, for intervals over identities)."""
+        from model.confidence import identity_scores
+
+        return identity_scores(
+            self.embed_rows(gallery_rows),
+            self.labels[gallery_rows].tolist(),
+            self.embed_rows(probe_rows),
+            self.labels[probe_rows].tolist(),
+            mode=self.opts.match_mode,
+            seed=self.opts.seed,
+        )
 
     def monitor(self) -> tuple[float, float]:
         """Batch-all triplet loss (and active fraction) on the clean training images."""
