@@ -8,8 +8,10 @@ so each gets its own threshold. They are kept in ``<cfg.models_dir>/thresholds.j
 
 Records are keyed by model id, never by version name: a name can be reused after a removal,
 a model id cannot (it contains the hash of the weights). ``source`` is ``"calibrated"`` (by
-``attendance evaluate DIR --calibrate``) or ``"in use"`` (the threshold that was in effect when
-``attendance model use`` switched away from the model, so switching back restores it).
+``attendance evaluate DIR --calibrate``, by training, or taken back from a version's
+``meta.json`` when its record is missing) or ``"in use"`` (the threshold ``attendance.toml`` set
+when ``attendance model use`` switched away from the model, if it differed from the record, so
+switching back restores it, hand edits included; environment overrides are not recorded).
 
 Writes are atomic (temp file and rename) and each read-modify-write holds an exclusive
 ``flock`` on the models folder, so concurrent writers do not lose each other's records.
@@ -100,6 +102,16 @@ def _number(value: Any, low: float, high: float) -> bool:
         and math.isfinite(value)
         and low <= value <= high
     )
+
+
+def as_threshold(value: Any) -> float | None:
+    """``value`` as a threshold (a finite distance in [0, 2]), or None if it is not one."""
+    return float(value) if _number(value, 0.0, 2.0) else None
+
+
+def as_far(value: Any) -> float | None:
+    """``value`` as a stranger accept rate (in (0, 1)), or None if it is not one."""
+    return float(value) if _number(value, 0.0, 1.0) and 0.0 < value < 1.0 else None
 
 
 def _check(threshold: Any, far: Any, source: Any, calibrated_on: Any, tar: Any) -> str | None:

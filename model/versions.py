@@ -23,19 +23,22 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common.config import ENV_PREFIX, Config, read_toml, write_config_values
+from common.config import CONFIG_FILENAME, ENV_PREFIX, Config, read_toml, write_config_values
 from common.errors import UserError
 from common.fsutil import atomic_write_text, sha256_file
 from model.thresholds import (
+    CALIBRATED,
     IN_USE,
     ThresholdError,
     ThresholdRecord,
+    as_far,
+    as_threshold,
     forget_threshold,
     read_thresholds,
     record_threshold,
@@ -51,6 +54,9 @@ _VERSION_RE = re.compile(r"^v([1-9][0-9]{0,8})$")
 _TEMP_PREFIX = ".staging-"
 _REMOVING_PREFIX = ".removing-"  # a version renamed aside, being deleted
 _STALE_TEMP_SECONDS = 3600.0
+# The threshold in effect when attendance.toml sets none (the class default, not a loaded
+# configuration's value, which may come from the environment).
+_CONFIG_THRESHOLD = next(f.default for f in fields(Config) if f.name == "threshold")
 
 
 class VersionError(UserError):
@@ -203,15 +209,50 @@ def use_version(cfg: Config, version: str) -> str:
     return switch_version(cfg, version).model_id
 
 
+def _written_threshold(cfg: Config) -> float | None:
+    """The threshold ``attendance.toml`` sets for the workspace, environment aside.
+
+    The file's ``threshold``, or the :class:`Config` default when the file has none (never
+    ``cfg.threshold``: that includes ``ATTENDANCE_THRESHOLD`` and ``--set`` overrides, which
+    are not the workspace's setting). None if the file's value is not a threshold.
+    """
+    written = read_toml(cfg.root).get("threshold", _CONFIG_THRESHOLD)
+    return as_threshold(written)
+
+
+def _threshold_from_meta(found: ModelVersion) -> tuple[float, float | None, str, float | None]:
+    """``(threshold, far, calibrated_on, tar)`` saved in a version's metadata.
+
+    :class:`ValueError` if its ``"threshold"`` is missing, null or not a distance in [0, 2].
+    """
+    meta = found.meta
+    threshold = as_threshold(meta.get("threshold"))
+    if threshold is None:
+        raise ValueError(f"its {META_NAME} has no usable threshold ({meta.get('threshold')!r})")
+    params = meta.get("hyperparameters")
+    far = as_far(params.get("calibrate_far")) if isinstance(params, dict) else None
+    metrics = meta.get("metrics")
+    after = metrics.get("after") if isinstance(metrics, dict) else None
+    tar = after.get("genuine_accept") if isinstance(after, dict) else None
+    tar = tar if isinstance(tar, (int, float)) and not isinstance(tar, bool) else None
+    tar = tar if tar is not None and 0.0 <= tar <= 1.0 else None
+    return threshold, far, f"{found.version}'s {META_NAME}", tar
+
+
 def switch_version(cfg: Config, version: str) -> ModelSwitch:
     """Make ``version`` the active model, with its own threshold (in ``attendance.toml``).
 
-    A stored version is verified (checksum) first. If the outgoing model (``cfg.model_version``)
-    has no recorded threshold, ``cfg.threshold`` is recorded for it (source "in use"), so
-    switching back restores it. ``model_version`` and the incoming model's recorded threshold
-    are then written in one atomic write; a model without a record keeps the current threshold
-    (with a warning to calibrate it).
+    A stored version is verified (checksum) first. The threshold the workspace's
+    ``attendance.toml`` sets (its ``threshold``, or the default if it has none; environment and
+    command-line overrides do not count) is recorded for the outgoing model
+    (``cfg.model_version``, source "in use") unless it equals the record the model already has,
+    so switching back restores it, hand edits included, and a calibrated record that is still
+    in use stays calibrated. The incoming model's record is then looked up; a stored version
+    without one falls back on the threshold its ``meta.json`` was saved with (recorded, source
+    "calibrated"). ``model_version`` and that threshold are written in one atomic write; a
+    model with neither keeps the current threshold (with a warning to calibrate it).
     """
+    found: ModelVersion | None = None
     if version == PRETRAINED:
         model_id = model_id_of(cfg, PRETRAINED)
     else:
@@ -219,16 +260,37 @@ def switch_version(cfg: Config, version: str) -> ModelSwitch:
         verify_version(found)
         model_id = found.model_id
     records = read_thresholds(cfg)
+    written = _written_threshold(cfg)
     try:
         outgoing = model_id_of(cfg, cfg.model_version)
     except VersionError as exc:
         log.warning("the threshold of the outgoing model is not recorded: %s", exc)
     else:
-        if outgoing not in records:
-            records[outgoing] = record_threshold(
-                cfg, outgoing, cfg.threshold, far=None, source=IN_USE
-            )
+        known = records.get(outgoing)
+        if written is None:
+            log.warning(
+                "the threshold of %s is not recorded: %s has no usable threshold",
+                cfg.model_version, CONFIG_FILENAME,
+            )  # fmt: skip
+        elif known is None or known.threshold != written:
+            records[outgoing] = record_threshold(cfg, outgoing, written, far=None, source=IN_USE)
     record = records.get(model_id)
+    if record is None and found is not None:
+        try:
+            threshold, far, calibrated_on, tar = _threshold_from_meta(found)
+        except ValueError as exc:
+            log.debug("no threshold to fall back on for %s: %s", version, exc)
+        else:
+            log.info(
+                "no threshold is recorded for %s (%s); using %.4f, saved with the version "
+                "in its %s",
+                version, model_id, threshold, META_NAME,
+            )  # fmt: skip
+            record = record_threshold(
+                cfg, model_id, threshold, far=far, source=CALIBRATED,
+                calibrated_on=calibrated_on, tar=tar,
+            )  # fmt: skip
+    kept = written if written is not None else cfg.threshold
     values: dict[str, str | float] = {"model_version": version}
     if record is not None:
         values["threshold"] = record.threshold
@@ -236,16 +298,16 @@ def switch_version(cfg: Config, version: str) -> ModelSwitch:
         log.warning(
             "no threshold is recorded for %s (%s); keeping threshold %.4f, which may not suit "
             "it: run `attendance evaluate DIR --calibrate` with this model active",
-            version, model_id, cfg.threshold,
+            version, model_id, kept,
         )  # fmt: skip
     write_config_values(cfg.root, values)
-    for key in values:
+    for key in ("model_version", "threshold"):
         if os.environ.get(ENV_PREFIX + key.upper()):
             log.warning(
                 "%s%s is set in the environment and overrides the workspace setting",
                 ENV_PREFIX, key.upper(),
             )  # fmt: skip
-    threshold = record.threshold if record is not None else cfg.threshold
+    threshold = record.threshold if record is not None else kept
     return ModelSwitch(version, model_id, threshold, record)
 
 

@@ -171,6 +171,99 @@ def test_an_environment_threshold_override_is_named(workspace, caplog, monkeypat
     assert read_toml(workspace.root)["threshold"] == 0.8
 
 
+def test_a_hand_edited_threshold_is_remembered_when_switching_away(workspace):
+    saved = _save(workspace)
+    record_threshold(workspace, saved.model_id, 0.8, far=1e-3, source="calibrated")
+    assert switch_version(_reload(workspace), "v1").threshold == 0.8
+    write_config_values(workspace.root, {"threshold": 0.7})  # the user tunes it by hand
+    switch_version(_reload(workspace), "pretrained")
+    edited = threshold_for(workspace, saved.model_id)
+    assert (edited.threshold, edited.source, edited.far) == (0.7, "in use", None)
+    switch = switch_version(_reload(workspace), "v1")
+    assert switch.threshold == 0.7 and _reload(workspace).threshold == 0.7  # not back to 0.8
+    # unchanged since the last switch: the record is left alone
+    switch_version(_reload(workspace), "pretrained")
+    assert threshold_for(workspace, saved.model_id) == edited
+    # a calibrated record still in use stays calibrated, even when re-selecting the same model
+    record_threshold(workspace, saved.model_id, 0.8, far=1e-3, source="calibrated")
+    switch_version(_reload(workspace), "v1")
+    calibrated = threshold_for(workspace, saved.model_id)
+    switch_version(_reload(workspace), "v1")
+    assert threshold_for(workspace, saved.model_id) == calibrated
+    assert calibrated.source == "calibrated"
+    # `model use v1` while on v1 keeps a hand edit instead of resetting it
+    write_config_values(workspace.root, {"threshold": 0.75})
+    assert switch_version(_reload(workspace), "v1").threshold == 0.75
+    assert threshold_for(workspace, saved.model_id).threshold == 0.75
+
+
+def test_without_a_threshold_in_the_file_the_default_is_what_was_in_use(workspace):
+    saved = _save(workspace)
+    record_threshold(workspace, saved.model_id, 0.8, far=1e-3, source="calibrated")
+    record_threshold(workspace, PRETRAINED_MODEL_ID, 0.9, far=1e-3, source="calibrated")
+    write_config_values(workspace.root, {"confirm_k": 2})  # a file, without threshold
+    switch_version(_reload(workspace), "v1")
+    kept = threshold_for(workspace, PRETRAINED_MODEL_ID)
+    assert (kept.threshold, kept.source) == (1.0, "in use")  # the default was in effect
+
+
+@pytest.mark.parametrize("in_file", [0.95, None])
+def test_an_environment_threshold_override_is_not_recorded(workspace, monkeypatch, in_file):
+    saved = _save(workspace)
+    record_threshold(workspace, saved.model_id, 0.8, far=1e-3, source="calibrated")
+    if in_file is not None:
+        write_config_values(workspace.root, {"threshold": in_file})
+    monkeypatch.setenv("ATTENDANCE_THRESHOLD", "0.5")
+    cfg = load_config(workspace.root, overrides={"cache_dir": str(workspace.cache_dir)})
+    assert cfg.threshold == 0.5  # the override is in effect for this command
+    switch_version(cfg, "v1")
+    kept = threshold_for(workspace, PRETRAINED_MODEL_ID)
+    assert (kept.threshold, kept.source) == (in_file or 1.0, "in use")  # not 0.5
+    assert read_toml(workspace.root)["threshold"] == 0.8
+    monkeypatch.delenv("ATTENDANCE_THRESHOLD")
+    switch_version(_reload(workspace), "pretrained")
+    assert _reload(workspace).threshold == (in_file or 1.0)
+
+
+@pytest.mark.parametrize("hyperparameters", [{"calibrate_far": 0.01, "epochs": 3}, None])
+def test_a_missing_record_falls_back_on_the_version_metadata(workspace, caplog,
+                                                             hyperparameters):  # fmt: skip
+    meta = {"threshold": 0.8734, "metrics": {"after": {"genuine_accept": 0.97}}}
+    if hyperparameters is not None:
+        meta["hyperparameters"] = hyperparameters
+    saved = _save(workspace, **meta)
+    write_config_values(workspace.root, {"threshold": 0.95})
+    assert threshold_for(workspace, saved.model_id) is None  # e.g. thresholds.json deleted
+    with caplog.at_level(logging.INFO, logger="model.versions"):
+        switch = switch_version(_reload(workspace), "v1")
+    far = None if hyperparameters is None else 0.01
+    assert (switch.threshold, switch.record.source, switch.record.far) == (0.8734, "calibrated",
+                                                                           far)  # fmt: skip
+    assert switch.record.tar == 0.97
+    assert threshold_for(workspace, saved.model_id) == switch.record  # recorded
+    assert _reload(workspace).threshold == 0.8734
+    said = [r for r in caplog.records if r.name == "model.versions" and "meta.json" in r.message]
+    assert [r.levelno for r in said] == [logging.INFO]
+    assert "no threshold is recorded for v1" in said[0].message and "0.8734" in said[0].message
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # the record wins over the metadata once there is one
+    switch_version(_reload(workspace), "pretrained")
+    record_threshold(workspace, saved.model_id, 0.9, far=1e-3, source="calibrated")
+    assert switch_version(_reload(workspace), "v1").threshold == 0.9
+
+
+@pytest.mark.parametrize("bad", [None, 2.5, -0.1, True, "0.8", float("nan")])
+def test_an_unusable_metadata_threshold_keeps_the_threshold(workspace, caplog, bad):
+    saved = _save(workspace, threshold=bad, hyperparameters={"calibrate_far": 0.01})
+    write_config_values(workspace.root, {"threshold": 0.95})
+    with caplog.at_level(logging.WARNING, logger="model.versions"):
+        switch = switch_version(_reload(workspace), "v1")
+    assert switch.record is None and switch.threshold == 0.95
+    assert "no threshold is recorded for v1" in caplog.text
+    assert threshold_for(workspace, saved.model_id) is None
+    assert read_toml(workspace.root)["threshold"] == 0.95
+
+
 def test_removal_forgets_and_a_reused_name_does_not_inherit(workspace):
     old = _save(workspace)
     record_threshold(workspace, old.model_id, 0.8, far=1e-3, source="calibrated")
