@@ -39,8 +39,9 @@ _CONFIG_FLAGS = (
 ROWS = (
     ("tar_at_far_1e-3", "TAR @ FAR 1e-3 (pairs)"),
     ("eer", "EER (pairs)"),
-    ("stranger_accept", "strangers accepted at its threshold"),
+    ("open_set_accept", "strangers accepted at 1% false rejection"),
     ("genuine_accept", "genuine accepted at its threshold"),
+    ("stranger_accept", "strangers accepted at its threshold"),
 )
 #: Figures on the held-out photos of the enrolled (trained) people: reported, not decisive.
 ENROLLED_ROWS = (
@@ -133,7 +134,13 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
-def _verdict(change) -> str:  # type: ignore[no-untyped-def]
+def _verdict(change, margin: float) -> str:  # type: ignore[no-untyped-def]
+    from model.confidence import GUARDED
+
+    if change.key in dict(GUARDED):  # calibration pins it: only a rise counts
+        if change.improvement < -(margin + 1e-12) or change.improvement_high < -1e-12:
+            return "rose"
+        return f"guard: no rise beyond {margin:.4f}"
     if change.improvement_low > 1e-12:
         return "better"
     if change.improvement_low < -1e-12:
@@ -145,7 +152,9 @@ def format_unseen(report, far: float) -> list[str]:  # type: ignore[no-untyped-d
     """The before/after table on the identities training never saw, with intervals."""
     n = report.unseen_identities
     if not report.before:
-        return [f"people training never saw: {n}; at least 2 are needed to measure anything"]
+        if n < 2:
+            return [f"people training never saw: {n}; at least 2 are needed to measure anything"]
+        return [f"people training never saw: {n}; they could not be measured (see the log)"]
     draws = report.bootstrap_draws
     lines = [
         f"on {n} identities training never saw ({report.counts.get('unseen_images', 0)} photos; "
@@ -163,7 +172,7 @@ def format_unseen(report, far: float) -> list[str]:  # type: ignore[no-untyped-d
             f"  {label.ljust(width)}  {_fmt(report.before.get(key)):>8}  "
             f"{_fmt(report.after.get(key)):>8}  "
             f"{_fmt(report.after[key] - report.before[key], True):>8}  {interval:<26}"
-            + (f"  {_verdict(change)}" if change else "")
+            + (f"  {_verdict(change, report.stranger_margin)}" if change else "")
         )
     lines.append(
         f"  {'calibrated threshold'.ljust(width)}  {_fmt(report.before.get('threshold')):>8}  "

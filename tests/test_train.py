@@ -449,12 +449,12 @@ def test_too_few_unseen_identities_refuses_before_training(model, ws, monkeypatc
     monkeypatch.setattr(FineTuner, "prepare", must_not_run)
     monkeypatch.setattr(FineTuner, "train", must_not_run)
     with pytest.raises(TrainError) as caught:
-        run_training(ws, _opts(), model=model, base=BASE)  # 6 people, 1 held out, 20 needed
+        run_training(ws, _opts(), model=model, base=BASE)  # 6 people, 1 held out, 30 needed
     assert len(_held_out(ws)) == 1
     message = str(caught.value)
     assert message.startswith("only 1 identity that training never sees") and "\n" not in message
     assert "(1 held out of the workspace, 0 reference)" in message
-    assert "at least 20 are needed" in message and "add 19 with --reference DIR" in message
+    assert "at least 30 are needed" in message and "add 29 with --reference DIR" in message
     assert "--force" in message
 
     monkeypatch.undo()
@@ -509,7 +509,7 @@ def test_train_cli_reports_and_keeps_the_current_model(model, workspace, monkeyp
     assert "not saved: may be worse on" in out and "current model stays active" in out
     assert not any(ws.models_dir.glob("v*")) and "model_version" not in read_toml(ws.root)
 
-    assert cli_main([*argv, "-q"]) == 2  # 5 unseen identities, 20 needed
+    assert cli_main([*argv, "-q"]) == 2  # 5 unseen identities, 30 needed
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err

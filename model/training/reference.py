@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 CACHE_NAME = "reference-crops.npz"
 CACHE_FORMAT = 1
 PREFIX = "reference:"
+#: A judging set is capped, deterministically, so its pairs fit in memory (N photos make
+#: N²/2 pairs per model): the first photos of each person in sorted order, and at most this many
+#: people (chosen by a stable hash of their names).
+MAX_PHOTOS_PER_IDENTITY = 20
+MAX_IDENTITIES = 200
 
 
 @dataclass(frozen=True)
@@ -54,16 +59,52 @@ class ReferenceCrops:
         return sorted(set(self.identities))
 
 
-def _fingerprint(path: Path) -> str:
-    """Size and content hash: a copied or touched photo is the same photo."""
-    data = path.read_bytes()
+def _fingerprint(path: Path) -> str | None:
+    """Size and content hash (a copied or touched photo is the same photo); None if unreadable."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        log.warning("skipping reference photo %s: cannot read it (%s)", path, exc.strerror or exc)
+        return None
     return f"{len(data)}:{sha256_bytes(data)}"
 
 
 def _settings(cfg: Config, size: int) -> str:
     from preprocess.pipeline import crop_settings
 
-    return json.dumps({"format": CACHE_FORMAT, "size": size, **crop_settings(cfg)}, sort_keys=True)
+    settings = {**crop_settings(cfg), "format": CACHE_FORMAT, "model_size": size}
+    return json.dumps(settings, sort_keys=True)
+
+
+def _regular_inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` is a regular file reached without symlinks and stays inside ``root``."""
+    current = path
+    while current != root:
+        if current.is_symlink():
+            return False
+        current = current.parent
+        if current == current.parent:
+            return False
+    return path.is_file() and path.resolve().is_relative_to(root.resolve())
+
+
+def _capped(items: list[Any]) -> list[Any]:
+    """At most :data:`MAX_IDENTITIES` people and :data:`MAX_PHOTOS_PER_IDENTITY` photos each."""
+    by_identity: dict[str, list[Any]] = {}
+    for item in items:
+        by_identity.setdefault(item.identity, []).append(item)
+    names = sorted(by_identity, key=lambda n: sha256_bytes(n.encode("utf-8")))
+    if len(names) > MAX_IDENTITIES:
+        log.warning(
+            "reference_dir has %d people; judging on %d of them (chosen by a stable hash)",
+            len(names), MAX_IDENTITIES,
+        )  # fmt: skip
+    keep = set(names[:MAX_IDENTITIES])
+    capped = []
+    for name, photos in by_identity.items():
+        if name in keep:
+            capped += sorted(photos, key=lambda it: it.relpath)[:MAX_PHOTOS_PER_IDENTITY]
+    return sorted(capped, key=lambda it: it.relpath)
 
 
 def _read_cache(path: Path, settings: str) -> dict[str, tuple[str, str, np.ndarray | None, str]]:
@@ -87,7 +128,7 @@ def _read_cache(path: Path, settings: str) -> dict[str, tuple[str, str, np.ndarr
             ):  # fmt: skip
                 found[str(rel)] = (str(fp), str(who), None, str(reason))
             return found
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, KeyError, IndexError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         log.warning("%s: unreadable (%s); detecting the reference photos again", path, exc)
         return {}
 
@@ -116,12 +157,14 @@ def _write_cache(path: Path, settings: str, entries: dict[str, _Entry], size: in
 
 
 def load_reference(
-    cfg: Config, root: Path, size: int, progress: bool = True, save_every: int = 200
+    cfg: Config, root: Path, size: int, progress: bool = True, save_every: int = 500
 ) -> ReferenceCrops:
-    """Aligned ``size``×``size`` crops of every photo under ``root`` (see the module docstring).
+    """Aligned ``size``×``size`` crops of the photos under ``root`` (see the module docstring).
 
-    Photos are detected in chunks of ``save_every``; the cache is saved after each chunk, so an
-    interrupted run resumes where it stopped.
+    Only regular files reached without symlinks are read; the set is capped
+    (:data:`MAX_IDENTITIES`, :data:`MAX_PHOTOS_PER_IDENTITY`). Photos are detected in chunks
+    of ``save_every``; the cache is saved after each chunk, so an interrupted run resumes
+    where it stopped.
     """
     import cv2
 
@@ -135,6 +178,14 @@ def load_reference(
         items = list_images(root)
     except EvaluationError as exc:
         raise TrainError(f"reference_dir: {exc}") from None
+    linked = [item for item in items if not _regular_inside(root, item.path)]
+    if linked:
+        log.warning(
+            "skipping %d reference photo(s) that are symlinks or not regular files, e.g. %s",
+            len(linked), linked[0].relpath,
+        )  # fmt: skip
+    linked_paths = {item.relpath for item in linked}
+    items = _capped([item for item in items if item.relpath not in linked_paths])
     cache = cfg.models_dir / CACHE_NAME
     settings = _settings(cfg, size)
     stored = _read_cache(cache, settings)
@@ -142,6 +193,8 @@ def load_reference(
     todo = []
     for item in items:
         fingerprint = _fingerprint(item.path)
+        if fingerprint is None:
+            continue
         hit = stored.get(item.relpath)
         if hit is not None and hit[0] == fingerprint and hit[1] == item.identity:
             entries[item.relpath] = hit
@@ -188,8 +241,10 @@ def add_reference(
 ) -> tuple[CropSet, Split, list[str]]:
     """``crops`` and ``split`` extended with the reference people (in memory only: the stored
     split stays the workspace's). Returns the skipped reference identities too: people
-    enrolled under the same name, and anyone with fewer than 2 usable photos."""
-    enrolled = set(crops.labels)
+    enrolled under the same name (letter case ignored), and anyone with fewer than 2 usable
+    photos. Someone enrolled under another name is caught later, by face
+    (:func:`model.training.run.same_person_names`)."""
+    enrolled = {name.casefold() for name in crops.labels}
     by_identity: dict[str, list[int]] = {}
     for k, who in enumerate(reference.identities):
         by_identity.setdefault(who, []).append(k)
@@ -198,7 +253,7 @@ def add_reference(
     identities, images = dict(split.identities), dict(split.images)
     for who in sorted(by_identity):
         members = sorted(by_identity[who], key=lambda k: reference.relpaths[k])
-        if who in enrolled or len(members) < 2:
+        if who.casefold() in enrolled or len(members) < 2:
             skipped.append(who)
             continue
         label = PREFIX + who

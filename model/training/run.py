@@ -38,8 +38,21 @@ from model.training.errors import TrainError
 from model.training.options import TrainOptions
 from model.training.split import HOLDOUT, SPLIT_NAME, TRAIN, update_split
 from model.training.trainer import EpochStats, FineTuner
+from model.versions import PRETRAINED
 
 log = logging.getLogger(__name__)
+
+#: Two identities are one face when their mean embeddings (templates) are closer than this
+#: share of the median distance between all templates. On the 71 people of
+#: ../shared/data/faces (pretrained): halves of one person's photos lie at most 0.61 apart,
+#: two people at least 0.84, median 1.39; half of it, 0.70, separates them with margin. A
+#: share, not a distance, so the rule holds for any model's scale.
+SAME_PERSON_FRACTION = 0.5
+#: The stranger guard tolerates a rise of this many stranger decisions, or of the calibration
+#: target, whichever is more (a calibrated rate cannot be measured finer).
+STRANGER_RESOLUTION = 2
+#: A saved threshold must accept at least this share of the unseen people's genuine photos.
+MIN_GENUINE_AT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,7 @@ class TrainReport:
     enrolled_after: dict[str, float] = field(default_factory=dict)
     unseen_identities: int = 0
     bootstrap_draws: int = 0
+    stranger_margin: float = 0.0  # the rise the stranger guard tolerates
     version: Any = None  # model.versions.ModelVersion when saved
     activated: bool = False
     threshold: float | None = None  # calibrated for the trained model, saved with its version
@@ -160,47 +174,52 @@ def run_training(
     split = update_split(
         split_path, crops, opts.seed, opts.holdout_image_fraction, opts.holdout_identity_fraction
     )
+    lineage = base_lineage(cfg, base)  # everyone the starting model was trained on
     trained_names = {n for n in set(crops.labels) if split.identities.get(n) == TRAIN}
     held_out_names = {n for n in set(crops.labels) if split.identities.get(n) == HOLDOUT}
+    if lineage & {n.casefold() for n in held_out_names}:
+        log.warning(
+            "held-out people the starting model %s was trained on are not used to judge: %s",
+            base.version, ", ".join(sorted(n for n in held_out_names if n.casefold() in lineage)),
+        )  # fmt: skip
     reference, skipped = None, []
     if cfg.reference_dir is not None:
         reference = load_reference(cfg, cfg.reference_dir, size, progress=opts.progress)
         crops, split, skipped = add_reference(crops, split, reference)
     tuner = FineTuner(model, crops, split, opts)
     unseen_names = {
-        n for n, role in split.identities.items() if role == HOLDOUT and n not in trained_names
+        n
+        for n, role in split.identities.items()
+        if role == HOLDOUT and n not in trained_names and n.casefold() not in lineage
     }
-    unseen_gallery, unseen_probes = _rows_of(tuner, unseen_names)
-    # identities that judge: both enrolled (gallery photos) and looked for (probe photos);
-    # a person with one photo still serves as a stranger, but does not count
-    unseen = sorted(set(tuner.labels[unseen_gallery]) & set(tuner.labels[unseen_probes]))
+    unseen, unseen_gallery, unseen_probes = _judges(tuner, unseen_names)
+    n_trained = len(set(tuner.labels[tuner.train_rows]))
+    if n_trained < 2:
+        raise TrainError(
+            f"the split ({split_path}) leaves {n_trained} identit{'y' if n_trained == 1 else 'ies'}"
+            " to train on; enrol at least 3 people with 4 or more photos each"
+        )
+    _refuse_if_too_few(unseen, held_out_names, opts, reference is not None)
+    timings = {"features_seconds": tuner.prepare()}
+    doubles = same_person_names(tuner, unseen)  # judges that are someone else's face
+    if doubles:
+        log.warning(
+            "not judging on %d identities whose faces match someone else's (the same person "
+            "under another name): %s", len(doubles),
+            ", ".join(f"{a} = {b}" for a, b in sorted(doubles.items())),
+        )  # fmt: skip
+        unseen, unseen_gallery, unseen_probes = _judges(tuner, unseen_names - set(doubles))
+        _refuse_if_too_few(unseen, held_out_names, opts, reference is not None)
     n_reference = sum(1 for n in unseen if n not in held_out_names)
     counts = {
-        "train_identities": len({crops.labels[i] for i in tuner.train_rows}),
+        "train_identities": n_trained,
         "train_images": len(tuner.train_rows),
         "unseen_identities": len(unseen),
         "unseen_reference_identities": n_reference,
         "unseen_images": len(unseen_gallery) + len(unseen_probes),
     }
-    log.info("split: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
-    if len(set(tuner.labels[tuner.train_rows])) < 2:
-        raise TrainError(
-            f"the split ({split_path}) leaves {counts['train_identities']} "
-            f"identit{'y' if counts['train_identities'] == 1 else 'ies'} to train on; enrol at "
-            "least 3 people with 4 or more photos each"
-        )
-    if len(unseen) < opts.min_identities and not opts.force:
-        raise TrainError(
-            too_few_message(
-                len(unseen),
-                opts.min_identities,
-                len(unseen) - n_reference,
-                n_reference,
-                reference is not None,
-            )  # fmt: skip
-        )
+    log.debug("split: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
     measurable = len(unseen) >= 2
-    timings = {"features_seconds": tuner.prepare()}
     scores_before = _unseen_scores(tuner, unseen_gallery, unseen_probes) if measurable else None
     enrolled_before = _enrolled_figures(tuner, trained_names)
     started = time.perf_counter()
@@ -222,10 +241,18 @@ def run_training(
         except ValueError as exc:  # e.g. nothing to resample: judged as unmeasured
             log.warning("the unseen identities cannot be measured: %s", exc)
         timings["bootstrap_seconds"] = time.perf_counter() - started
-    decision = decide(changes, len(unseen), opts.min_identities, opts.min_gain, opts.calibrate_far)
+    margin = opts.calibrate_far
+    if scores_after is not None and len(scores_after.stranger):
+        margin = max(margin, STRANGER_RESOLUTION / len(scores_after.stranger))
+    decision = decide(changes, len(unseen), opts.min_identities, opts.min_gain, margin)
+    genuine_at_threshold = None
+    if scores_after is not None and "threshold" in after:
+        genuine_at_threshold = float(np.mean(scores_after.genuine <= after["threshold"]))
+        decision = _check_threshold(decision, after["threshold"], genuine_at_threshold)
     report = TrainReport(before, after, decision, history, interrupted, base, changes=changes,
                          enrolled_before=enrolled_before, enrolled_after=enrolled_after,
                          unseen_identities=len(unseen), bootstrap_draws=opts.bootstrap_draws,
+                         stranger_margin=margin,
                          counts=counts, timings=timings,
                          best_epoch=tuner.best_epoch, threshold=after.get("threshold"),
                          monitor_before=(tuner.initial_monitor or (0.0, 0.0))[0])  # fmt: skip
@@ -246,6 +273,9 @@ def run_training(
                 "reference": describe(reference, skipped),
             },
             "threshold": after.get("threshold"),
+            "trained_identities": sorted(trained_names),
+            "lineage_identities": sorted(lineage | {n.casefold() for n in trained_names}),
+            "judging_identities_skipped": sorted(doubles),
             "decision": asdict(decision),
             "forced": not decision.accepted,
             "counts": counts,
@@ -259,10 +289,18 @@ def run_training(
         if "threshold" in after:
             from model.thresholds import record_threshold
 
+            n_strangers = len(scores_after.stranger) if scores_after is not None else 0
+            if n_strangers * opts.calibrate_far < 1:
+                log.warning(
+                    "only %d stranger decisions: FAR %g cannot be measured finer than 1/%d; the "
+                    "threshold sits just below the closest stranger", n_strangers,
+                    opts.calibrate_far, n_strangers,
+                )  # fmt: skip
             record_threshold(
                 cfg, report.version.model_id, after["threshold"], far=opts.calibrate_far,
-                source="calibrated", tar=after.get("genuine_accept"),
-                calibrated_on=f"{len(unseen)} identities training never saw",
+                source="calibrated", tar=genuine_at_threshold,
+                calibrated_on=f"{len(unseen)} identities training never saw, "
+                f"{n_strangers} stranger decisions",
             )  # fmt: skip
         if decision.accepted and opts.activate:
             use_version(cfg, report.version.version)
@@ -270,6 +308,93 @@ def run_training(
     if not report.activated:
         tuner.restore_initial()  # the caller's model stays the current model
     return report
+
+
+def base_lineage(cfg: Config, base: BaseModel) -> set[str]:
+    """Everyone (case-folded names) the starting model was trained on, over all its ancestors:
+    they are never judges, even if the workspace's split now holds them out."""
+    if base.version == PRETRAINED:
+        return set()
+    from model.versions import VersionError, get_version
+
+    try:
+        meta = get_version(cfg, base.version).meta
+    except VersionError as exc:
+        log.warning("cannot read the starting model's metadata (%s); its trainees unknown", exc)
+        return set()
+    names = meta.get("lineage_identities", meta.get("trained_identities"))
+    if not isinstance(names, list):
+        log.warning(
+            "%s does not record whom it was trained on (saved by an older version); held-out "
+            "people of its split are trusted", base.version,
+        )  # fmt: skip
+        return set()
+    return {str(n).casefold() for n in names}
+
+
+def _judges(tuner: FineTuner, names: set[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The identities among ``names`` that can judge (gallery and probe photos; a person with
+    one photo still serves as a stranger but does not count), and all their rows."""
+    gallery, probes = _rows_of(tuner, names)
+    return sorted(set(tuner.labels[gallery]) & set(tuner.labels[probes])), gallery, probes
+
+
+def _refuse_if_too_few(
+    unseen: list[str], held_out: set[str], opts: TrainOptions, has_reference: bool
+) -> None:
+    if len(unseen) < opts.min_identities and not opts.force:
+        n_reference = sum(1 for n in unseen if n not in held_out)
+        raise TrainError(
+            too_few_message(
+                len(unseen),
+                opts.min_identities,
+                len(unseen) - n_reference,
+                n_reference,
+                has_reference,
+            )  # fmt: skip
+        )
+
+
+def same_person_names(tuner: FineTuner, judges: list[str]) -> dict[str, str]:
+    """Judges whose face (mean embedding of all their photos, starting weights) is another
+    identity's: closer than :data:`SAME_PERSON_FRACTION` of the median template distance. That
+    is an enrolled person under another name, or one person in two reference folders (the later
+    name is dropped). Maps each to the identity it matches."""
+    from common.vectors import identity_templates
+
+    rows = np.arange(len(tuner.labels))
+    names, templates = identity_templates(tuner.embed_rows(rows), tuner.labels.tolist())
+    names = list(names)
+    distances = np.linalg.norm(templates[:, None, :] - templates[None, :, :], axis=2)
+    if len(names) < 3:
+        return {}
+    limit = SAME_PERSON_FRACTION * float(np.median(distances[np.triu_indices(len(names), 1)]))
+    judges_set = set(judges)
+    dropped: dict[str, str] = {}
+    for i, name in enumerate(names):
+        if name not in judges_set:
+            continue
+        for j in np.argsort(distances[i]):
+            other = names[j]
+            if j == i or distances[i, j] >= limit:
+                continue
+            # a judge that matches a non-judge, or an earlier judge still kept
+            if other not in judges_set or (other < name and other not in dropped):
+                dropped[name] = other
+                break
+    return dropped
+
+
+def _check_threshold(decision: Decision, threshold: float, genuine: float) -> Decision:
+    """Refuse a model whose calibrated threshold is unusable: 0 (duplicate photos under two
+    names), or rejecting most genuine photos."""
+    if not decision.accepted or (threshold > 0 and genuine >= MIN_GENUINE_AT_THRESHOLD):
+        return decision
+    return Decision(
+        False, decision.improved, decision.regressed,
+        f"its calibrated threshold {threshold:.4f} accepts only {100 * genuine:.1f}% of genuine "
+        "photos of the unseen people (are the same photos filed under two names?)",
+    )  # fmt: skip
 
 
 def model_tensors_of(model) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]

@@ -188,5 +188,5 @@ def update_split(
     split = Split(identities, images, seed, holdout_image_fraction, holdout_identity_fraction)
     if changed:
         atomic_write_text(path, json.dumps(split.to_json(), indent=2) + "\n")
-        log.info("split saved to %s", path)
+        log.debug("split saved to %s", path)
     return split
