@@ -126,9 +126,9 @@ class Config:
     # the identity folders of reference_dir (photos of people who are not enrolled). With fewer
     # than train_min_identities of them, `train` does not activate anything.
     reference_dir: Path | None = None
-    # bench/bench_train_generalisation.py: with fewer people some intervals are degenerate
-    # (zero width), and a fine-tune's 6.5-point loss of TAR@1e-3 on unseen people is shown in
-    # 1 of 20 random sets of 20 people, 9 of 20 sets of 30, 11 of 20 sets of 45.
+    # bench/bench_train_generalisation.py: with 15 people or fewer some intervals are degenerate
+    # (zero width), and a fine-tune's 5-point loss of TAR@1e-3 on unseen people is shown in 1 of
+    # 20 random sets of 20 people, 6 of 20 sets of 30, 7 of 20 sets of 45, and on all 71.
     train_min_identities: int = 30
     # Regularisers that keep the fine-tuned model close to the one it starts from:
     # L2-SP (squared distance of the trainable weights from their starting values) and
