@@ -76,9 +76,10 @@ def ws(workspace: Config) -> Config:
 
 
 def _opts(**changes) -> TrainOptions:
-    # flip_average and match_mode: what these tests have always trained and evaluated with
+    # flip_average and match_mode: what these tests have always trained and evaluated with;
+    # no regulariser unless a test asks for one (they are tested against runs without)
     base = {"epochs": 5, "learning_rate": 1e-3, "progress": False, "batch_size": 64,
-            "flip_average": True, "match_mode": "nearest"}  # fmt: skip
+            "flip_average": True, "match_mode": "nearest", "distill": 0.0, "l2sp": 0.0}  # fmt: skip
     return TrainOptions.from_config(Config(), **{**base, **changes})
 
 
