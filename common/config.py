@@ -127,16 +127,18 @@ class Config:
     # than train_min_identities of them, `train` does not activate anything.
     reference_dir: Path | None = None
     # bench/bench_train_generalisation.py: with 15 people or fewer some intervals are degenerate
-    # (zero width), and a fine-tune's 5-point loss of TAR@1e-3 on unseen people is shown in 1 of
-    # 20 random sets of 20 people, 6 of 20 sets of 30, 7 of 20 sets of 45, and on all 71.
+    # (zero width); a fine-tune's 5-point loss of TAR@1e-3 on unseen people is shown in 1 of 20
+    # random sets of 20 people, 6 of 20 sets of 30, 7 of 20 of 45 and on all 71; an 11-point
+    # loss in 9 of 20 sets of 20, 15 of 20 of 30 and 20 of 20 of 45.
     train_min_identities: int = 30
     # Regularisers that keep the fine-tuned model close to the one it starts from:
     # L2-SP (squared distance of the trainable weights from their starting values) and
     # distillation (squared distance of each training embedding from the starting model's).
     # bench/bench_train_generalisation.py, TAR@1e-3 on people training never saw (judges / test
     # people), trained on 5 people: none -5.1/-5.0 points, L2-SP 1.0 -3.0/-2.1, distillation 1.0
-    # -1.5/-1.4, distillation 10 +0.4/+0.8; on 25 people: -7.3/-11.5, +1.5/+1.2, +1.6/-0.7,
-    # +0.9/-0.7. Distillation 10 is the smallest worst case.
+    # -1.5/-1.4, distillation 10 +0.4/+0.8; on 25 people: -7.3/-11.5, +1.5/+1.1, +1.6/-0.7,
+    # +0.9/-0.7. Of the settings that change the model, distillation 10 has the smallest worst
+    # case (training only the last layer changes almost nothing).
     train_l2sp: float = 0.0
     train_distill: float = 10.0
     seed: int = 0
