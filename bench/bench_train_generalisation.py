@@ -12,10 +12,11 @@ scenario) are split by a stable hash into two halves: the **judges**, given to `
 ``--reference`` (they decide whether a run is activated), and the **test** people, never shown
 to ``train``, on which every run is checked afterwards.
 
-For each training variant (the default settings, L2-SP, distillation, only the last layer, a
-lower learning rate) it runs the real ``run_training`` with ``--force`` and prints, for the
-judges and for the test people, before -> after with 95% intervals from a paired bootstrap over
-identities: TAR at FAR 1e-3 (pairs), EER (pairs), strangers accepted at 1% false rejection,
+For each training variant (no regulariser, L2-SP, distillation 1 and 10 (the shipped
+default), only the last layer, a lower learning rate) it runs the real ``run_training`` with
+``--force`` and prints, for the judges and for the test people, before -> after with 95%
+intervals from a paired bootstrap over identities: TAR at FAR 1e-3 (pairs), EER (pairs),
+strangers accepted at 1% false rejection,
 genuine and stranger photos accepted at each model's own calibrated threshold (cross-fitted),
 the thresholds, and whether ``train`` would have activated the run.
 
@@ -24,8 +25,8 @@ identities (random subsets of all non-trained people; pretrained vs the first va
 which is where ``train_min_identities`` comes from.
 
 Usage: ``python bench/bench_train_generalisation.py [--scenarios sample sample+att20]
-[--variants default l2sp distill ...] [--epochs 10] [--draws 1000] [--workdir DIR]
-[--data ../shared/data/faces] [--identities-study]``.
+[--variants plain l2sp distill distill10 bottleneck low-lr] [--epochs 10] [--draws 1000]
+[--workdir DIR] [--data ../shared/data/faces] [--identities-study]``.
 """
 
 from __future__ import annotations

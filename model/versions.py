@@ -231,9 +231,7 @@ def _threshold_from_meta(found: ModelVersion) -> tuple[float, float | None, str,
         raise ValueError(f"its {META_NAME} has no usable threshold ({meta.get('threshold')!r})")
     params = meta.get("hyperparameters")
     far = as_far(params.get("calibrate_far")) if isinstance(params, dict) else None
-    metrics = meta.get("metrics")
-    after = metrics.get("after") if isinstance(metrics, dict) else None
-    tar = after.get("genuine_accept") if isinstance(after, dict) else None
+    tar = meta.get("threshold_tar")  # the genuine share at the saved threshold
     tar = tar if isinstance(tar, (int, float)) and not isinstance(tar, bool) else None
     tar = tar if tar is not None and 0.0 <= tar <= 1.0 else None
     return threshold, far, f"{found.version}'s {META_NAME}", tar
@@ -261,8 +259,11 @@ def switch_version(cfg: Config, version: str) -> ModelSwitch:
         model_id = found.model_id
     records = read_thresholds(cfg)
     written = _written_threshold(cfg)
+    # the model the file names: an environment override must not get the file's threshold
+    leaving = read_toml(cfg.root).get("model_version", PRETRAINED)
+    leaving = leaving if isinstance(leaving, str) else cfg.model_version
     try:
-        outgoing = model_id_of(cfg, cfg.model_version)
+        outgoing = model_id_of(cfg, leaving)
     except VersionError as exc:
         log.warning("the threshold of the outgoing model is not recorded: %s", exc)
     else:
@@ -270,7 +271,7 @@ def switch_version(cfg: Config, version: str) -> ModelSwitch:
         if written is None:
             log.warning(
                 "the threshold of %s is not recorded: %s has no usable threshold",
-                cfg.model_version, CONFIG_FILENAME,
+                leaving, CONFIG_FILENAME,
             )  # fmt: skip
         elif known is None or known.threshold != written:
             records[outgoing] = record_threshold(cfg, outgoing, written, far=None, source=IN_USE)

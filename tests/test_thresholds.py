@@ -228,7 +228,11 @@ def test_an_environment_threshold_override_is_not_recorded(workspace, monkeypatc
 @pytest.mark.parametrize("hyperparameters", [{"calibrate_far": 0.01, "epochs": 3}, None])
 def test_a_missing_record_falls_back_on_the_version_metadata(workspace, caplog,
                                                              hyperparameters):  # fmt: skip
-    meta = {"threshold": 0.8734, "metrics": {"after": {"genuine_accept": 0.97}}}
+    meta = {
+        "threshold": 0.8734,
+        "threshold_tar": 0.97,
+        "metrics": {"after": {"genuine_accept": 0.5}},
+    }
     if hyperparameters is not None:
         meta["hyperparameters"] = hyperparameters
     saved = _save(workspace, **meta)
@@ -368,3 +372,17 @@ def test_evaluate_cli_calibrates_at_the_configured_far_for_the_active_model(
     assert cli_main(["evaluate", str(dataset), "--calibrate", "--far", "0.1", "--workspace",
                      root, "-q"]) == 0  # fmt: skip
     assert threshold_for(workspace, saved.model_id).far == 0.1
+
+
+def test_an_environment_model_override_does_not_get_the_files_threshold(workspace, monkeypatch):
+    """The file names v1, the environment v2: leaving, the file's threshold belongs to v1, the
+    model the file names, and v2's calibrated record is left alone."""
+    v1, v2, _ = _save(workspace), _save(workspace), _save(workspace)
+    record_threshold(workspace, v2.model_id, 0.6, far=1e-3, source="calibrated")
+    write_config_values(workspace.root, {"model_version": "v1", "threshold": 0.9})
+    monkeypatch.setenv("ATTENDANCE_MODEL_VERSION", "v2")
+    cfg = load_config(workspace.root, overrides={"cache_dir": str(workspace.cache_dir)})
+    assert cfg.model_version == "v2"
+    switch_version(cfg, "v3")
+    assert threshold_for(workspace, v2.model_id).threshold == 0.6  # not overwritten with 0.9
+    assert threshold_for(workspace, v1.model_id).threshold == 0.9

@@ -15,6 +15,7 @@ from test_train import BASE, SIZE, _opts, make_identities, model, tiny  # noqa: 
 from common.config import Config
 from model.training.data import load_crops
 from model.training.decision import Decision
+from model.training.errors import TrainError
 from model.training.run import (
     MIN_GENUINE_AT_THRESHOLD,
     SAME_PERSON_FRACTION,
@@ -283,3 +284,70 @@ def test_stranger_margin_and_the_recorded_tar(
     assert 0 < expected < 1 and record.tar == pytest.approx(expected)
     assert record.tar != pytest.approx(report.after["genuine_accept"])  # cross-fitted differs
     assert record.far == far
+
+
+# --- second review: reference lineage, the second refusal, unusable forced thresholds ------
+
+
+def test_a_reference_folder_of_someone_the_base_was_trained_on_never_judges(
+    model,  # noqa: F811
+    workspace,
+    use_detector,
+    caplog,
+):
+    """A former employee trained into v1, later removed, whose photos became a reference
+    folder: not a judge of v2 (the lineage holds bare names, references are prefixed)."""
+    from test_evaluate import FakeDetector, write_dataset
+
+    use_detector(FakeDetector())
+    _workspace_with_split(workspace)
+    reference = write_dataset(workspace.root / "ref", {"gone": 4, "new_a": 4, "new_b": 4})
+    v1 = _save_base(workspace, lineage_identities=["Gone"])
+    cfg = workspace.replace(reference_dir=str(reference))
+    with caplog.at_level(logging.WARNING):
+        report = run_training(cfg, _opts(**FAST), model=model,
+                              base=BaseModel("v1", v1.model_id, "0" * 64))  # fmt: skip
+    assert "starting model v1 was trained on are not used to judge: gone" in caplog.text
+    assert report.counts["unseen_reference_identities"] == 2  # new_a, new_b; not gone
+
+
+def test_too_few_judges_after_the_same_face_check_refuses_before_training(
+    model,  # noqa: F811
+    workspace,
+    monkeypatch,
+):
+    """Enough judges by name, too few once a copy of a trained person is dropped: refused
+    after the features, before any training."""
+    roles = _workspace_with_split(workspace)
+    original = sorted(n for n, r in roles.items() if r == TRAIN)[0]
+    copy = _pick_name(_opts().seed, HOLDOUT, 0.5, "person_x")
+    shutil.copytree(workspace.pre_images_dir / original, workspace.pre_images_dir / copy)
+
+    def never(self, *args, **kwargs):
+        raise AssertionError("trained although too few judges remained")
+
+    monkeypatch.setattr(FineTuner, "train", never)
+    opts = _opts(epochs=1, bootstrap_draws=100, min_identities=5)  # 5 by name, 4 by face
+    with pytest.raises(TrainError, match="only 4 identities that training never sees"):
+        run_training(workspace, opts, model=model, base=BASE)
+
+
+def test_a_forced_version_with_an_unusable_threshold_records_none(
+    model,  # noqa: F811
+    workspace,
+    monkeypatch,
+    caplog,
+):
+    """`--force` saves the version, but a threshold that accepts too few genuine photos is
+    neither recorded nor kept in its metadata, so `model use` never installs it."""
+    from model.thresholds import threshold_for
+
+    _workspace_with_split(workspace)
+    monkeypatch.setattr("model.training.run.MIN_GENUINE_AT_THRESHOLD", 1.01)  # nothing passes
+    with caplog.at_level(logging.WARNING):
+        report = run_training(workspace, _opts(**FAST), model=model, base=BASE)
+    meta = report.version.meta
+    assert meta["threshold"] is None and meta["threshold_tar"] is None
+    assert isinstance(meta["calibrated_threshold"], float)  # what was measured, for the record
+    assert threshold_for(workspace, report.version.model_id) is None
+    assert "is not usable" in caplog.text

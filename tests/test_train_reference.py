@@ -270,3 +270,16 @@ def test_add_reference_keeps_a_train_val_folder_split(tmp_path):
         "reference:zed/train/zed/9.jpg": GALLERY, "reference:zed/val/zed/1.jpg": PROBE,
         "reference:zed/val/zed/2.jpg": PROBE, "reference:zed/val/zed/3.jpg": PROBE,
     }  # fmt: skip
+
+
+def test_enrolled_names_take_no_place_in_the_cap(workspace, tmp_path, use_detector, monkeypatch):
+    """People excluded (the enrolled, any letter case) are left out before the cap, so the
+    cap's places all go to people who can judge."""
+    import model.training.reference as reference_module
+
+    detector = use_detector(FakeDetector())
+    root = write_dataset(tmp_path / "many", {f"p{k}": 2 for k in range(6)})
+    monkeypatch.setattr(reference_module, "MAX_IDENTITIES", 3)
+    found = load_reference(workspace, root, SIZE, progress=False, exclude={"p0", "p1", "p2"})
+    assert found.names == ["p3", "p4", "p5"] and detector.calls == 6
+    assert len(load_reference(workspace, root, SIZE, progress=False).names) == 3  # the cap

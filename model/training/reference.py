@@ -157,14 +157,20 @@ def _write_cache(path: Path, settings: str, entries: dict[str, _Entry], size: in
 
 
 def load_reference(
-    cfg: Config, root: Path, size: int, progress: bool = True, save_every: int = 500
+    cfg: Config,
+    root: Path,
+    size: int,
+    progress: bool = True,
+    save_every: int = 500,
+    exclude: set[str] | None = None,
 ) -> ReferenceCrops:
     """Aligned ``size``×``size`` crops of the photos under ``root`` (see the module docstring).
 
     Only regular files reached without symlinks are read; the set is capped
     (:data:`MAX_IDENTITIES`, :data:`MAX_PHOTOS_PER_IDENTITY`). Photos are detected in chunks
     of ``save_every``; the cache is saved after each chunk, so an interrupted run resumes
-    where it stopped.
+    where it stopped. People in ``exclude`` (case-folded folder names: the enrolled) are left
+    out before the cap, so they take no place in it.
     """
     import cv2
 
@@ -178,6 +184,11 @@ def load_reference(
         items = list_images(root)
     except EvaluationError as exc:
         raise TrainError(f"reference_dir: {exc}") from None
+    except OSError as exc:
+        raise TrainError(
+            f"reference_dir: cannot read {exc.filename or root} ({exc.strerror or exc}); fix its "
+            "permissions or choose another folder"
+        ) from None
     linked = [item for item in items if not _regular_inside(root, item.path)]
     if linked:
         log.warning(
@@ -185,7 +196,14 @@ def load_reference(
             len(linked), linked[0].relpath,
         )  # fmt: skip
     linked_paths = {item.relpath for item in linked}
-    items = _capped([item for item in items if item.relpath not in linked_paths])
+    excluded = exclude or set()
+    items = _capped(
+        [
+            item
+            for item in items
+            if item.relpath not in linked_paths and item.identity.casefold() not in excluded
+        ]
+    )
     cache = cfg.models_dir / CACHE_NAME
     settings = _settings(cfg, size)
     stored = _read_cache(cache, settings)

@@ -36,6 +36,7 @@ from model.training.data import data_hash, load_crops
 from model.training.decision import Decision, decide
 from model.training.errors import TrainError
 from model.training.options import TrainOptions
+from model.training.reference import PREFIX
 from model.training.split import HOLDOUT, SPLIT_NAME, TRAIN, update_split
 from model.training.trainer import EpochStats, FineTuner
 from model.versions import PRETRAINED
@@ -184,14 +185,25 @@ def run_training(
         )  # fmt: skip
     reference, skipped = None, []
     if cfg.reference_dir is not None:
-        reference = load_reference(cfg, cfg.reference_dir, size, progress=opts.progress)
+        enrolled = {n.casefold() for n in crops.labels}
+        reference = load_reference(
+            cfg, cfg.reference_dir, size, progress=opts.progress, exclude=enrolled
+        )
         crops, split, skipped = add_reference(crops, split, reference)
     tuner = FineTuner(model, crops, split, opts)
     unseen_names = {
         n
         for n, role in split.identities.items()
-        if role == HOLDOUT and n not in trained_names and n.casefold() not in lineage
+        if role == HOLDOUT and n not in trained_names and _bare(n).casefold() not in lineage
     }
+    lineage_refs = sorted(
+        n for n in split.identities if n.startswith(PREFIX) and _bare(n).casefold() in lineage
+    )
+    if lineage_refs:
+        log.warning(
+            "reference people the starting model %s was trained on are not used to judge: %s",
+            base.version, ", ".join(_bare(n) for n in lineage_refs),
+        )  # fmt: skip
     unseen, unseen_gallery, unseen_probes = _judges(tuner, unseen_names)
     n_trained = len(set(tuner.labels[tuner.train_rows]))
     if n_trained < 2:
@@ -246,9 +258,17 @@ def run_training(
         margin = max(margin, STRANGER_RESOLUTION / len(scores_after.stranger))
     decision = decide(changes, len(unseen), opts.min_identities, opts.min_gain, margin)
     genuine_at_threshold = None
+    usable_threshold = None  # the threshold a saved version keeps (None: not usable)
     if scores_after is not None and "threshold" in after:
         genuine_at_threshold = float(np.mean(scores_after.genuine <= after["threshold"]))
-        decision = _check_threshold(decision, after["threshold"], genuine_at_threshold)
+        usable_threshold = after["threshold"]
+        checked = _check_threshold(
+            Decision(True, (), (), ""), after["threshold"], genuine_at_threshold
+        )
+        if not checked.accepted:
+            usable_threshold = None
+            if decision.accepted:
+                decision = Decision(False, decision.improved, decision.regressed, checked.reason)
     report = TrainReport(before, after, decision, history, interrupted, base, changes=changes,
                          enrolled_before=enrolled_before, enrolled_after=enrolled_after,
                          unseen_identities=len(unseen), bootstrap_draws=opts.bootstrap_draws,
@@ -272,7 +292,9 @@ def run_training(
                 "held_out": len(unseen) - n_reference,
                 "reference": describe(reference, skipped),
             },
-            "threshold": after.get("threshold"),
+            "threshold": usable_threshold,
+            "threshold_tar": genuine_at_threshold if usable_threshold is not None else None,
+            "calibrated_threshold": after.get("threshold"),
             "trained_identities": sorted(trained_names),
             "lineage_identities": sorted(lineage | {n.casefold() for n in trained_names}),
             "judging_identities_skipped": sorted(doubles),
@@ -286,7 +308,13 @@ def run_training(
             "history": [asdict(h) for h in history],
         }
         report.version = save_version(cfg, model_tensors_of(model), meta)
-        if "threshold" in after:
+        if "threshold" in after and usable_threshold is None:
+            log.warning(
+                "%s: its calibrated threshold %.4f is not usable (it accepts %.1f%% of genuine "
+                "photos); none is recorded, so `model use` keeps the current threshold",
+                report.version.version, after["threshold"], 100 * (genuine_at_threshold or 0.0),
+            )  # fmt: skip
+        if usable_threshold is not None:
             from model.thresholds import record_threshold
 
             n_strangers = len(scores_after.stranger) if scores_after is not None else 0
@@ -362,12 +390,13 @@ def same_person_names(tuner: FineTuner, judges: list[str]) -> dict[str, str]:
     name is dropped). Maps each to the identity it matches."""
     from common.vectors import identity_templates
 
+    if len(set(tuner.labels.tolist())) < 3:
+        return {}
     rows = np.arange(len(tuner.labels))
     names, templates = identity_templates(tuner.embed_rows(rows), tuner.labels.tolist())
     names = list(names)
-    distances = np.linalg.norm(templates[:, None, :] - templates[None, :, :], axis=2)
-    if len(names) < 3:
-        return {}
+    t = np.asarray(templates, dtype=np.float64)  # unit rows: |a - b|² = 2 - 2 a·b
+    distances = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * (t @ t.T)))
     limit = SAME_PERSON_FRACTION * float(np.median(distances[np.triu_indices(len(names), 1)]))
     judges_set = set(judges)
     dropped: dict[str, str] = {}
@@ -383,6 +412,11 @@ def same_person_names(tuner: FineTuner, judges: list[str]) -> dict[str, str]:
                 dropped[name] = other
                 break
     return dropped
+
+
+def _bare(name: str) -> str:
+    """A reference label without its prefix (the folder name)."""
+    return name.removeprefix(PREFIX)
 
 
 def _check_threshold(decision: Decision, threshold: float, genuine: float) -> Decision:
