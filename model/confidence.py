@@ -31,7 +31,7 @@ from functools import cached_property
 
 import numpy as np
 
-from model.metrics import OPEN_SET_FRR, decision_distances, pair_scores
+from model.metrics import OPEN_SET_FRR, decision_distances, pair_scores, round_down_threshold
 
 #: The metrics that judge a model: (key, +1 if higher is better else -1). A better model must
 #: show no loss on any of them and a gain on one.
@@ -204,17 +204,6 @@ def _folds(identities: Sequence[str], seed: int) -> np.ndarray:
 # --- thresholds -----------------------------------------------------------------------------
 
 
-def _round_down(threshold: float) -> float:
-    """``threshold`` to 4 decimals, never above it (float rounding included), at least 0.
-
-    The same rule as ``model.evaluation.calibration._round_down``.
-    """
-    steps = math.floor(threshold * 1e4)
-    while steps > 0 and steps / 1e4 > threshold:
-        steps -= 1
-    return max(0.0, steps / 1e4)
-
-
 def _largest_threshold(values: np.ndarray, cumulative: np.ndarray, far: float) -> float:
     """The largest threshold accepting a weighted fraction of at most ``far``.
 
@@ -255,7 +244,7 @@ def calibrated_threshold(
 
 
 def _capped(threshold: float) -> float:
-    return _round_down(min(threshold, THRESHOLD_CAP))
+    return round_down_threshold(min(threshold, THRESHOLD_CAP))
 
 
 # --- metrics ----------------------------------------------------------------------------------

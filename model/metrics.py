@@ -12,6 +12,7 @@ Everything here is numpy only (no model, no I/O) and deterministic.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -103,6 +104,15 @@ def threshold_at_far(distances: np.ndarray, same: np.ndarray, far: float) -> flo
     if allowed >= len(impostor):
         return float("inf")
     return float(np.nextafter(impostor[allowed], -np.inf))
+
+
+def round_down_threshold(threshold: float) -> float:
+    """``threshold`` to 4 decimals, never above it (float rounding included), at least 0:
+    a written threshold never accepts more than the exact one."""
+    steps = math.floor(threshold * 1e4)
+    while steps > 0 and steps / 1e4 > threshold:
+        steps -= 1
+    return max(0.0, steps / 1e4)
 
 
 def tar_at_far(distances: np.ndarray, same: np.ndarray, far: float) -> tuple[float, float]:

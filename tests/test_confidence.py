@@ -25,11 +25,11 @@ from model.confidence import (
     point_metrics,
     weighted_metrics,
 )
-from model.evaluation.calibration import _round_down
 from model.metrics import (
     decision_distances,
     equal_error_rate,
     pair_scores,
+    round_down_threshold,
     tar_at_far,
     threshold_at_far,
     threshold_at_frr,
@@ -281,8 +281,8 @@ def test_calibrated_threshold_is_the_calibration_rule(far: float) -> None:
         genuine = rng.uniform(0.0, 0.8, 50)
         same = np.r_[np.ones(len(genuine), bool), np.zeros(len(stranger), bool)]
         exact = threshold_at_far(np.r_[genuine, stranger], same, far)
-        assert calibrated_threshold(stranger, far) == _round_down(min(exact, 2.0))
-        assert calibrated_threshold(stranger, far, np.ones(len(stranger))) == _round_down(
+        assert calibrated_threshold(stranger, far) == round_down_threshold(min(exact, 2.0))
+        assert calibrated_threshold(stranger, far, np.ones(len(stranger))) == round_down_threshold(
             min(exact, 2.0)
         )
 

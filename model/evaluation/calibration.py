@@ -8,7 +8,6 @@ recorded for the active model (:mod:`model.thresholds`), so ``attendance model u
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from common.config import Config, write_config_value
 from model.evaluation import EvaluationError
 from model.evaluation.report import decision_summary
-from model.metrics import threshold_at_far
+from model.metrics import round_down_threshold, threshold_at_far
 from model.thresholds import CALIBRATED, read_thresholds, record_threshold
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ def calibrate(
         threshold = threshold_at_far(np.concatenate([genuine, stranger]), same, far)
     except ValueError as exc:
         raise EvaluationError(f"cannot calibrate: {exc}") from None
-    value = _round_down(min(threshold, 2.0))
+    value = round_down_threshold(min(threshold, 2.0))
     summary = decision_summary(cfg.match_mode, genuine, stranger, value)
     if summary["stranger_accept"] > far:
         raise EvaluationError(
@@ -117,11 +116,3 @@ def _active_model_id(cfg: Config) -> str | None:
             "the calibrated threshold is not recorded for model %s: %s", cfg.model_version, exc
         )
         return None
-
-
-def _round_down(threshold: float) -> float:
-    """``threshold`` to 4 decimals, never above it (float rounding included), at least 0."""
-    steps = math.floor(threshold * 1e4)
-    while steps > 0 and steps / 1e4 > threshold:
-        steps -= 1
-    return max(0.0, steps / 1e4)
