@@ -43,20 +43,25 @@ KEYS = (
 )
 
 
-def prepare_workspace(root: Path, cache_dir: Path) -> Config:
-    """Copy the sample photos into ``root/images`` (train_/val_ prefixes) and crop them."""
-    from preprocess.pipeline import run_preprocess
-
-    cfg = load_config(root, overrides={"cache_dir": str(cache_dir)}, env={})
+def copy_sample(images_dir: Path, cache_dir: Path) -> None:
+    """Copy the sample photos into ``images_dir/<Name>/`` with train_/val_ prefixes."""
     sample = ensure_sample_data(cache_dir)
     for part in ("train", "val"):
         for person in sorted((sample / part).iterdir()):
-            dest = cfg.images_dir / person.name
+            dest = images_dir / person.name
             dest.mkdir(parents=True, exist_ok=True)
             for photo in sorted(person.glob("*.jpg")):
                 target = dest / f"{part}_{photo.name}"
                 if not target.exists():
                     shutil.copyfile(photo, target)
+
+
+def prepare_workspace(root: Path, cache_dir: Path) -> Config:
+    """Copy the sample photos into ``root/images`` (train_/val_ prefixes) and crop them."""
+    from preprocess.pipeline import run_preprocess
+
+    cfg = load_config(root, overrides={"cache_dir": str(cache_dir)}, env={})
+    copy_sample(cfg.images_dir, cache_dir)
     started = time.perf_counter()
     summary = run_preprocess(cfg, progress=False)
     log.info("preprocess: %s (%.1f s)", summary.lines()[0], time.perf_counter() - started)

@@ -125,19 +125,13 @@ def keep_cache(work: Path, models_dir: Path) -> None:
 
 def build_scenario(name: str, data: Path, work: Path, cache_dir: Path) -> Config:
     """The shared workspace (preprocessed training people) and reference folder of a scenario."""
-    from common.sdist import ensure_sample_data
+    from bench_train import copy_sample  # the sibling script (bench/ is on sys.path)
+
     from preprocess.pipeline import run_preprocess
 
     root = work / name
     cfg = load_config(root, overrides={"cache_dir": str(cache_dir)}, env={})
-    sample = ensure_sample_data(cache_dir)
-    for part in ("train", "val"):
-        for person in sorted((sample / part).iterdir()):
-            dest = cfg.images_dir / person.name
-            dest.mkdir(parents=True, exist_ok=True)
-            for photo in sorted(person.glob("*.jpg")):
-                if not (dest / f"{part}_{photo.name}").exists():
-                    shutil.copyfile(photo, dest / f"{part}_{photo.name}")
+    copy_sample(cfg.images_dir, cache_dir)
     att = att_names(data)
     people = [("bbt", n) for n in sorted(p.name for p in (data / "bbt").iterdir())]
     people += [("hard24", n) for n in sorted(p.name for p in (data / "hard24").iterdir())]

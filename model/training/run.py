@@ -159,6 +159,7 @@ def run_training(
     from model.confidence import compare, point_metrics
     from model.training.reference import add_reference, describe, load_reference
     from model.versions import save_version, use_version
+    from model.weights import model_tensors
 
     opts = opts or TrainOptions.from_config(cfg)
     if not Path(cfg.pre_images_dir).is_dir():
@@ -307,7 +308,7 @@ def run_training(
             "interrupted": interrupted,
             "history": [asdict(h) for h in history],
         }
-        report.version = save_version(cfg, model_tensors_of(model), meta)
+        report.version = save_version(cfg, model_tensors(model), meta)
         if "threshold" in after and usable_threshold is None:
             log.warning(
                 "%s: its calibrated threshold %.4f is not usable (it accepts %.1f%% of genuine "
@@ -429,10 +430,3 @@ def _check_threshold(decision: Decision, threshold: float, genuine: float) -> De
         f"its calibrated threshold {threshold:.4f} accepts only {100 * genuine:.1f}% of genuine "
         "photos of the unseen people (are the same photos filed under two names?)",
     )  # fmt: skip
-
-
-def model_tensors_of(model) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
-    """Every tensor of ``model``, keyed as the weight files are."""
-    from model.weights import model_tensors
-
-    return model_tensors(model)
