@@ -43,6 +43,11 @@ Decisions:
   or someone else stepped into the same box) starts the track's window over with itself, so
   the label changes at once and the old name is not recorded again; a swap behind a
   confirmed track is therefore caught at its next refresh at the latest;
+- a track is one face: it ends when it goes undetected for more than
+  ``cfg.track_gap_seconds`` (frame time) or when a fresh embedding lies farther than
+  ``cfg.track_jump`` from the track's previous one (another face stepped into the box); the
+  face after it starts a new track with an empty window, so it never inherits votes, marks
+  or gate verdicts;
 - a person is recorded only from an embedding of this very frame that matches them below
   the threshold, with that embedding's distance;
 - *continuous* mode records every confirmed person, at most once per ``cfg.cooldown_seconds``
@@ -266,7 +271,10 @@ class RecognitionPipeline:
                 )
             self.tracker = IoUTracker(1, 1, on_end=self._track_ended)  # one sighting decides
         else:
-            self.tracker = IoUTracker(cfg.confirm_k, cfg.confirm_m, on_end=self._track_ended)
+            self.tracker = IoUTracker(
+                cfg.confirm_k, cfg.confirm_m, on_end=self._track_ended,
+                max_gap=cfg.track_gap_seconds,
+            )  # fmt: skip
         self.cooldown = Cooldown(cfg.cooldown_seconds)
         self.paused = False
         self.banner: str | None = None
@@ -457,7 +465,9 @@ class RecognitionPipeline:
         start = time.perf_counter()
         labels, gallery = self._gallery
         matches = match_embeddings(vectors, gallery, labels, self.cfg.threshold)
-        for track, match in zip(due, matches, strict=True):
+        for i, (vector, match) in enumerate(zip(vectors, matches, strict=True)):
+            track = due[i] = self._same_face(due[i], vector, frame)
+            track.last_vector = np.asarray(vector, np.float32)
             before = track.identity
             previous = track.confirmation.latest
             restarted = track.observe(match, frame.timestamp)
@@ -478,6 +488,24 @@ class RecognitionPipeline:
                 result.events.append(event)
                 self.events.append(event)
         timings["record"] += time.perf_counter() - start
+
+    def _same_face(self, track: Track, vector: np.ndarray, frame: Frame) -> Track:
+        """``track``, or a new track in its place when ``vector`` (its fresh embedding) jumped
+        farther than ``cfg.track_jump`` from its previous one: another face is in the box
+        (the next person stepped in), and it inherits nothing of the old track."""
+        if track.last_vector is None:
+            return track
+        moved = float(np.linalg.norm(np.asarray(vector, np.float64) - track.last_vector))
+        if moved <= self.cfg.track_jump:
+            return track
+        new = self.tracker.split(track, frame.timestamp, frame.index)
+        log.debug(
+            "track %d: the face changed (embedding moved %.3f > track_jump %.3f): new track %d",
+            track.id, moved, self.cfg.track_jump, new.id,
+        )  # fmt: skip
+        if self.gates:  # the old track's gates forgot it; the new face is judged from here on
+            self.gates.observe(new.id, frame, new.face)
+        return new
 
     # -- decisions ---------------------------------------------------------------------------
     def _decide(self, track: Track, frame: Frame) -> list[RecognitionEvent]:

@@ -2,10 +2,14 @@
 
 Detections of a new detection round are matched greedily to existing tracks by
 intersection-over-union (highest first, at least ``iou_threshold``). Unmatched detections
-start tracks; a track unmatched for more than ``max_missed`` consecutive rounds ends.
-Between detection rounds tracks keep their last box (:meth:`IoUTracker.coast`). Track ids
-are never reused by one tracker; ``on_end`` is told of every track that ends (dropped after
-too many misses, or by :meth:`IoUTracker.reset`), so per-track state elsewhere can be freed.
+start tracks; a track unmatched for more than ``max_missed`` consecutive rounds, or missed
+at least once and unseen for more than ``max_gap`` seconds of frame time, ends (a face that
+reappears after a gap is a new track, whatever the frame rate). Between detection rounds
+tracks keep their last box (:meth:`IoUTracker.coast`). :meth:`IoUTracker.split` ends a
+track whose face changed (the recogniser calls it when a fresh embedding jumps away from the
+track's previous one) and starts a new one in its place. Track ids are never reused by one
+tracker; ``on_end`` is told of every track that ends (dropped, split, or by
+:meth:`IoUTracker.reset`), so per-track state elsewhere can be freed.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Track:
     last_embedded: float | None = None  # timestamp of the latest embedding
     marked: set[str] = field(default_factory=set)  # identities recorded from this track
     announced_unknown: bool = False
+    last_vector: np.ndarray | None = None  # the latest embedding of this track's face
 
     @property
     def identity(self) -> str | None:
@@ -87,14 +92,17 @@ class IoUTracker:
 
     def __init__(
         self, k: int, m: int, iou_threshold: float = 0.3, max_missed: int = 3,
-        on_end: Callable[[Track], None] | None = None,
+        on_end: Callable[[Track], None] | None = None, max_gap: float | None = None,
     ) -> None:  # fmt: skip
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold={iou_threshold} must be in (0, 1]")
+        if max_gap is not None and max_gap < 0:
+            raise ValueError(f"max_gap={max_gap} must be >= 0 seconds")
         self.k = k
         self.m = m
         self.iou_threshold = iou_threshold
         self.max_missed = max_missed
+        self.max_gap = max_gap  # seconds a track may go unmatched (None: rounds only)
         self.on_end = on_end  # called with every track that ends
         self.tracks: list[Track] = []
         self._ids = itertools.count(1)
@@ -105,6 +113,11 @@ class IoUTracker:
         Returns the tracks still alive, matched and new ones first (their ``fresh`` is true).
         """
         boxes = [tuple(float(v) for v in f.box) for f in faces]
+        if self.max_gap is not None:  # gone too long: whoever is there now is someone new
+            expired = [t for t in self.tracks if t.misses and self._gone(t, timestamp)]
+            if expired:
+                self.tracks = [t for t in self.tracks if t not in expired]
+                self._ended(expired)
         scores = iou_matrix([t.box for t in self.tracks], boxes)
         pairs = sorted(
             ((scores[i, j], i, j) for i in range(scores.shape[0]) for j in range(scores.shape[1])),
@@ -134,24 +147,47 @@ class IoUTracker:
                 continue
             track.fresh = False
             track.misses += 1
-            (survivors if track.misses <= self.max_missed else ended).append(track)
+            (ended if self._lost(track, timestamp) else survivors).append(track)
         for j, face in enumerate(faces):
             if j in used_faces:
                 continue
-            survivors.append(
-                Track(
-                    id=next(self._ids),
-                    box=boxes[j],  # type: ignore[arg-type]
-                    face=face,
-                    first_seen=timestamp,
-                    last_seen=timestamp,
-                    confirmation=Confirmation(self.k, self.m),
-                    first_frame=frame_index,
-                )
-            )
+            survivors.append(self._new_track(boxes[j], face, timestamp, frame_index))  # type: ignore[arg-type]
         self.tracks = sorted(survivors, key=lambda t: (not t.fresh, t.id))
         self._ended(ended)
         return list(self.tracks)
+
+    def _lost(self, track: Track, timestamp: float) -> bool:
+        """Has an unmatched ``track`` been missing too long (rounds, or seconds)?"""
+        if track.misses > self.max_missed:
+            return True
+        return self._gone(track, timestamp)
+
+    def _gone(self, track: Track, timestamp: float) -> bool:
+        """Not detected for more than ``max_gap`` seconds (a track that missed no round is
+        never gone, however slow the frames: it was there at the last look)."""
+        return self.max_gap is not None and timestamp - track.last_seen > self.max_gap
+
+    def _new_track(self, box: Box, face: Any, timestamp: float, frame_index: int) -> Track:
+        return Track(
+            id=next(self._ids),
+            box=box,
+            face=face,
+            first_seen=timestamp,
+            last_seen=timestamp,
+            confirmation=Confirmation(self.k, self.m),
+            first_frame=frame_index,
+        )
+
+    def split(self, track: Track, timestamp: float, frame_index: int = 0) -> Track:
+        """End ``track`` (another face took its place) and return a new track in its place:
+        same box and detection, a new id, nothing of the old one's votes or marks."""
+        if not any(t is track for t in self.tracks):
+            raise ValueError(f"track {track.id} is not a live track of this tracker")
+        new = self._new_track(track.box, track.face, timestamp, frame_index)
+        new.fresh = track.fresh
+        self.tracks = [new if t is track else t for t in self.tracks]
+        self._ended([track])
+        return new
 
     def coast(self) -> list[Track]:
         """A frame without detection: tracks keep their boxes; none is fresh."""

@@ -358,9 +358,9 @@ def test_a_new_track_never_inherits_a_passed_verdict(cfg):
 def test_a_face_taking_over_a_track_is_judged_afresh_by_the_gates(cfg):
     """Bob steps into Ada's box (one track): Ada's PASS does not carry over to him."""
     slow = PendingFor(5)
-    pipe, _ = engine(cfg, Recorder(), [slow], cooldown_seconds=2.0)
+    pipe, _ = engine(cfg, Recorder(), [slow], cooldown_seconds=2.0, track_jump=2.0)
     results, change = swap("Ada", "Bob", pipe, seconds=1.0, after=30)
-    assert {r.faces[0].track_id for r in results} == {1}
+    assert {r.faces[0].track_id for r in results} == {1}  # track_jump=2: no face-change split
     first = next(i for i in range(change, len(results)) if results[i].embedded)
     assert slow.forgotten == [1]  # forgotten when his first embedding restarted the track
     bob = [(e.name, e.frame_index) for r in results for e in r.events if e.name == "Bob"]
@@ -465,7 +465,7 @@ def test_a_photo_held_into_a_strangers_track_does_not_borrow_his_liveness(cfg):
     is refused and Ada is never recorded."""
     gate = StickyLiveness("Ada")
     recorder = Recorder()
-    pipe, _ = engine(cfg, recorder, [gate])
+    pipe, _ = engine(cfg, recorder, [gate], track_jump=2.0)  # no face-change split
     results, change = swap("Zed", "Ada", pipe, seconds=1.0, after=30)
     assert {r.faces[0].track_id for r in results} == {1}  # one track throughout
     assert recorder.marks == []

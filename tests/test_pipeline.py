@@ -271,7 +271,8 @@ def swap(first: str, second: str, pipe, *, seconds: float = 3.0, after: int = 40
 
 
 def test_stranger_taking_over_a_confirmed_track_is_never_recorded_as_its_owner(cfg, db):
-    pipe, _, _ = engine(cfg, db, cooldown_seconds=2.0)
+    # track_jump=2 keeps one track: the contradiction of a confirmed identity alone guards it
+    pipe, _, _ = engine(cfg, db, cooldown_seconds=2.0, track_jump=2.0)
     results, change = swap("Ada", "Zed", pipe)
     assert {r.faces[0].track_id for r in results} == {1}  # the tracker kept one track
     events = [(e.name, e.action, e.frame_index) for r in results for e in r.events]
@@ -288,8 +289,47 @@ def test_stranger_taking_over_a_confirmed_track_is_never_recorded_as_its_owner(c
     assert rows(cfg) == ([("Ada", "Present")], [("Ada", "present"), ("Ada", "seen")])
 
 
-def test_enrolled_person_taking_over_a_confirmed_track_is_confirmed_afresh(cfg, db):
+def test_a_new_face_in_a_confirmed_track_starts_a_new_track(cfg, db):
+    """Zed steps into Ada's box: his first embedding is 1.41 from Ada's last one (> track_jump
+    0.9), so Ada's track ends there and Zed's starts empty."""
     pipe, _, _ = engine(cfg, db, cooldown_seconds=2.0)
+    ended: list[int] = []
+    pipe.tracker.on_end = lambda track: ended.append(track.id)
+    results, change = swap("Ada", "Zed", pipe)
+    first = next(i for i in range(change, len(results)) if results[i].embedded)
+    assert first <= change + 10  # the next refresh of Ada's confirmed track
+    assert {r.faces[0].track_id for r in results[:first]} == {1}
+    assert {r.faces[0].track_id for r in results[first:]} == {2} and ended == [1]
+    (zed,) = pipe.tracker.tracks
+    assert [o.identity for o in zed.confirmation.window][0] == UNKNOWN  # no vote of Ada's
+    assert all(r.faces[0].label == UNKNOWN for r in results[first:])
+    events = [(e.name, e.action, e.track_id) for r in results for e in r.events]
+    assert events == [("Ada", "present", 1), ("Ada", "seen", 1), (UNKNOWN, ACTION_UNKNOWN, 2)]
+
+
+@pytest.mark.parametrize("gap_seconds", [0.4, 60.0])
+def test_the_next_person_after_a_short_gap_is_a_new_track(cfg, db, gap_seconds):
+    """Detection every 3rd frame at 10 fps; Ada, 0.5 s of nobody, then Bob in the same box.
+    Within max_missed rounds, only track_gap_seconds (0.4) keeps Bob from Ada's track; the
+    face-change split is off here (track_jump=2) to see the gap rule alone."""
+    pipe, _, _ = engine(cfg, db, detect_every=3, track_jump=2.0, track_gap_seconds=gap_seconds)
+    spot = (100, 60)
+    frames = [make_frame(i, {"Ada": spot}) for i in range(15)]
+    frames += [make_frame(15 + i, {}) for i in range(5)]
+    frames += [make_frame(20 + i, {"Bob": spot}) for i in range(15)]
+    results = [pipe.process(f) for f in frames]
+    ada = {f.track_id for r in results[:15] for f in r.faces}
+    bob = {f.track_id for r in results[20:] for f in r.faces}
+    if gap_seconds < 0.5:
+        assert ada == {1} and bob == {2}
+    else:
+        assert ada == bob == {1}  # inherited: the behaviour track_gap_seconds ends
+    assert sorted(rows(cfg)[0]) == [("Ada", "Present"), ("Bob", "Present")]
+
+
+@pytest.mark.parametrize("jump", [0.9, 2.0])  # a new track (the default), or one track
+def test_enrolled_person_taking_over_a_confirmed_track_is_confirmed_afresh(cfg, db, jump):
+    pipe, _, _ = engine(cfg, db, cooldown_seconds=2.0, track_jump=jump)
     results, change = swap("Ada", "Bob", pipe)
     first = next(i for i in range(change, len(results)) if results[i].embedded)
     shown = [(r.faces[0].label, r.faces[0].status) for r in results[first : first + 3]]

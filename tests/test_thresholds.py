@@ -12,7 +12,7 @@ from test_versions import TENSORS, _save
 
 import common.fsutil
 from attendance.cli import main as cli_main
-from common.config import ConfigError, load_config, read_toml, write_config_values
+from common.config import Config, ConfigError, load_config, read_toml, write_config_values
 from common.errors import UserError
 from model.evaluation.calibration import calibrate
 from model.thresholds import (
@@ -25,6 +25,8 @@ from model.thresholds import (
 )
 from model.versions import remove_version, save_version, switch_version, use_version
 from model.weights import PRETRAINED_MODEL_ID
+
+DEFAULT = Config.threshold  # the shipped threshold
 
 
 def _reload(cfg):
@@ -163,29 +165,29 @@ def test_a_version_without_a_record_keeps_the_threshold_and_warns(workspace, cap
 
 def test_an_environment_threshold_override_is_named(workspace, caplog, monkeypatch):
     saved = _save(workspace)
-    record_threshold(workspace, saved.model_id, 0.8, far=1e-3, source="calibrated")
+    record_threshold(workspace, saved.model_id, 0.85, far=1e-3, source="calibrated")
     monkeypatch.setenv("ATTENDANCE_THRESHOLD", "0.7")
     with caplog.at_level(logging.WARNING, logger="model.versions"):
         use_version(workspace, "v1")
     assert "ATTENDANCE_THRESHOLD is set in the environment and overrides" in caplog.text
-    assert read_toml(workspace.root)["threshold"] == 0.8
+    assert read_toml(workspace.root)["threshold"] == 0.85
 
 
 def test_a_hand_edited_threshold_is_remembered_when_switching_away(workspace):
     saved = _save(workspace)
-    record_threshold(workspace, saved.model_id, 0.8, far=1e-3, source="calibrated")
-    assert switch_version(_reload(workspace), "v1").threshold == 0.8
+    record_threshold(workspace, saved.model_id, 0.85, far=1e-3, source="calibrated")
+    assert switch_version(_reload(workspace), "v1").threshold == 0.85
     write_config_values(workspace.root, {"threshold": 0.7})  # the user tunes it by hand
     switch_version(_reload(workspace), "pretrained")
     edited = threshold_for(workspace, saved.model_id)
     assert (edited.threshold, edited.source, edited.far) == (0.7, "in use", None)
     switch = switch_version(_reload(workspace), "v1")
-    assert switch.threshold == 0.7 and _reload(workspace).threshold == 0.7  # not back to 0.8
+    assert switch.threshold == 0.7 and _reload(workspace).threshold == 0.7  # not back to 0.85
     # unchanged since the last switch: the record is left alone
     switch_version(_reload(workspace), "pretrained")
     assert threshold_for(workspace, saved.model_id) == edited
     # a calibrated record still in use stays calibrated, even when re-selecting the same model
-    record_threshold(workspace, saved.model_id, 0.8, far=1e-3, source="calibrated")
+    record_threshold(workspace, saved.model_id, 0.85, far=1e-3, source="calibrated")
     switch_version(_reload(workspace), "v1")
     calibrated = threshold_for(workspace, saved.model_id)
     switch_version(_reload(workspace), "v1")
@@ -204,13 +206,13 @@ def test_without_a_threshold_in_the_file_the_default_is_what_was_in_use(workspac
     write_config_values(workspace.root, {"confirm_k": 2})  # a file, without threshold
     switch_version(_reload(workspace), "v1")
     kept = threshold_for(workspace, PRETRAINED_MODEL_ID)
-    assert (kept.threshold, kept.source) == (1.0, "in use")  # the default was in effect
+    assert (kept.threshold, kept.source) == (DEFAULT, "in use")  # the default was in effect
 
 
 @pytest.mark.parametrize("in_file", [0.95, None])
 def test_an_environment_threshold_override_is_not_recorded(workspace, monkeypatch, in_file):
     saved = _save(workspace)
-    record_threshold(workspace, saved.model_id, 0.8, far=1e-3, source="calibrated")
+    record_threshold(workspace, saved.model_id, 0.7, far=1e-3, source="calibrated")
     if in_file is not None:
         write_config_values(workspace.root, {"threshold": in_file})
     monkeypatch.setenv("ATTENDANCE_THRESHOLD", "0.5")
@@ -218,11 +220,11 @@ def test_an_environment_threshold_override_is_not_recorded(workspace, monkeypatc
     assert cfg.threshold == 0.5  # the override is in effect for this command
     switch_version(cfg, "v1")
     kept = threshold_for(workspace, PRETRAINED_MODEL_ID)
-    assert (kept.threshold, kept.source) == (in_file or 1.0, "in use")  # not 0.5
-    assert read_toml(workspace.root)["threshold"] == 0.8
+    assert (kept.threshold, kept.source) == (in_file or DEFAULT, "in use")  # not 0.5
+    assert read_toml(workspace.root)["threshold"] == 0.7
     monkeypatch.delenv("ATTENDANCE_THRESHOLD")
     switch_version(_reload(workspace), "pretrained")
-    assert _reload(workspace).threshold == (in_file or 1.0)
+    assert _reload(workspace).threshold == (in_file or DEFAULT)
 
 
 @pytest.mark.parametrize("hyperparameters", [{"calibrate_far": 0.01, "epochs": 3}, None])
@@ -300,15 +302,15 @@ def test_model_cli_list_shows_and_use_prints_the_threshold(workspace, capsys):
     assert f"active model: v1 ({saved.model_id}); threshold 0.8734 (calibrated at FAR 1e-3)" in out
     assert cli_main(["model", "list", "--workspace", root]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1][lines[0].index("THRESHOLD") :].startswith("1.0000 in-use ")
+    assert lines[1][lines[0].index("THRESHOLD") :].startswith(f"{DEFAULT:.4f} in-use ")
 
     assert cli_main(["model", "use", "pretrained", "--workspace", root]) == 0
     out = capsys.readouterr().out
-    assert "threshold 1.0000 (in use when last active)" in out
+    assert f"threshold {DEFAULT:.4f} (in use when last active)" in out
     remove_version(workspace, "v1")
     _save(workspace)
     assert cli_main(["model", "use", "v1", "--workspace", root]) == 0
-    assert "threshold 1.0000 kept (none recorded" in capsys.readouterr().out
+    assert f"threshold {DEFAULT:.4f} kept (none recorded" in capsys.readouterr().out
 
 
 # --- calibration ------------------------------------------------------------------------------

@@ -85,6 +85,50 @@ def test_tracks_end_after_max_missed_rounds():
     assert [t.id for t in tracker.update([det(10, 10)], 0.4)] == [2]
 
 
+def test_a_face_back_after_max_gap_seconds_is_a_new_track_even_if_it_overlaps():
+    """At 12 fps, detecting every 3rd frame, the next person 0.5 s later stands in the same
+    box: rounds alone (max_missed=3) would hand them the old track."""
+    ended: list[int] = []
+    tracker = IoUTracker(k=3, m=5, max_missed=3, max_gap=0.4, on_end=lambda t: ended.append(t.id))
+    tracker.update([det(10, 10)], 0.0)
+    assert [t.id for t in tracker.update([], 0.25)] == [1]  # missed, 0.25 s: kept
+    (track,) = tracker.update([det(10, 10)], 0.5)  # 0.5 s unseen: gone before association
+    assert track.id == 2 and track.first_seen == 0.5 and ended == [1]
+    # without max_gap the same sequence keeps one track
+    rounds_only = IoUTracker(k=3, m=5, max_missed=3)
+    rounds_only.update([det(10, 10)], 0.0)
+    rounds_only.update([], 0.25)
+    assert [t.id for t in rounds_only.update([det(10, 10)], 0.5)] == [1]
+
+
+def test_max_gap_never_ends_a_track_seen_at_every_round_however_slow_the_frames():
+    tracker = IoUTracker(k=3, m=5, max_gap=0.4)
+    for i in range(5):  # 2 fps: 0.5 s between looks, found every time
+        (track,) = tracker.update([det(10, 10)], 0.5 * i)
+    assert track.id == 1 and track.hits == 5
+    assert tracker.update([], 2.5) == []  # missed once, unseen for 0.5 s: ended
+    fast = IoUTracker(k=3, m=5, max_gap=0.4)
+    fast.update([det(10, 10)], 0.0)
+    assert fast.update([], 0.1) != [] and fast.update([], 0.4) != []  # missed, 0.4 s: kept
+    assert fast.update([], 0.5) == []
+
+
+def test_split_replaces_a_track_with_a_new_one_that_inherits_nothing():
+    ended: list[int] = []
+    tracker = IoUTracker(k=1, m=1, on_end=lambda t: ended.append(t.id))
+    tracker.update([det(10, 10), det(300, 10)], 0.0)
+    old = tracker.tracks[0]
+    old.confirmation.add(known("Ada"), 0.0)
+    old.marked.add("Ada")
+    new = tracker.split(old, 0.1, frame_index=7)
+    assert ended == [1] and new.id == 3 and new.box == old.box and new.face is old.face
+    assert new.identity is None and new.marked == set() and new.last_vector is None
+    assert new.first_seen == 0.1 and new.first_frame == 7 and new.hits == 1
+    assert sorted(t.id for t in tracker.tracks) == [2, 3]
+    with pytest.raises(ValueError, match="not a live track"):
+        tracker.split(old, 0.2)
+
+
 def test_missed_track_recovers_when_seen_again():
     tracker = IoUTracker(k=3, m=5, max_missed=2)
     tracker.update([det(10, 10)], 0.0)
