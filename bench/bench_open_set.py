@@ -220,8 +220,9 @@ def folder_digest(folder: Path, files: dict[str, list[str]]) -> str:
 
 
 def load_set(name: str, folder: Path, cfg: Config, models: Models, workdir: Path) -> PhotoSet:
-    """The set's embeddings: from the npz cache, or embedded now (and cached)."""
-    from model.evaluation.embedded import EmbeddedImages, embed_folder
+    """The set's embeddings: from the npz cache, or embedded now (and cached). With
+    ``cfg.flip_average`` set, the active model's embedder averages each crop with its mirror."""
+    from model.evaluation.embedded import EmbeddedImages, embed_folder, with_flip
 
     files = list_files(folder)
     path = workdir / "embeddings" / f"{name}-{model_key(cfg)}-{folder_digest(folder, files)}.npz"
@@ -230,7 +231,8 @@ def load_set(name: str, folder: Path, cfg: Config, models: Models, workdir: Path
         log.info("%s: %d embeddings from %s", name, len(embedded.paths), path)
         return PhotoSet(name, folder, files, embedded, cached=True)
     started = time.perf_counter()
-    embedded = embed_folder(folder, cfg, models.detector, models.embedder, progress=False)
+    embedder = with_flip(models.embedder, cfg.flip_average)
+    embedded = embed_folder(folder, cfg, models.detector, embedder, progress=False)
     seconds = time.perf_counter() - started
     path.parent.mkdir(parents=True, exist_ok=True)
     embedded.save(path)
@@ -341,6 +343,52 @@ def per_photo_table(
     return lines
 
 
+# --------------------------------------------------------------------------- levers
+LEVER_THRESHOLDS = (0.75, 0.8, 0.85, 0.9, 1.0)
+
+
+def protocol_split(photos: PhotoSet, gallery_photos: int) -> Any:
+    """The per-photo protocol's gallery and probes as ``open_set_levers.Split``."""
+    from open_set_levers import Split
+
+    gallery, probes = photos.split(gallery_photos)
+    g_emb, g_lab = photos.vectors(gallery)
+    p_emb, p_lab = photos.vectors(probes)
+    scores = np.asarray([photos.embedded.scores[photos.row[p]] for p in gallery], np.float64)
+    return Split(g_emb, np.asarray(g_lab), scores, p_emb, np.asarray(p_lab))
+
+
+def levers(
+    sets: dict[str, PhotoSet], cfg: Config, models: Models, args: argparse.Namespace,
+    cache_dir: Path,
+) -> list[str]:  # fmt: skip
+    """Each lever of the issue on each set, per photo; and the threshold sweep."""
+    from open_set_levers import lever_table, threshold_sweep
+
+    from common.vectors import identity_templates
+
+    splits = {name: protocol_split(photos, args.gallery_photos) for name, photos in sets.items()}
+    sample = sets.get("sample") or load_set(
+        "sample", set_folder("sample", args.data, cache_dir), cfg, models, args.workdir
+    )
+    _, background = identity_templates(sample.embedded.embeddings, sample.embedded.identities)
+    dim = background.shape[1]
+    backgrounds = {n: background if n != "sample" else np.zeros((0, dim)) for n in sets}
+    flip_cfg = cfg.replace(flip_average=not cfg.flip_average)
+    flipped = {
+        name: protocol_split(
+            load_set(name, photos.folder, flip_cfg, models, args.workdir), args.gallery_photos
+        )
+        for name, photos in sets.items()
+    }
+    label = "flip averaging on" if flip_cfg.flip_average else "flip averaging off"
+    return [
+        *lever_table(splits, backgrounds, {f"{label} (template)": flipped}),
+        "",
+        *threshold_sweep(splits, LEVER_THRESHOLDS),
+    ]
+
+
 # --------------------------------------------------------------------------- kiosk: the plan
 @dataclass(frozen=True)
 class Appearance:
@@ -363,6 +411,11 @@ class KioskPlan:
     shows: list[tuple[str, bool, str]]  # (person, enrolled, relpath) in order
 
 
+def stranger_count(photos: PhotoSet, strangers: int | None) -> int:
+    """``--strangers``, or hard24's share (3 of 23 people; at least 1)."""
+    return strangers if strangers is not None else max(1, round(len(photos.files) * 3 / 23))
+
+
 def plan_kiosk(
     photos: PhotoSet,
     strangers: int | None,
@@ -379,8 +432,7 @@ def plan_kiosk(
     """
     rng = np.random.default_rng(seed)
     people = sorted(photos.files)
-    if strangers is None:
-        strangers = max(1, round(len(people) * 3 / 23))
+    strangers = stranger_count(photos, strangers)
     if not 1 <= strangers < len(people) - 1:
         raise SystemExit(f"{photos.name}: --strangers {strangers} leaves too few people")
     order = [people[k] for k in rng.permutation(len(people))]
@@ -837,17 +889,18 @@ def kiosk_table(name: str, plan: KioskPlan, enrolment: Enrolment, runs: list[Kio
 
 
 def run_kiosk(
-    photos: PhotoSet, cfg: Config, models: Models, args: argparse.Namespace
-) -> tuple[list[str], dict[str, float]]:
-    """Plan, enrol, simulate each gap; the table and the seconds spent."""
+    photos: PhotoSet, cfg: Config, models: Models, args: argparse.Namespace, fold: int
+) -> tuple[list[str], dict[str, float], dict[float, dict[str, Any]]]:
+    """Plan, enrol, simulate each gap of one fold; the table, the seconds spent and the
+    figures per gap."""
     plan = plan_kiosk(
         photos, args.strangers, args.gallery_photos, args.stranger_photos, args.new_photos,
-        args.seed, args.fold,
+        args.seed, fold,
     )  # fmt: skip
     root = (
         args.workdir
         / "kiosk"
-        / (f"{photos.name}-seed{args.seed}-s{len(plan.strangers)}-fold{args.fold}")
+        / (f"{photos.name}-seed{args.seed}-s{len(plan.strangers)}-fold{fold}")
     )
     ws_cfg = load_config(
         root,
@@ -872,7 +925,48 @@ def run_kiosk(
         runs.append(run)
     still = still_prediction(plan, photos, ws_cfg)
     table = kiosk_table(photos.name, plan, enrolment, runs, args.hold, args.face_px, still)
-    return table, timings
+    table[0] += f" (fold {fold})"
+    return table, timings, {run.gap: kiosk_figures(run, plan) for run in runs}
+
+
+WITHIN_SECONDS = 2.0  # the issue's target: an employee is marked within 2 s of appearing
+
+
+def pooled_table(
+    name: str, folds: list[int], figures: list[dict[float, dict[str, Any]]]
+) -> list[str]:
+    """The kiosk figures of every fold added up, per gap: the targets' denominators."""
+    gaps = list(figures[0])
+    lines = [
+        f"## Kiosk simulation: {name}, folds {', '.join(map(str, folds))} pooled",
+        "",
+        "| | " + " | ".join(f"gap {g:g} s" for g in gaps) + " |",
+        "|---|" + "---|" * len(gaps),
+    ]
+
+    def total(gap: float, key: str) -> int:
+        return sum(int(f[gap][key]) for f in figures)
+
+    def row(label: str, cells: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    row("stranger appearances recorded as an employee",
+        [one_in(total(g, "false_marks"), total(g, "strangers")) for g in gaps])  # fmt: skip
+    row("employees marked",
+        [f"{total(g, 'marked')} / {total(g, 'enrolled')} "
+         f"({pct(total(g, 'marked') / total(g, 'enrolled'))})" for g in gaps])  # fmt: skip
+    cells = []
+    for g in gaps:
+        waits = [w for f in figures for w in f[g]["per_appearance"]]
+        quick = sum(1 for w in waits if w <= WITHIN_SECONDS)
+        cells.append(f"{quick} / {len(waits)}" + (f" (max {max(waits):.2f} s)" if waits else ""))
+    row(f"employee marks within {WITHIN_SECONDS:g} s of their appearance", cells)
+    row("employee appearances recorded as someone else",
+        [f"{total(g, 'wrong')} / {total(g, 'employees')}" for g in gaps])  # fmt: skip
+    row("appearances that inherited an earlier appearance's track",
+        [f"{sum(int(f[g]['inherited']) for f in figures)} / "
+         f"{total(g, 'strangers') + total(g, 'employees')}" for g in gaps])  # fmt: skip
+    return lines
 
 
 # --------------------------------------------------------------------------- main
@@ -882,6 +976,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the faces folder")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--no-kiosk", action="store_true", help="per-photo protocol only")
+    parser.add_argument(
+        "--levers", action="store_true",
+        help="also measure each lever per photo (embeds each set once more with flip averaging)",
+    )  # fmt: skip
     parser.add_argument("--gallery-photos", type=int, default=5, help="enrolled photos a person")
     parser.add_argument("--gap", type=float, default=2.0, help="empty seconds between photos")
     parser.add_argument(
@@ -896,6 +994,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fold", type=int, default=0, help="which slice of the shuffled people are strangers"
     )
+    parser.add_argument(
+        "--folds", type=int, default=1,
+        help="run folds --fold .. --fold+N-1 (disjoint strangers) and pool their figures",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -925,11 +1027,22 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = per_photo(photos, cfg, args.gallery_photos)
         timings[name] = {"embed": photos.embed_seconds}
     print("\n".join(["", *per_photo_table(results, cfg, args.gallery_photos)]), flush=True)
+    if args.levers:
+        print("\n".join(["", *levers(sets, cfg, models, args, cache_dir)]), flush=True)
     if not args.no_kiosk:
+        folds = list(range(args.fold, args.fold + args.folds))
         for name, photos in sets.items():
-            lines, spent = run_kiosk(photos, cfg, models, args)
-            timings[name].update(spent)
-            print("\n".join(["", *lines]), flush=True)
+            pooled = []
+            available = len(photos.files) // stranger_count(photos, args.strangers)
+            for fold in [f for f in folds if f < available] or folds[:1]:
+                lines, spent, figures = run_kiosk(photos, cfg, models, args, fold)
+                for stage, seconds in spent.items():
+                    timings[name][stage] = timings[name].get(stage, 0.0) + seconds
+                pooled.append(figures)
+                print("\n".join(["", *lines]), flush=True)
+            if len(pooled) > 1:
+                done = folds[: len(pooled)]
+                print("\n".join(["", *pooled_table(name, done, pooled)]), flush=True)
     stages = sorted({k for t in timings.values() for k in t}, key=lambda k: (k != "embed", k))
     lines = ["", "## Seconds spent", "", "| set | " + " | ".join(stages) + " |",
              "|---|" + "---:|" * len(stages)]  # fmt: skip
