@@ -103,13 +103,20 @@ class Config:
     refresh_seconds: float = 1.0  # re-embed a confirmed track at most this often
     # A track whose fresh embedding lies farther than this from its previous one is another
     # face (someone stepped into the box): it ends and a new track starts, with no votes.
+    # bench/bench_track_jump.py: on real clips one person's looks stay within 0.84 of the
+    # first. 2.0 (the largest distance of unit vectors) never splits.
     track_jump: float = 0.9
-    # A track not detected for longer than this (frame time) ends: whoever appears there
-    # next is judged afresh, at any frame rate.
+    # A track missed in two detection rounds and not detected for longer than this (frame
+    # time) ends: whoever appears there next is judged afresh, at any frame rate.
     track_gap_seconds: float = 0.4
     cooldown_seconds: float = 60.0  # continuous mode: per-person quiet period between events
     db_timeout_seconds: float = 10.0
     # --- scanner ------------------------------------------------------------
+    # Enrolment checks (scanner.enrol.check_shots): another enrolled person whose photos lie
+    # within this mean distance of the new shots is a suspected duplicate, and a group of
+    # shots this far from the rest is someone else. Not the recognition threshold: a looser
+    # cut here catches more duplicates and flags fewer poses of the same person.
+    enrol_check_distance: float = 1.0
     target_shots: int = 35
     min_shots: int = 30
     min_sharpness: float = 60.0  # variance of the Laplacian on the face
@@ -196,10 +203,11 @@ _RANGES: dict[str, tuple[float, float]] = {
     "confirm_k": (1, 100),
     "confirm_m": (1, 100),
     "refresh_seconds": (0.0, 3600.0),
-    "track_jump": (0.0, 2.0),
+    "track_jump": (0.3, 2.0),  # below ~0.6 one person's own looks would split tracks
     "track_gap_seconds": (0.0, 3600.0),
     "cooldown_seconds": (0.0, 86400.0),
     "db_timeout_seconds": (0.0, 3600.0),
+    "enrol_check_distance": (0.1, 2.0),
     "target_shots": (1, 1000),
     "min_shots": (1, 1000),
     "min_sharpness": (0.0, 1e6),

@@ -465,8 +465,8 @@ class RecognitionPipeline:
         start = time.perf_counter()
         labels, gallery = self._gallery
         matches = match_embeddings(vectors, gallery, labels, self.cfg.threshold)
-        for i, (vector, match) in enumerate(zip(vectors, matches, strict=True)):
-            track = due[i] = self._same_face(due[i], vector, frame)
+        for i, (track, vector, match) in enumerate(zip(list(due), vectors, matches, strict=True)):
+            track = due[i] = self._same_face(track, vector, frame)
             track.last_vector = np.asarray(vector, np.float32)
             before = track.identity
             previous = track.confirmation.latest

@@ -3,8 +3,9 @@
 Detections of a new detection round are matched greedily to existing tracks by
 intersection-over-union (highest first, at least ``iou_threshold``). Unmatched detections
 start tracks; a track unmatched for more than ``max_missed`` consecutive rounds, or missed
-at least once and unseen for more than ``max_gap`` seconds of frame time, ends (a face that
-reappears after a gap is a new track, whatever the frame rate). Between detection rounds
+in at least two rounds and unseen for more than ``max_gap`` seconds of frame time, ends (a
+face that reappears after a gap is a new track, whatever the frame rate; one missed round
+alone, a detector's blink, never ends a track). Between detection rounds
 tracks keep their last box (:meth:`IoUTracker.coast`). :meth:`IoUTracker.split` ends a
 track whose face changed (the recogniser calls it when a fresh embedding jumps away from the
 track's previous one) and starts a new one in its place. Track ids are never reused by one
@@ -24,6 +25,7 @@ import numpy as np
 from recognizer.confirm import Confirmation
 
 Box = tuple[float, float, float, float]  # x, y, w, h
+GAP_MISSES = 2  # detection rounds a track must miss before max_gap can end it
 
 
 def iou(a: Box, b: Box) -> float:
@@ -114,7 +116,7 @@ class IoUTracker:
         """
         boxes = [tuple(float(v) for v in f.box) for f in faces]
         if self.max_gap is not None:  # gone too long: whoever is there now is someone new
-            expired = [t for t in self.tracks if t.misses and self._gone(t, timestamp)]
+            expired = [t for t in self.tracks if self._gone(t, timestamp)]
             if expired:
                 self.tracks = [t for t in self.tracks if t not in expired]
                 self._ended(expired)
@@ -163,9 +165,11 @@ class IoUTracker:
         return self._gone(track, timestamp)
 
     def _gone(self, track: Track, timestamp: float) -> bool:
-        """Not detected for more than ``max_gap`` seconds (a track that missed no round is
-        never gone, however slow the frames: it was there at the last look)."""
-        return self.max_gap is not None and timestamp - track.last_seen > self.max_gap
+        """Missed in at least :data:`GAP_MISSES` rounds and not detected for more than
+        ``max_gap`` seconds: however slow the frames, a face missed once is not yet gone."""
+        if self.max_gap is None or track.misses < GAP_MISSES:
+            return False
+        return timestamp - track.last_seen > self.max_gap + 1e-6
 
     def _new_track(self, box: Box, face: Any, timestamp: float, frame_index: int) -> Track:
         return Track(

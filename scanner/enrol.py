@@ -365,7 +365,7 @@ def check_enrolment(
     with open_embedding_store(cfg) as gallery:
         own = gallery.load_identity(embedder.model_id, name, dim=embedder.dim)
         others = gallery.load(embedder.model_id, dim=embedder.dim)
-    return check_shots(name, own, new_relpaths, others, cfg.threshold)
+    return check_shots(name, own, new_relpaths, others, cfg.enrol_check_distance)
 
 
 # --------------------------------------------------------------------------- undo

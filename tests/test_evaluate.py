@@ -382,7 +382,9 @@ def test_evaluate_cli_json_and_plots(
     data = json.loads(capsys.readouterr().out)
     assert data["split"].startswith("per identity") and len(data["results"]) == 2
     assert data["failed"][0]["path"] == "bob/04.jpg"
-    assert data["decision"]["mode"] == "template" and data["decision"]["threshold"] == Config.threshold
+    assert (
+        data["decision"]["mode"] == "template" and data["decision"]["threshold"] == Config.threshold
+    )
     assert 0.0 <= data["decision"]["stranger_accept"] <= 1.0 and data["calibration"] is None
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["distances.png", "roc.png"]
     assert not (ws / "attendance.toml").exists()  # no --calibrate: configuration untouched

@@ -355,14 +355,20 @@ def test_a_new_track_never_inherits_a_passed_verdict(cfg):
     assert [(e.name, e.frame_index) for e in events] == [("Ada", 13)]  # 4 looks again
 
 
-def test_a_face_taking_over_a_track_is_judged_afresh_by_the_gates(cfg):
-    """Bob steps into Ada's box (one track): Ada's PASS does not carry over to him."""
+@pytest.mark.parametrize("jump", [0.9, 2.0])
+def test_a_face_taking_over_a_track_is_judged_afresh_by_the_gates(cfg, jump):
+    """Bob steps into Ada's box: Ada's PASS does not carry over to him, whether his first
+    embedding splits the track (track_jump 0.9: a new track, fed to the gates from that very
+    detection) or restarts it (track_jump 2: one track)."""
     slow = PendingFor(5)
-    pipe, _ = engine(cfg, Recorder(), [slow], cooldown_seconds=2.0, track_jump=2.0)
+    pipe, _ = engine(cfg, Recorder(), [slow], cooldown_seconds=2.0, track_jump=jump)
     results, change = swap("Ada", "Bob", pipe, seconds=1.0, after=30)
-    assert {r.faces[0].track_id for r in results} == {1}  # track_jump=2: no face-change split
     first = next(i for i in range(change, len(results)) if results[i].embedded)
-    assert slow.forgotten == [1]  # forgotten when his first embedding restarted the track
+    bob_track = 2 if jump < 1.41 else 1
+    assert {r.faces[0].track_id for r in results[:first]} == {1}
+    assert {r.faces[0].track_id for r in results[first:]} == {bob_track}
+    assert slow.forgotten == [1]  # Ada's track: ended, or restarted by his first embedding
+    assert slow.seen[-1][0] == bob_track and (bob_track, first, slow.seen[-1][2]) in slow.seen
     bob = [(e.name, e.frame_index) for r in results for e in r.events if e.name == "Bob"]
     # Bob is confirmed after 3 looks but waits for 5 gate looks of his own
     assert bob[0] == ("Bob", first + 4)
@@ -459,16 +465,18 @@ class StickyLiveness(Spy):
         return Verdict.allow("live") if len(state) >= 3 else Verdict.wait("look")
 
 
-def test_a_photo_held_into_a_strangers_track_does_not_borrow_his_liveness(cfg):
+@pytest.mark.parametrize("jump", [0.9, 2.0])
+def test_a_photo_held_into_a_strangers_track_does_not_borrow_his_liveness(cfg, jump):
     """A live stranger (never confirmed, Unknown) proves his track live, then holds Ada's photo
     into the same box: the first embedding that names Ada judges the face afresh, so the photo
     is refused and Ada is never recorded."""
     gate = StickyLiveness("Ada")
     recorder = Recorder()
-    pipe, _ = engine(cfg, recorder, [gate], track_jump=2.0)  # no face-change split
+    pipe, _ = engine(cfg, recorder, [gate], track_jump=jump)
     results, change = swap("Zed", "Ada", pipe, seconds=1.0, after=30)
-    assert {r.faces[0].track_id for r in results} == {1}  # one track throughout
+    tracks = {r.faces[0].track_id for r in results}
+    assert tracks == ({1, 2} if jump < 1.41 else {1})  # split by the jump, or one track
     assert recorder.marks == []
     assert [(r[0], r[4]) for r in recorder.logged] == [("Ada", "refused")]
-    assert gate.forgotten == [1]  # forgotten when the track's identity became Ada
+    assert gate.forgotten == [1]  # the stranger's track: ended, or its identity became Ada
     assert results[-1].faces[0].display_status == "refused"

@@ -230,8 +230,12 @@ def test_stranger_stays_unknown_and_is_never_written(cfg, db):
 
 
 def test_lookalike_below_threshold_in_2_of_5_views_is_not_marked(cfg, db):
-    pipe, _, _ = engine(cfg, db, refresh_seconds=0.0)  # judged on every single frame
+    # judged on every single frame; Amb's scripted looks are 1.19 apart, which would split the
+    # track at every look (track_jump): 2 keeps one track, so its k-of-m window is what decides
+    pipe, _, _ = engine(cfg, db, refresh_seconds=0.0, track_jump=2.0)
     results = [pipe.process(make_frame(i, {"Amb": (40, 40)})) for i in range(60)]
+    assert {f.track_id for r in results for f in r.faces} == {1}
+    assert [e.action for r in results for e in r.events] == [ACTION_UNKNOWN]  # window filled
     statuses = {f.status for r in results for f in r.faces}
     assert statuses == {"candidate", "unknown"}  # it did win single frames ...
     assert rows(cfg) == ([], [])  # ... but never k of m
@@ -294,7 +298,8 @@ def test_a_new_face_in_a_confirmed_track_starts_a_new_track(cfg, db):
     0.9), so Ada's track ends there and Zed's starts empty."""
     pipe, _, _ = engine(cfg, db, cooldown_seconds=2.0)
     ended: list[int] = []
-    pipe.tracker.on_end = lambda track: ended.append(track.id)
+    hook = pipe.tracker.on_end
+    pipe.tracker.on_end = lambda track: (ended.append(track.id), hook(track))
     results, change = swap("Ada", "Zed", pipe)
     first = next(i for i in range(change, len(results)) if results[i].embedded)
     assert first <= change + 10  # the next refresh of Ada's confirmed track
@@ -332,6 +337,9 @@ def test_enrolled_person_taking_over_a_confirmed_track_is_confirmed_afresh(cfg, 
     pipe, _, _ = engine(cfg, db, cooldown_seconds=2.0, track_jump=jump)
     results, change = swap("Ada", "Bob", pipe)
     first = next(i for i in range(change, len(results)) if results[i].embedded)
+    bob_track = 2 if jump < 1.41 else 1  # E[0] to E[1]: 1.41 apart
+    assert {r.faces[0].track_id for r in results[:first]} == {1}
+    assert {r.faces[0].track_id for r in results[first:]} == {bob_track}
     shown = [(r.faces[0].label, r.faces[0].status) for r in results[first : first + 3]]
     assert shown == [("Bob", "candidate"), ("Bob", "candidate"), ("Bob", "confirmed")]  # k of m
     events = [(e.name, e.action, e.frame_index) for r in results for e in r.events]

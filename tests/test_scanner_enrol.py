@@ -84,7 +84,7 @@ def write_shots(cfg: Config, name: str, tint, count: int, seed: int = 0) -> list
 @pytest.fixture
 def cfg(workspace: Config) -> Config:
     """A workspace where Alan Turing is already enrolled (5 shots)."""
-    cfg = workspace.replace(embed_batch=4, threshold=0.6)
+    cfg = workspace.replace(embed_batch=4, threshold=0.6, enrol_check_distance=0.6)
     write_shots(cfg, "Alan Turing", ALAN_TINT, 5, seed=100)
     run_preprocess(cfg, detector=FakeDetector(), progress=False)
     with open_embedding_store(cfg) as gallery:
@@ -128,7 +128,7 @@ def test_clean_enrolment_raises_no_warning(cfg: Config) -> None:
     check = check_enrolment(cfg, "Ada Lovelace", shots, embedder)
     assert not check.suspicious and check.new_count == 4
     assert check.closest[0].identity == "Alan Turing"
-    assert check.closest[0].mean_nearest > cfg.threshold
+    assert check.closest[0].mean_nearest > cfg.enrol_check_distance
     assert check.lines() == [f"closest other identity: {check.closest[0]} (threshold 0.60)"]
 
 
@@ -138,7 +138,7 @@ def test_same_person_under_two_names_is_flagged(cfg: Config) -> None:
     Enroller(cfg, "A. Turing", FakeDetector(), embedder, background=False).finish()
     check = check_enrolment(cfg, "A. Turing", shots, embedder)
     assert check.suspicious and [d.identity for d in check.duplicates] == ["Alan Turing"]
-    assert check.duplicates[0].mean_nearest < cfg.threshold
+    assert check.duplicates[0].mean_nearest < cfg.enrol_check_distance
     assert check.duplicates[0].matched == 1.0
     assert "same person under two names" in check.lines()[0]
     assert "mean nearest distance" in check.lines()[0]
@@ -245,7 +245,7 @@ def test_cli_enrols_and_reports_the_time(cfg: Config, fakes, tmp_path: Path, cap
     code = scan(
         cfg, "--name", "Ada Lovelace", "--source", str(frame_folder(tmp_path, ADA_TINT, 5)),
         "--headless", "--keys", "space:5", "--set", "min_shots=4", "--set", "target_shots=6",
-        "--set", "threshold=0.6",
+        "--set", "enrol_check_distance=0.6",
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
@@ -260,7 +260,7 @@ def test_cli_duplicate_warning_headless_keeps(cfg: Config, fakes, tmp_path, caps
     source = frame_folder(tmp_path, ALAN_TINT, 3, seed=300)
     code = scan(
         cfg, "--name", "A. Turing", "--source", str(source), "--headless", "--keys", "space:3",
-        "--set", "min_shots=3", "--set", "threshold=0.6",
+        "--set", "min_shots=3", "--set", "enrol_check_distance=0.6",
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
@@ -273,7 +273,7 @@ def test_the_undo_command_is_shell_quoted(cfg: Config, fakes, tmp_path, capsys, 
     source = frame_folder(tmp_path, ALAN_TINT, 3, seed=300)
     code = scan(
         cfg, "--name", name, "--source", str(source), "--headless", "--keys", "space:3",
-        "--set", "min_shots=3", "--set", "threshold=0.6",
+        "--set", "min_shots=3", "--set", "enrol_check_distance=0.6",
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0 and "keeping the shots (no one to ask" in out

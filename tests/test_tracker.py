@@ -86,30 +86,44 @@ def test_tracks_end_after_max_missed_rounds():
 
 
 def test_a_face_back_after_max_gap_seconds_is_a_new_track_even_if_it_overlaps():
-    """At 12 fps, detecting every 3rd frame, the next person 0.5 s later stands in the same
-    box: rounds alone (max_missed=3) would hand them the old track."""
+    """At 12 fps, detecting every 3rd frame (rounds 0.25 s apart), a 0.5 s empty gap holds two
+    rounds; the next person then stands in the same box: rounds alone (max_missed=3) would
+    hand them the old track."""
     ended: list[int] = []
     tracker = IoUTracker(k=3, m=5, max_missed=3, max_gap=0.4, on_end=lambda t: ended.append(t.id))
     tracker.update([det(10, 10)], 0.0)
-    assert [t.id for t in tracker.update([], 0.25)] == [1]  # missed, 0.25 s: kept
-    (track,) = tracker.update([det(10, 10)], 0.5)  # 0.5 s unseen: gone before association
-    assert track.id == 2 and track.first_seen == 0.5 and ended == [1]
+    assert [t.id for t in tracker.update([], 0.25)] == [1]  # missed once: kept
+    assert tracker.update([], 0.5) == [] and ended == [1]  # twice, unseen 0.5 s: ended
+    (track,) = tracker.update([det(10, 10)], 0.75)
+    assert track.id == 2 and track.first_seen == 0.75
+    # rounds 0.15 s apart: missed twice within 0.4 s (kept), the next face at 0.45 s is
+    # judged against the gap before association, so it does not take the old track over
+    tracker = IoUTracker(k=3, m=5, max_missed=3, max_gap=0.4)
+    tracker.update([det(10, 10)], 0.0)
+    assert tracker.update([], 0.15) != [] and tracker.update([], 0.3) != []
+    assert [t.id for t in tracker.update([det(10, 10)], 0.45)] == [2]
     # without max_gap the same sequence keeps one track
     rounds_only = IoUTracker(k=3, m=5, max_missed=3)
     rounds_only.update([det(10, 10)], 0.0)
     rounds_only.update([], 0.25)
-    assert [t.id for t in rounds_only.update([det(10, 10)], 0.5)] == [1]
+    rounds_only.update([], 0.5)
+    assert [t.id for t in rounds_only.update([det(10, 10)], 0.75)] == [1]
 
 
-def test_max_gap_never_ends_a_track_seen_at_every_round_however_slow_the_frames():
+def test_one_missed_round_never_ends_a_track_however_slow_the_frames():
+    """At 2 fps a single missed detection is 1 s unseen: a detector's blink, not a gap."""
     tracker = IoUTracker(k=3, m=5, max_gap=0.4)
     for i in range(5):  # 2 fps: 0.5 s between looks, found every time
         (track,) = tracker.update([det(10, 10)], 0.5 * i)
     assert track.id == 1 and track.hits == 5
-    assert tracker.update([], 2.5) == []  # missed once, unseen for 0.5 s: ended
-    fast = IoUTracker(k=3, m=5, max_gap=0.4)
+    assert tracker.update([], 2.5) != []  # missed once, unseen for 0.5 s: kept
+    assert [t.id for t in tracker.update([det(10, 10)], 3.0)] == [1]  # and found again
+    tracker.update([], 3.5)
+    assert tracker.update([], 4.0) == []  # missed twice, unseen 1 s: ended
+    fast = IoUTracker(k=3, m=5, max_missed=9, max_gap=0.4)  # rounds 0.1 s apart
     fast.update([det(10, 10)], 0.0)
-    assert fast.update([], 0.1) != [] and fast.update([], 0.4) != []  # missed, 0.4 s: kept
+    for t in (0.1, 0.2, 0.3, 0.4):
+        assert fast.update([], t) != []  # missed, but unseen for 0.4 s at most: kept
     assert fast.update([], 0.5) == []
 
 
