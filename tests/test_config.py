@@ -53,6 +53,9 @@ def test_root_from_environment(tmp_path):
         ({"overrides": {"confirm_k": 6, "confirm_m": 5}}, "confirm_k=6 must not exceed"),
         ({"overrides": {"flip_average": "maybe"}}, "flip_average='maybe' is invalid"),
         ({"overrides": {"detect_every": 2.5}}, "detect_every=2.5 is invalid"),
+        ({"overrides": {"track_jump": 0.1}}, r"track_jump=0.1 is out of range \[0.3, 2.0\]"),
+        ({"env": {"ATTENDANCE_TRACK_GAP_SECONDS": "-1"}}, r"track_gap_seconds=-1.0 is out of"),
+        ({"overrides": {"enrol_check_distance": 0}}, r"enrol_check_distance=0.0 is out of"),
         ({"toml": "[recognizer]\nk = 1\n"}, "sections are not supported"),
         ({"toml": "threshold = = 1\n"}, "cannot read configuration"),
     ],
@@ -62,6 +65,11 @@ def test_bad_values_are_rejected_with_an_echo(tmp_path, source, pattern):
         (tmp_path / "attendance.toml").write_text(source["toml"])
     with pytest.raises(ConfigError, match=pattern):
         load_config(tmp_path, env=source.get("env", {}), overrides=source.get("overrides"))
+
+
+def test_track_keys_at_their_bounds_are_accepted(tmp_path):
+    cfg = load_config(tmp_path, env={}, overrides={"track_jump": 2.0, "track_gap_seconds": 0})
+    assert (cfg.track_jump, cfg.track_gap_seconds) == (2.0, 0.0)  # never split; 2 misses end
 
 
 def test_write_config_value_keeps_other_keys(tmp_path):
