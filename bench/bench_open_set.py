@@ -55,11 +55,20 @@ the repo (the kiosk simulation copies 5 photos per enrolled person into its work
      inherited a track of an earlier one, for ``--gap`` and for ``--short-gap`` (0.5 s by
      default, where tracks carry over).
 
-3. Seconds spent per stage (embedding, enrolment, simulation).
+   With ``--folds N`` the folds ``F`` to ``F+N-1`` run one after the other (disjoint
+   strangers; a set with fewer people runs the folds it has) and their figures are pooled:
+   hard24 gives 105 stranger appearances a fold, so ``--folds 5`` measures 1 in 500.
+
+3. ``--levers``: every open-set lever of ``open_set_levers.py`` (quality-weighted and pose
+   templates, per-person and cohort-normalised scores, the runner-up ratio, flip averaging)
+   on the per-photo protocol, strangers accepted at 1% and 5% false rejection; and a sweep of
+   the threshold (genuine, people marked on one of 3 photos, wrong person, strangers).
+
+4. Seconds spent per stage (embedding, enrolment, simulation).
 
 Usage: ``python bench/bench_open_set.py [--sets hard24 att bbt sample]
-[--data ../shared/data/faces] [--workdir /tmp/bench-open-set] [--no-kiosk] [--gap 2.0]
-[--short-gap 0.5] [--fps 12] [--strangers N] [--fold F] [--seed 0]``.
+[--data ../shared/data/faces] [--workdir /tmp/bench-open-set] [--no-kiosk] [--levers]
+[--gap 2.0] [--short-gap 0.5] [--fps 12] [--strangers N] [--fold F] [--folds N] [--seed 0]``.
 """
 
 from __future__ import annotations
