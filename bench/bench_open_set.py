@@ -970,6 +970,9 @@ def pooled_table(
         quick = sum(1 for w in waits if w <= WITHIN_SECONDS)
         cells.append(f"{quick} / {len(waits)}" + (f" (max {max(waits):.2f} s)" if waits else ""))
     row(f"employee marks within {WITHIN_SECONDS:g} s of their appearance", cells)
+    row(f"employees marked within {WITHIN_SECONDS:g} s of their first appearance",
+        [f"{sum(1 for f in figures for w in f[g]['latency'] if w <= WITHIN_SECONDS)} / "
+         f"{total(g, 'enrolled')}" for g in gaps])  # fmt: skip
     row("employee appearances recorded as someone else",
         [f"{total(g, 'wrong')} / {total(g, 'employees')}" for g in gaps])  # fmt: skip
     row("appearances that inherited an earlier appearance's track",
