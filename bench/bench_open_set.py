@@ -372,7 +372,7 @@ def levers(
     cache_dir: Path,
 ) -> list[str]:  # fmt: skip
     """Each lever of the issue on each set, per photo; and the threshold sweep."""
-    from open_set_levers import lever_table, threshold_sweep
+    from open_set_levers import calibration_table, lever_table, threshold_sweep
 
     from common.vectors import identity_templates
 
@@ -395,6 +395,8 @@ def levers(
         *lever_table(splits, backgrounds, {f"{label} (template)": flipped}),
         "",
         *threshold_sweep(splits, LEVER_THRESHOLDS),
+        "",
+        *calibration_table(splits),
     ]
 
 

@@ -286,3 +286,54 @@ def threshold_sweep(splits: dict[str, Split], thresholds: Sequence[float]) -> li
             )
         lines.append(f"| {t:g} | " + " | ".join(cells) + " |")
     return lines
+
+
+def pooled(splits: Sequence[tuple[str, Split]]) -> Split:
+    """Several sets as one, each person's label prefixed with its set's name."""
+
+    def labels(name: str, values: np.ndarray) -> np.ndarray:
+        return np.asarray([f"{name}:{v}" for v in values])
+
+    return Split(
+        np.concatenate([s.gallery for _, s in splits]),
+        np.concatenate([labels(n, s.gallery_labels) for n, s in splits]),
+        np.concatenate([s.gallery_scores for _, s in splits]),
+        np.concatenate([s.probes for _, s in splits]),
+        np.concatenate([labels(n, s.probe_labels) for n, s in splits]),
+    )
+
+
+def calibrated(split: Split, far: float) -> tuple[float, int]:
+    """The threshold ``attendance evaluate --calibrate --far FAR`` writes for this split
+    (template mode, its decision distances), and the number of stranger decisions."""
+    from model.metrics import decision_distances, round_down_threshold, threshold_at_far
+
+    genuine, stranger = decision_distances(
+        split.gallery, split.gallery_labels.tolist(), split.probes,
+        split.probe_labels.tolist(), "template",
+    )  # fmt: skip
+    same = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(stranger), bool)])
+    threshold = threshold_at_far(np.concatenate([genuine, stranger]), same, far)
+    return round_down_threshold(min(threshold, 2.0)), len(stranger)
+
+
+def calibration_table(splits: dict[str, Split], far: float = 1e-3) -> list[str]:
+    """Markdown rows: the calibrated threshold of each set, and of the sets pooled (a larger
+    gallery meets each stranger more often, so pooling lowers it)."""
+    rows = [(name, split) for name, split in splits.items()]
+    easy = [(n, s) for n, s in rows if n != "hard24"]
+    if len(easy) > 1:
+        rows.append(("+".join(n for n, _ in easy), pooled(easy)))
+    if len(easy) < len(splits) and len(splits) > 1:
+        rows.append(("all pooled", pooled(list(splits.items()))))
+    lines = [
+        f"## Threshold calibrated at FAR {far:g} (as `attendance evaluate --calibrate`)",
+        "",
+        "| set | people | stranger decisions | threshold |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, split in rows:
+        threshold, strangers = calibrated(split, far)
+        people = len(np.unique(split.gallery_labels))
+        lines.append(f"| {name} | {people} | {strangers} | {threshold:.4f} |")
+    return lines
