@@ -43,8 +43,8 @@ Decisions:
   or someone else stepped into the same box) starts the track's window over with itself, so
   the label changes at once and the old name is not recorded again; a swap behind a
   confirmed track is therefore caught at its next refresh at the latest;
-- a track is one face: it ends when it goes undetected for more than
-  ``cfg.track_gap_seconds`` (frame time) or when a fresh embedding lies farther than
+- a track is one face: it ends when it is missed in two detection rounds and undetected
+  for more than ``cfg.track_gap_seconds`` (frame time), or when a fresh embedding lies farther than
   ``cfg.track_jump`` from the track's previous one (another face stepped into the box); the
   face after it starts a new track with an empty window, so it never inherits votes, marks
   or gate verdicts;

@@ -5,12 +5,12 @@ intersection-over-union (highest first, at least ``iou_threshold``). Unmatched d
 start tracks; a track unmatched for more than ``max_missed`` consecutive rounds, or missed
 in at least two rounds and unseen for more than ``max_gap`` seconds of frame time, ends (a
 face that reappears after a gap is a new track, whatever the frame rate; one missed round
-alone, a detector's blink, never ends a track). Between detection rounds
-tracks keep their last box (:meth:`IoUTracker.coast`). :meth:`IoUTracker.split` ends a
-track whose face changed (the recogniser calls it when a fresh embedding jumps away from the
-track's previous one) and starts a new one in its place. Track ids are never reused by one
-tracker; ``on_end`` is told of every track that ends (dropped, split, or by
-:meth:`IoUTracker.reset`), so per-track state elsewhere can be freed.
+alone, a detector's blink, never ends a track). Between detection rounds tracks keep their
+last box (:meth:`IoUTracker.coast`). :meth:`IoUTracker.split` ends a track whose face
+changed (the recogniser calls it when a fresh embedding jumps away from the track's previous
+one) and starts a new one in its place. Track ids are never reused by one tracker;
+``on_end`` is told of every track that ends (dropped, split, or by :meth:`IoUTracker.reset`),
+so per-track state elsewhere can be freed.
 """
 
 from __future__ import annotations
