@@ -132,17 +132,18 @@ def compose(photos: Sequence[np.ndarray], size: tuple[int, int] = FRAME_SIZE,
     if n == 1:
         photo = fit_height(photos[0], int(height * 0.75), int(width * 0.55))
         x = 30 if side == 0 else width - 30 - photo.shape[1]
-        _paste(canvas, photo, x + offset, (height - photo.shape[0]) // 2)
+        paste(canvas, photo, x + offset, (height - photo.shape[0]) // 2)
         return canvas
     slot = width // n
     for i, photo in enumerate(photos):
         photo = fit_height(photo, int(height * 0.5), slot - 16)
         x = i * slot + (slot - photo.shape[1]) // 2
-        _paste(canvas, photo, x + offset, (height - photo.shape[0]) // 2)
+        paste(canvas, photo, x + offset, (height - photo.shape[0]) // 2)
     return canvas
 
 
-def _paste(canvas: np.ndarray, photo: np.ndarray, x: int, y: int) -> None:
+def paste(canvas: np.ndarray, photo: np.ndarray, x: int, y: int) -> None:
+    """Copy ``photo`` into ``canvas`` with its top-left corner at (x, y), clipped to the canvas."""
     h, w = photo.shape[:2]
     x0, y0 = max(0, x), max(0, y)
     x1, y1 = min(canvas.shape[1], x + w), min(canvas.shape[0], y + h)

@@ -92,6 +92,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from attendance.demo import paste  # noqa: E402
 from common.config import Config, load_config  # noqa: E402
 
 log = logging.getLogger("bench_open_set")
@@ -559,14 +560,6 @@ class Renderer:
             paste(canvas, placed.image, left, top)
         noisy = canvas.astype(np.int16) + self.noise[index % len(self.noise)]
         return np.clip(noisy, 0, 255).astype(np.uint8)
-
-
-def paste(canvas: np.ndarray, photo: np.ndarray, x: int, y: int) -> None:
-    h, w = photo.shape[:2]
-    x0, y0 = max(0, x), max(0, y)
-    x1, y1 = min(canvas.shape[1], x + w), min(canvas.shape[0], y + h)
-    if x1 > x0 and y1 > y0:
-        canvas[y0:y1, x0:x1] = photo[y0 - y : y1 - y, x0 - x : x1 - x]
 
 
 # --------------------------------------------------------------------------- kiosk: enrolment
