@@ -21,7 +21,7 @@ COMMANDS: dict[str, str] = {
     "demo": "attendance.demo",
     "fetch": "attendance.fetch",
     "scan": "scanner.cli",
-    "preprocess": "preprocess.cli",
+    "preprocess": "attendance.preprocess_cli",
     "recognize": "recognizer.cli",
     "close-day": "recognizer.close_day_cli",
     "report": "recognizer.report_cli",
@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "model.evaluate_cli",
     "train": "model.train_cli",
     "model": "model.versions_cli",
+    "db": "attendance.db_cli",
 }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
+from common.urls import redact_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,6 +38,8 @@ ALIGNMENTS = ("landmarks", "margin")
 DETECTORS = ("mtcnn",)
 # How the recogniser compares a face with the gallery: per-identity mean, or every crop.
 MATCH_MODES = ("nearest", "template")
+# URL schemes of the shared store (the key ``store``); empty means the workspace's SQLite files.
+STORE_SCHEMES = ("postgresql://", "postgres://")
 
 
 class ConfigError(UserError, ValueError):
@@ -111,6 +114,11 @@ class Config:
     track_gap_seconds: float = 0.4
     cooldown_seconds: float = 60.0  # continuous mode: per-person quiet period between events
     db_timeout_seconds: float = 10.0
+    # --- where the data lives ------------------------------------------------
+    # "" keeps people, embeddings and attendance in the workspace's SQLite files (db_path,
+    # gallery_path): one machine. A URL postgresql://user@host:5432/db shares them between
+    # kiosks; the password comes from the URL, PGPASSWORD or ~/.pgpass and is never shown.
+    store: str = field(default="", repr=False)
     # --- scanner ------------------------------------------------------------
     # Enrolment checks (scanner.enrol.check_shots): another enrolled person whose photos lie
     # within this mean distance of the new shots is a suspected duplicate, and a group of
@@ -246,6 +254,12 @@ def _validate(cfg: Config) -> None:
     if cfg.min_shots > cfg.target_shots:
         raise ConfigError(
             f"min_shots={cfg.min_shots} must not exceed target_shots={cfg.target_shots}"
+        )
+    if cfg.store and not cfg.store.startswith(STORE_SCHEMES):
+        raise ConfigError(
+            f"store={redact_url(cfg.store)!r} is not a PostgreSQL URL; use "
+            "postgresql://user@host:port/database, or leave it empty for the workspace's "
+            "SQLite files"
         )
     if not cfg.model_version or "/" in cfg.model_version or "\\" in cfg.model_version:
         raise ConfigError(f"model_version={cfg.model_version!r} is not a valid version name")

@@ -49,6 +49,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="pretrained weights: facenet_keras.h5 or a converted .npz ($ATTENDANCE_WEIGHTS)",
     )
+    group.add_argument(
+        "--store",
+        metavar="URL",
+        help="shared store postgresql://user@host:port/db for several kiosks "
+        "($ATTENDANCE_STORE; default: the workspace's SQLite files)",
+    )
     group.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
@@ -68,6 +74,9 @@ def config_from_args(args: argparse.Namespace, **extra: object) -> Config:
     if getattr(args, "weights", None):
         overrides["weights"] = _from_cwd(args.weights)
         labels["weights"] = f"--weights {shlex.quote(args.weights)}"
+    if getattr(args, "store", None):
+        overrides["store"] = args.store
+        labels["store"] = "--store"  # never echo the URL: it may carry a password
     for key, value in extra.items():
         if value is not None:
             overrides[key] = value

@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 HELP = "recognise faces from a camera, video, stream or image folder and record attendance"
 RELOAD_INTERVAL = 2.0  # seconds between checks whether gallery.sqlite changed
+# A shared store pushes notifications: a check only reads what arrived (no query), so it is
+# made often enough that an enrolment elsewhere is in use within 2 s.
+SHARED_RELOAD_INTERVAL = 0.5
 
 
 class NobodyEnrolled(UserError):
@@ -349,7 +352,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from common.sources import FolderSource, open_source
     from model.embedder import Embedder
     from recognizer.display import VideoRecorder, Window, has_display
-    from store.factory import open_embedding_store, open_pending_writer
+    from store.factory import is_shared, open_pending_writer, watch_embedding_store
     from store.gallery import GalleryWatcher
     from store.pending import PendingWriter
 
@@ -375,10 +378,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             embedder = Embedder.from_config(cfg)
             # watching starts before the gallery is loaded, so no change can slip in between
             watcher = GalleryWatcher(
-                open_embedding_store(cfg),
+                watch_embedding_store(cfg),
                 embedder.model_id,
                 dim=embedder.dim,
-                interval=RELOAD_INTERVAL,
+                interval=SHARED_RELOAD_INTERVAL if is_shared(cfg) else RELOAD_INTERVAL,
             )
             stack.callback(watcher.close)
             pipeline = build_pipeline(
@@ -388,6 +391,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 embedder=embedder,
                 independent_frames=isinstance(source, FolderSource),  # each image its own scene
             )
+            watcher.prime(pipeline.labels, pipeline.embeddings)
             window = None
             if not headless:
                 window = Window()

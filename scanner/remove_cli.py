@@ -25,6 +25,7 @@ from store.factory import (
     embedding_store_exists,
     open_attendance_store,
     open_embedding_store,
+    remove_from_stores,
 )
 
 log = logging.getLogger(__name__)
@@ -100,15 +101,6 @@ def footprint(cfg: Config, name: str, with_history: bool) -> Footprint:
     )
 
 
-def purge_history(cfg: Config, name: str) -> tuple[int, int]:
-    """Delete ``name``'s attendance rows and events in one transaction; return the counts
-    (:meth:`AttendanceStore.delete_person`; ``(0, 0)`` without a database)."""
-    if not attendance_store_exists(cfg):
-        return 0, 0
-    with open_attendance_store(cfg, create=False) as db:
-        return db.delete_person(name)
-
-
 def _rmtree(folder: Path) -> None:
     try:
         shutil.rmtree(folder)
@@ -137,11 +129,10 @@ def remove_person(cfg: Config, name: str, purge: bool) -> Footprint:
         # drops the crops it made and the person's preprocessing records
         run_preprocess(cfg, names=[name], progress=False)
     _rmtree(person_dir(cfg.pre_images_dir, name))
-    if embedding_store_exists(cfg):
-        with open_embedding_store(cfg) as gallery:
-            gallery.remove_identity(name)
+    # a shared store deletes crops, embeddings (and with purge the history) in one transaction
+    _, rows, events = remove_from_stores(cfg, name, purge=purge)
     if purge:
-        before.attendance_rows, before.events = purge_history(cfg, name)
+        before.attendance_rows, before.events = rows, events
     return before
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lint, the import-layer contracts and the whole test suite (unit + real-weight integration +
-# window tests under Xvfb).
+# window tests under Xvfb + PostgreSQL store tests against a private server).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need=()
@@ -8,6 +8,10 @@ command -v Xvfb >/dev/null || need+=(xvfb)
 command -v xdotool >/dev/null || need+=(xdotool)
 command -v import >/dev/null || need+=(imagemagick)
 command -v xwininfo >/dev/null || need+=(x11-utils)
+# The PostgreSQL server binaries for tests/pg.py (a private server per session, on its own
+# port; the cluster service the Debian package may start at install time is not used).
+{ [ -x "$(pg_config --bindir 2>/dev/null)/initdb" ] || compgen -G "/usr/lib/postgresql/*/bin/initdb" ||
+  command -v initdb; } >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -30,7 +30,7 @@ import numpy as np
 
 from common.config import Config
 from common.fsutil import sha256_file
-from common.image_io import ImageReadError, read_image
+from common.image_io import ImageReadError, decode_image, read_image
 from common.names import InvalidName, person_dir, validate_name
 from store.interfaces import EmbeddingStore
 from store.records import CropEmbedding, GalleryError, StoredCrop
@@ -86,6 +86,7 @@ class _Crop:
     size: int
     mtime_ns: int
     sha256: str = ""
+    png: bytes | None = None  # the file's bytes, read only for a store that holds crops
 
 
 def sync_gallery(
@@ -104,6 +105,15 @@ def sync_gallery(
     model_id = embedder.model_id
     summary = SyncSummary(model_id=model_id)
     scope = None if names is None else sorted({validate_name(n) for n in names})
+    shared = bool(getattr(store, "holds_crops", False))
+    if shared:
+        # a shared store holds everyone's people: publish only those this workspace has
+        if scope is None:
+            scope = sorted({c.identity for c in _scan(Path(cfg.pre_images_dir), None)})
+        scope = _not_removed(store, Path(cfg.pre_images_dir), scope, summary)
+        if not scope:
+            log.info("%s", summary)
+            return summary
     crops = _scan(Path(cfg.pre_images_dir), scope)
     stored = store.stored(model_id, scope)
     current: dict[str, _Crop] = {}
@@ -128,6 +138,8 @@ def sync_gallery(
     reused = [c for c in todo if c.sha256 in known]
     todo = [c for c in todo if c.sha256 not in known]
     kept: list[CropEmbedding] = []
+    if shared:
+        reused = _with_bytes(reused, summary)
     summary.removed, summary.other_models = store.replace(
         model_id,
         stale,
@@ -137,7 +149,7 @@ def sync_gallery(
     )
     summary.reused = len(kept)
     summary.vanished += len(reused) - len(kept)
-    _embed(store, cfg, embedder, todo, summary, progress)
+    _embed(store, cfg, embedder, todo, summary, progress, shared)
     log.info("%s", summary)
     for relpath, reason in summary.skipped:
         log.warning("gallery: skipped %s: %s", relpath, reason)
@@ -151,8 +163,10 @@ def _embed(
     todo: list[_Crop],
     summary: SyncSummary,
     progress: bool | None,
+    with_bytes: bool = False,
 ) -> None:
-    """Embed ``todo`` in batches of ``cfg.embed_batch``, one transaction per batch."""
+    """Embed ``todo`` in batches of ``cfg.embed_batch``, one transaction per batch
+    (``with_bytes``: the rows carry the crop files' bytes, for a store that holds crops)."""
     if not todo:
         return
     from tqdm import tqdm
@@ -168,11 +182,16 @@ def _embed(
     with bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
+            if with_bytes:
+                batch = _with_bytes(batch, summary)
             ok: list[_Crop] = []
             pixels: list[np.ndarray] = []
             for crop in batch:
                 try:
-                    rgb = read_image(crop.path)
+                    if crop.png is not None:
+                        rgb = decode_image(crop.png, crop.relpath)
+                    else:
+                        rgb = read_image(crop.path)
                 except ImageReadError as exc:
                     summary.skipped.append((crop.relpath, str(exc)))
                     continue
@@ -237,8 +256,41 @@ def _kept(
 
 def _row(crop: _Crop, dim: int, vector: bytes) -> CropEmbedding:
     return CropEmbedding(
-        crop.sha256, crop.relpath, crop.identity, crop.size, crop.mtime_ns, dim, vector
+        crop.sha256, crop.relpath, crop.identity, crop.size, crop.mtime_ns, dim, vector, crop.png
     )
+
+
+def _with_bytes(crops: list[_Crop], summary: SyncSummary) -> list[_Crop]:
+    """``crops`` with their files' bytes (a crop that cannot be read is skipped)."""
+    out: list[_Crop] = []
+    for crop in crops:
+        try:
+            out.append(dataclasses.replace(crop, png=crop.path.read_bytes()))
+        except OSError as exc:
+            summary.skipped.append((crop.relpath, f"cannot read: {exc.strerror or exc}"))
+    return out
+
+
+def _not_removed(
+    store: EmbeddingStore, base: Path, scope: list[str], summary: SyncSummary
+) -> list[str]:
+    """The people of ``scope`` this workspace may publish to a shared store: not those
+    removed from it after their newest crop here was made (a workspace still holding an old
+    enrolment must not bring someone back; enrolling them again makes newer crops)."""
+    removed = store.tombstones(scope)  # type: ignore[attr-defined]
+    keep: list[str] = []
+    for name in scope:
+        when = removed.get(name)
+        newest = max((c.mtime_ns for c in _scan(base, [name])), default=0)
+        if when is not None and newest <= int(when.timestamp() * 1e9):
+            reason = (
+                f"{name} was removed from {store.describe()} on {when:%Y-%m-%d %H:%M} UTC, "
+                f"after these crops were made; delete {base / name} or enrol them again"
+            )
+            summary.skipped.append((name, reason))
+            continue
+        keep.append(name)
+    return keep
 
 
 def _scan(base: Path, scope: list[str] | None) -> list[_Crop]:
@@ -301,9 +353,76 @@ def _hashed(crop: _Crop, rows: list[StoredCrop]) -> _Crop:
 def load_gallery(
     store: EmbeddingStore, cfg: Config, embedder: EmbedderLike, progress: bool | None = None
 ) -> tuple[list[str], np.ndarray]:
-    """Sync ``store`` with the workspace ``cfg`` for ``embedder``, then load it."""
+    """Sync ``store`` with the workspace ``cfg`` for ``embedder``, then load it.
+
+    A shared store (``holds_crops``) is not synced with this workspace's folder (a kiosk
+    with an empty workspace must not remove everyone; enrolment publishes): its crops that
+    have no embedding for this model yet are embedded from the stored bytes instead.
+    """
+    if getattr(store, "holds_crops", False):
+        extra = embed_stored_crops(store, cfg, embedder, progress)
+        labels, vectors = store.load(embedder.model_id, dim=embedder.dim)
+        if extra[0]:  # embedded here but not stored (a kiosk role may not write embeddings)
+            labels, vectors = labels + extra[0], np.concatenate([vectors, extra[1]])
+        return labels, vectors
     sync_gallery(store, cfg, embedder, progress=progress)
     return store.load(embedder.model_id, dim=embedder.dim)
+
+
+def embed_stored_crops(
+    store: EmbeddingStore, cfg: Config, embedder: EmbedderLike, progress: bool | None = None
+) -> tuple[list[str], np.ndarray]:
+    """Embed the crops of a shared store that lack an embedding for ``embedder`` and store the
+    vectors. When the store refuses them (a kiosk role without that grant), they are returned
+    ``(labels, vectors)`` to be used from memory; else nothing is returned."""
+    missing = store.missing(embedder.model_id)  # type: ignore[attr-defined]
+    labels: list[str] = []
+    kept: list[np.ndarray] = []
+    if not missing:
+        return labels, np.zeros((0, embedder.dim), np.float32)
+    from tqdm import tqdm
+
+    size = int(getattr(embedder, "input_size", 160))
+    batch_size = max(1, int(cfg.embed_batch))
+    refused = False
+    with tqdm(
+        total=len(missing),
+        desc="embedding stored crops",
+        unit="crop",
+        disable=None if progress is None else not progress,
+    ) as bar:
+        for start in range(0, len(missing), batch_size):
+            batch = []
+            for sha, identity, relpath, png in missing[start : start + batch_size]:
+                try:
+                    rgb = decode_image(png, f"{store.describe()}: {relpath}")
+                except ImageReadError as exc:
+                    log.warning("gallery: skipped %s", exc)
+                    continue
+                if rgb.shape == (size, size, 3):
+                    batch.append((sha, identity, rgb))
+                else:
+                    log.warning("gallery: skipped %s: not a %dx%d crop", relpath, size, size)
+            bar.update(min(batch_size, len(missing) - start))
+            if not batch:
+                continue
+            vectors = np.asarray(embedder.embed(np.stack([b[2] for b in batch])), dtype="<f4")
+            rows = [
+                (sha, embedder.dim, v.tobytes())
+                for (sha, _, _), v in zip(batch, vectors, strict=True)
+            ]
+            if not refused:
+                try:
+                    store.add_vectors(embedder.model_id, rows)  # type: ignore[attr-defined]
+                    continue
+                except GalleryError as exc:
+                    refused = True
+                    log.warning("embeddings kept in memory only: %s", exc)
+            labels += [identity for _, identity, _ in batch]
+            kept.append(vectors.astype(np.float32))
+    if not kept:
+        return labels, np.zeros((0, embedder.dim), np.float32)
+    return labels, np.concatenate(kept)
 
 
 # --- watching for changes made by other processes ------------------------------------------------
@@ -344,6 +463,9 @@ class GalleryWatcher:
         self._problem: str | None = None  # the last warning, not repeated at every check
         self._missing = False  # the store was gone at the last check
         self._next_check = clock() + self.interval
+        # the gallery in use, for stores that say which identities changed (shared ones)
+        self._current: tuple[list[str], np.ndarray] | None = None
+        self._dirty: set[str] | None = set()  # changes not applied yet (None: everything)
         self.checks = 0  # how many times the store was actually looked at
         self.reloads = 0  # how many times new contents were returned
 
@@ -367,6 +489,8 @@ class GalleryWatcher:
             return None
         self._next_check = now + self.interval
         self.checks += 1
+        if self._current is not None and hasattr(self.store, "changed_identities"):
+            return self._apply_changes(self.store)
         try:
             if self._changed(self.store):
                 self._pending = True
@@ -389,6 +513,46 @@ class GalleryWatcher:
                 ", ".join(others),
             )
         return loaded
+
+    def prime(self, labels: Sequence[str], embeddings: np.ndarray) -> None:
+        """Tell the watcher the gallery in use (loaded after it started watching): a store
+        that names the identities it changed then costs one small read per change, not a
+        reload of everyone."""
+        self._current = (list(labels), np.asarray(embeddings, np.float32))
+
+    def _apply_changes(self, store: EmbeddingStore) -> tuple[list[str], np.ndarray] | None:
+        """Re-read only the identities the store says changed and patch the gallery."""
+        assert self._current is not None
+        try:
+            changed = store.changed_identities()  # type: ignore[attr-defined]
+            if changed is None or self._dirty is None:
+                self._dirty = None
+            else:
+                self._dirty |= changed
+            if self._dirty == set():
+                return None
+            if self._dirty is None:
+                labels, vectors = store.load(self.model_id, dim=self.dim)
+            else:
+                names = self._dirty
+                fresh = store.load_identities(self.model_id, names, dim=self.dim)  # type: ignore[attr-defined]
+                keep = [i for i, label in enumerate(self._current[0]) if label not in names]
+                labels = [self._current[0][i] for i in keep] + fresh[0]
+                parts = [p for p in (self._current[1][keep], fresh[1]) if len(p)]
+                width = self.dim or self._current[1].shape[1]
+                vectors = (
+                    np.concatenate(parts).astype(np.float32)
+                    if parts
+                    else np.zeros((0, width), np.float32)
+                )
+        except (GalleryError, OSError) as exc:
+            self._warn(f"the gallery was not updated, the previous one stays in use: {exc}")
+            return None
+        self._dirty = set()
+        self._problem = None
+        self.reloads += 1
+        self._current = (labels, vectors)
+        return labels, vectors
 
     def _changed(self, store: EmbeddingStore) -> bool:
         """Did the store change since the previous check?"""

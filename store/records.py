@@ -7,11 +7,18 @@ Nothing here touches a database; :mod:`store.interfaces` says what a store does,
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from common.errors import UserError
+from common.names import validate_name
+
+log = logging.getLogger(__name__)
 
 PRESENT = "Present"
 ABSENT = "Absent"
@@ -54,8 +61,18 @@ class DatabaseCorrupt(DatabaseError):
     """The file is not an SQLite database or is damaged."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database server cannot be reached (down, restarting, network): retried later."""
+
+    retryable = True
+
+
 class GalleryError(StoreError):
     """The embedding store cannot be opened, is locked, or holds unusable data."""
+
+
+class SchemaMismatch(StoreError):
+    """The store's schema is older (run ``attendance db upgrade``) or newer than this program."""
 
 
 # --- records --------------------------------------------------------------------------------
@@ -120,6 +137,79 @@ class CropEmbedding:
     mtime_ns: int
     dim: int
     vector: bytes  # little-endian float32, dim values
+    png: bytes | None = None  # the crop file's bytes, for stores that hold crops (shared ones)
+
+
+def decode_vectors(
+    where: str, model_id: str, rows: Sequence[tuple[str, str, int, bytes]], dim: int | None
+) -> np.ndarray:
+    """The vectors of ``rows`` (identity, relpath, dim, blob) as float32 (N, dim).
+
+    Raises :class:`GalleryError` naming ``where`` (the store) when dimensions disagree with
+    each other or with ``dim``, or a vector's length does not match its dimension.
+    """
+    if not rows:
+        return np.zeros((0, dim or 0), np.float32)
+    dims = {row[2] for row in rows}
+    if len(dims) != 1 or (dim is not None and dims != {dim}):
+        raise GalleryError(
+            f"{where}: embeddings of {model_id} have dimension {sorted(dims)}, "
+            f"expected {dim}; sync the gallery again to rebuild them"
+        )
+    (width,) = dims
+    for identity, relpath, _, blob in rows:
+        if len(blob) != 4 * width:
+            raise GalleryError(
+                f"{where}: the embedding of {relpath} ({identity}) is corrupt; "
+                "sync the gallery again to rebuild it"
+            )
+    vectors = np.frombuffer(b"".join(bytes(row[3]) for row in rows), dtype="<f4")
+    return vectors.reshape(len(rows), width).astype(np.float32)
+
+
+def keep_valid(
+    add: Sequence[CropEmbedding], still_valid: Callable[[CropEmbedding], bool] | None
+) -> list[CropEmbedding]:
+    """The rows of ``add`` that ``still_valid`` accepts (all without a check), each refused
+    one logged."""
+    if still_valid is None:
+        return list(add)
+    kept: list[CropEmbedding] = []
+    for row in add:
+        if still_valid(row):
+            kept.append(row)
+        else:
+            log.info("not stored: %s was removed or changed meanwhile", row.relpath)
+    return kept
+
+
+def where_clause(
+    column: str,
+    date: dt.date | str | None,
+    start: dt.date | str | None,
+    end: dt.date | str | None,
+    name: str | None,
+    placeholder: str = "?",
+) -> tuple[str, list[str]]:
+    """A WHERE clause over a date ``column`` (an SQL expression of this module's constants,
+    never user input) and EmpName, with its parameters, in the driver's ``placeholder`` style."""
+    if date is not None and (start is not None or end is not None):
+        raise ValueError("give either date or start/end, not both")
+    clauses: list[str] = []
+    params: list[str] = []
+    if date is not None:
+        clauses.append(f"{column} = {placeholder}")
+        params.append(iso_date(date))
+    if start is not None:
+        clauses.append(f"{column} >= {placeholder}")
+        params.append(iso_date(start))
+    if end is not None:
+        clauses.append(f"{column} <= {placeholder}")
+        params.append(iso_date(end))
+    if name is not None:
+        clauses.append(f"EmpName = {placeholder}")
+        params.append(validate_name(name))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 def iso_date(value: dt.date | str) -> str:

@@ -45,6 +45,7 @@ from store.records import (
     check_mark,
     iso_date,
     local_time,
+    where_clause,
 )
 
 log = logging.getLogger(__name__)
@@ -74,33 +75,6 @@ _TABLES = (
 )
 _LEGACY_COLUMNS = {"EmpName", "Date", "Status", "Time"}
 _LEGACY_TABLE = "attendance_v0"
-
-
-def _where(
-    column: str,
-    date: dt.date | str | None,
-    start: dt.date | str | None,
-    end: dt.date | str | None,
-    name: str | None,
-) -> tuple[str, list[str]]:
-    """A WHERE clause over a date ``column`` (SQL expression) and EmpName, with parameters."""
-    if date is not None and (start is not None or end is not None):
-        raise ValueError("give either date or start/end, not both")
-    clauses: list[str] = []
-    params: list[str] = []
-    if date is not None:
-        clauses.append(f"{column} = ?")
-        params.append(iso_date(date))
-    if start is not None:
-        clauses.append(f"{column} >= ?")
-        params.append(iso_date(start))
-    if end is not None:
-        clauses.append(f"{column} <= ?")
-        params.append(iso_date(end))
-    if name is not None:
-        clauses.append("EmpName = ?")
-        params.append(validate_name(name))
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 # --- the database ---------------------------------------------------------------------------
@@ -436,7 +410,7 @@ class SQLiteAttendanceStore:
         name: str | None = None,
     ) -> list[AttendanceRow]:
         """Attendance rows of one ``date`` or the inclusive range ``start``..``end``."""
-        where, params = _where("Date", date, start, end, name)
+        where, params = where_clause("Date", date, start, end, name)
         found = self._read(
             "SELECT EmpName, Date, Status, Time, LastSeen FROM attendance"
             f"{where} ORDER BY Date, EmpName",
@@ -452,7 +426,7 @@ class SQLiteAttendanceStore:
         name: str | None = None,
     ) -> list[Event]:
         """Audit events whose timestamp falls on ``date`` or in ``start``..``end``."""
-        where, params = _where("substr(Timestamp, 1, 10)", date, start, end, name)
+        where, params = where_clause("substr(Timestamp, 1, 10)", date, start, end, name)
         found = self._read(
             "SELECT id, Timestamp, EmpName, Distance, Source, Action FROM events"
             f"{where} ORDER BY id",

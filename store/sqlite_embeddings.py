@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from common.names import validate_name
-from store.records import CropEmbedding, GalleryError, StoredCrop
+from store.records import CropEmbedding, GalleryError, StoredCrop, decode_vectors, keep_valid
 
 log = logging.getLogger(__name__)
 
@@ -150,23 +150,7 @@ class SQLiteEmbeddingStore:
         self, model_id: str, rows: Sequence[tuple[str, str, int, bytes]], dim: int | None
     ) -> np.ndarray:
         """The vectors of ``rows`` (identity, relpath, dim, blob) as float32 (N, dim)."""
-        if not rows:
-            return np.zeros((0, dim or 0), np.float32)
-        dims = {row[2] for row in rows}
-        if len(dims) != 1 or (dim is not None and dims != {dim}):
-            raise GalleryError(
-                f"{self.path}: embeddings of {model_id} have dimension {sorted(dims)}, "
-                f"expected {dim}; sync the gallery again to rebuild them"
-            )
-        (width,) = dims
-        for identity, relpath, _, blob in rows:
-            if len(blob) != 4 * width:
-                raise GalleryError(
-                    f"{self.path}: the embedding of {relpath} ({identity}) is corrupt; "
-                    "sync the gallery again to rebuild it"
-                )
-        vectors = np.frombuffer(b"".join(row[3] for row in rows), dtype="<f4")
-        return vectors.reshape(len(rows), width).astype(np.float32)
+        return decode_vectors(str(self.path), model_id, rows, dim)
 
     def change_token(self) -> tuple[int, int, int]:
         """(device, inode, ``PRAGMA data_version``) of the file.
@@ -274,7 +258,7 @@ class SQLiteEmbeddingStore:
                 sql += f" AND identity IN ({','.join('?' * len(scope))})"
                 params += list(scope)
             other = self._conn.execute(sql, params).rowcount
-            self._insert(model_id, self._valid(add, still_valid))
+            self._insert(model_id, keep_valid(add, still_valid))
         return len(stale), other
 
     def insert(
@@ -291,7 +275,7 @@ class SQLiteEmbeddingStore:
         so a check made here sees every file deletion that happened before that removal.
         """
         with self._errors("update"), self._write():
-            rows = self._valid(add, still_valid)
+            rows = keep_valid(add, still_valid)
             self._insert(model_id, rows)
         return len(rows)
 
@@ -305,21 +289,6 @@ class SQLiteEmbeddingStore:
         self._conn.execute("BEGIN IMMEDIATE")
         with self._conn:  # commits on success, rolls back on an exception
             yield
-
-    @staticmethod
-    def _valid(
-        add: Sequence[CropEmbedding], still_valid: Callable[[CropEmbedding], bool] | None
-    ) -> list[CropEmbedding]:
-        """The rows of ``add`` that ``still_valid`` accepts (all without a check)."""
-        if still_valid is None:
-            return list(add)
-        kept: list[CropEmbedding] = []
-        for row in add:
-            if still_valid(row):
-                kept.append(row)
-            else:
-                log.info("not stored: %s was removed or changed meanwhile", row.relpath)
-        return kept
 
     def _insert(self, model_id: str, add: Sequence[CropEmbedding]) -> None:
         if not add:

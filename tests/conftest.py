@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
 from common.config import Config, load_config  # noqa: E402
+
+if TYPE_CHECKING:
+    from pg import PgCluster
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +75,26 @@ def use_detector(monkeypatch: pytest.MonkeyPatch):
         return detector
 
     return use
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgCluster]:
+    """One private PostgreSQL server for the session (``tests/pg.py``): 127.0.0.1 only, a free
+    port, trust authentication; ``.new_database()``, ``.restart()``, ``.superuser_url()``."""
+    from pg import pg_cluster
+
+    with pg_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_server: PgCluster) -> Iterator[str]:
+    """The URL of a fresh, empty database on ``pg_server``, dropped after the test."""
+    if not pg_server.running:  # an earlier test stopped it
+        pg_server.start()
+    url = pg_server.new_database()
+    yield url
+    if pg_server.running:  # a test may leave the server stopped
+        from psycopg.conninfo import conninfo_to_dict
+
+        pg_server.drop_database(conninfo_to_dict(url)["dbname"])

@@ -1,0 +1,252 @@
+"""``attendance db``: the store's schema, moving a workspace into a shared store, role grants.
+
+- ``attendance db upgrade``: apply the schema migrations the configured store lacks
+  (PostgreSQL: run as the database owner; SQLite files are upgraded when opened).
+- ``attendance db copy --from WORKSPACE [--to URL]``: copy a one-machine workspace (its
+  gallery with the crop images, attendance rows and events, model versions) into a shared
+  store, then verify row counts and checksums. Safe to rerun: nothing is copied twice.
+- ``attendance db grants --kiosk ROLE --admin ROLE``: print the least-privilege GRANTs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.config import Config, load_config
+from common.errors import UserError
+from common.fsutil import sha256_file
+from common.urls import redact_url
+from store.factory import (
+    attendance_store_exists,
+    embedding_store_exists,
+    is_shared,
+    open_attendance_store,
+    open_embedding_store,
+    store_grants,
+    upgrade_store,
+)
+from store.records import CropEmbedding
+
+HELP = "the store: upgrade its schema, copy a workspace into a shared store, print role grants"
+
+log = logging.getLogger(__name__)
+
+COPY_BATCH = 256  # crops per transaction
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the subcommands and their flags."""
+    sub = parser.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    sub.add_parser("upgrade", help="apply the schema migrations the store lacks")
+    copy = sub.add_parser(
+        "copy", help="copy a workspace's gallery, crops and attendance into a shared store"
+    )
+    copy.add_argument("--from", dest="source", metavar="WORKSPACE", required=True)
+    copy.add_argument(
+        "--to", dest="target", metavar="URL", help="postgresql://... (default: the store key)"
+    )
+    grants = sub.add_parser("grants", help="print the GRANTs of a kiosk and an admin role")
+    grants.add_argument("--kiosk", default="attendance_kiosk", help="the recognisers' role")
+    grants.add_argument("--admin", default="attendance_admin", help="enrolment and HR's role")
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Dispatch to the subcommand."""
+    if args.db_command == "upgrade":
+        return _upgrade(cfg)
+    if args.db_command == "grants":
+        try:
+            statements = store_grants(args.kiosk, args.admin)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        print(";\n".join(statements) + ";")
+        return 0
+    target = cfg.replace(store=args.target) if args.target else cfg
+    if not is_shared(target):
+        raise UserError(
+            "db copy needs a shared store to copy into: --to postgresql://user@host/db "
+            "(or set the store key)"
+        )
+    report = copy_workspace(_source_config(Path(args.source)), target)
+    for line in report.lines():
+        print(line)
+    return 0 if report.verified else 1
+
+
+def _upgrade(cfg: Config) -> int:
+    before, applied = upgrade_store(cfg)
+    where = redact_url(cfg.store) if is_shared(cfg) else f"{cfg.db_path} and {cfg.gallery_path}"
+    if not is_shared(cfg):
+        print(f"{where}: up to date (SQLite files are upgraded when opened)")
+    elif applied:
+        print(f"{where}: schema {before or 0} -> applied {', '.join(applied)}")
+    else:
+        print(f"{where}: schema up to date (version {before})")
+    return 0
+
+
+def _source_config(root: Path) -> Config:
+    """The configuration of the workspace at ``root``, on its own SQLite files."""
+    root = root.expanduser()
+    if not root.is_dir():
+        raise UserError(f"--from {root}: not a folder; give the workspace to copy")
+    env = {k: v for k, v in os.environ.items() if k != "ATTENDANCE_STORE"}
+    return load_config(root, overrides={"store": ""}, env=env)
+
+
+# --------------------------------------------------------------------------- copying
+@dataclass
+class Check:
+    """One table's copy: source rows, rows found in the target, checksums equal."""
+
+    table: str
+    source: int
+    found: int
+    same: bool
+
+
+@dataclass
+class CopyReport:
+    """What ``db copy`` copied and verified."""
+
+    source: str
+    target: str
+    checks: list[Check]
+    skipped: list[str]
+
+    @property
+    def verified(self) -> bool:
+        return all(c.same and c.found == c.source for c in self.checks)
+
+    def lines(self) -> list[str]:
+        out = [f"copied {self.source} -> {self.target}"]
+        out += [
+            f"  {c.table:<22} {c.source:>7} in the source, {c.found:>7} in the store, "
+            f"checksum {'ok' if c.same else 'DIFFERS'}"
+            for c in self.checks
+        ]
+        out += [f"  not copied: {reason}" for reason in self.skipped]
+        out.append(
+            "verified: every source row is in the store"
+            if self.verified
+            else "NOT verified: the store differs from the source (see above); run again, "
+            "or check whether the store already held other data for these people and days"
+        )
+        return out
+
+
+def _digest(rows: Iterable[tuple]) -> str:
+    text = json.dumps(sorted(rows, key=repr), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def copy_workspace(source: Config, target: Config) -> CopyReport:
+    """Copy ``source``'s SQLite stores (and crop files) into the shared store of ``target``,
+    then verify every table by count and checksum."""
+    checks: list[Check] = []
+    skipped: list[str] = []
+    if embedding_store_exists(source):
+        with open_embedding_store(source) as src, open_embedding_store(target) as dst:
+            for model_id in src.model_ids():
+                checks.append(_copy_gallery(source, src, dst, model_id, skipped))
+            _copy_models(source, dst)
+    if attendance_store_exists(source):
+        with (
+            open_attendance_store(source, create=False) as src,
+            open_attendance_store(target) as dst,
+        ):
+            rows = src.rows()
+            dst.import_rows(rows)  # type: ignore[attr-defined]
+            wanted = {(r.name, r.date) for r in rows}
+            found = [r for r in dst.rows() if (r.name, r.date) in wanted]
+            checks.append(
+                Check("attendance", len(rows), len(found), _digest(rows) == _digest(found))
+            )
+            events = src.events()
+            dst.import_events(events)  # type: ignore[attr-defined]
+            key = [(e.timestamp, e.name, e.distance, e.source, e.action) for e in events]
+            need = Counter(key)
+            have = Counter(
+                k
+                for e in dst.events()
+                if (k := (e.timestamp, e.name, e.distance, e.source, e.action)) in need
+            )
+            present = sum(min(n, have[k]) for k, n in need.items())
+            checks.append(Check("events", len(events), present, present == len(events)))
+    return CopyReport(str(source.root), redact_url(target.store), checks, skipped)
+
+
+def _copy_gallery(source: Config, src, dst, model_id: str, skipped: list[str]) -> Check:
+    """Copy the crops and embeddings of one model; the check compares (relpath, sha, vector)."""
+    stored = src.stored(model_id, None)
+    vectors = src.vectors(model_id, {row.sha256 for rows in stored.values() for row in rows})
+    base = Path(source.pre_images_dir).resolve()
+    rows: list[CropEmbedding] = []
+    for relpath, entries in sorted(stored.items()):
+        for entry in entries:
+            crop = _crop_file(base, relpath)
+            if crop is None or entry.sha256 not in vectors:
+                skipped.append(f"{relpath}: no such crop file under {base}")
+                continue
+            if sha256_file(crop) != entry.sha256:
+                skipped.append(f"{relpath}: the crop changed since it was embedded")
+                continue
+            dim, vector = vectors[entry.sha256]
+            identity = relpath.split("/", 1)[0]
+            rows.append(
+                CropEmbedding(
+                    entry.sha256, relpath, identity, entry.size, entry.mtime_ns, dim, vector,
+                    crop.read_bytes(),
+                )
+            )  # fmt: skip
+    for start in range(0, len(rows), COPY_BATCH):
+        dst.insert(model_id, rows[start : start + COPY_BATCH])
+    want = {(r.relpath, r.sha256, r.vector) for r in rows}
+    there = dst.stored(model_id, sorted({r.identity for r in rows}))
+    there_vectors = dst.vectors(model_id, {r.sha256 for r in rows})
+    got = {
+        (relpath, e.sha256, there_vectors.get(e.sha256, (0, b""))[1])
+        for relpath, entries in there.items()
+        for e in entries
+        if (relpath, e.sha256, there_vectors.get(e.sha256, (0, b""))[1]) in want
+    }
+    return Check(f"gallery {model_id[:14]}", len(rows), len(got), _digest(want) == _digest(got))
+
+
+def _crop_file(base: Path, relpath: str) -> Path | None:
+    """The regular file ``base/relpath``, if it stays inside ``base`` (relpaths come from a
+    database file, so they are checked like any path read from a file)."""
+    if (base / relpath).is_symlink():
+        return None
+    path = (base / relpath).resolve()
+    if not path.is_relative_to(base) or path.parent.parent != base or not path.is_file():
+        return None
+    return path
+
+
+def _copy_models(source: Config, dst) -> None:
+    """Record the workspace's fine-tuned model versions (id, threshold, metadata)."""
+    from model.versions import list_versions, to_json
+
+    for version in list_versions(source):
+        threshold = version.meta.get("threshold")
+        dst.record_model(
+            version.model_id,
+            float(threshold) if isinstance(threshold, (int, float)) else None,
+            to_json({"version": version.version, **version.meta}),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (``python -m attendance.db_cli``)."""
+    from common.runner import run_single
+
+    return run_single("attendance db", HELP, configure, run, argv)

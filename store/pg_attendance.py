@@ -1,0 +1,246 @@
+"""The attendance store in PostgreSQL, shared by several kiosks.
+
+Same rows and events as :mod:`store.sqlite_attendance` (the schema is
+:mod:`store.pg_schema`). Once a day per person across all kiosks: ``(EmpName, Date)`` is the
+primary key, the first sighting inserts with ``ON CONFLICT DO NOTHING`` and a later one locks
+the row and keeps the earliest entry time, so two kiosks seeing someone at once write one row.
+A server that cannot be reached raises :class:`~store.records.DatabaseUnavailable`, which
+:class:`store.pending.PendingWriter` journals and retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Hashable, Iterable
+from typing import TYPE_CHECKING
+
+from common.names import validate_name
+from store.pg_connection import PgConnection
+from store.pg_schema import ROWS_CHANNEL
+from store.records import (
+    ABSENT,
+    ACTION_ABSENT,
+    ACTION_ABSENT_TO_PRESENT,
+    ACTION_PRESENT,
+    ACTION_SEEN,
+    ATTENDANCE_ACTIONS,
+    PRESENT,
+    AttendanceRow,
+    DatabaseError,
+    DatabaseUnavailable,
+    Event,
+    MarkResult,
+    check_mark,
+    iso_date,
+    local_time,
+    where_clause,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
+
+_INSERT_EVENT = (
+    "INSERT INTO events (Timestamp, EmpName, Distance, Source, Action) "
+    "VALUES (%s, %s, %s, %s, %s) RETURNING id"
+)
+
+
+class PostgresAttendanceStore:
+    """Attendance rows and the audit trail in the PostgreSQL database at ``url``."""
+
+    def __init__(self, url: str, timeout: float, *, listen: bool = False) -> None:
+        self.db = PgConnection(
+            url,
+            timeout,
+            error=lambda message: DatabaseError(message),
+            unavailable=lambda message: DatabaseUnavailable(message),
+            listen=(ROWS_CHANNEL,) if listen else (),
+        )
+        self.db.conn  # noqa: B018 - connect now: a wrong URL or schema fails at start-up
+        self._changes = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def describe(self) -> str:
+        """The URL without its password."""
+        return self.db.shown
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self.db.close()
+
+    def __enter__(self) -> PostgresAttendanceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def change_token(self) -> Hashable:
+        """Differs once rows changed (a notification arrived) or the connection was remade.
+
+        Only meaningful for a store opened with ``listen=True``; otherwise it counts
+        connections only.
+        """
+        self._changes += len(self.db.notified())
+        return self.db.connections, self._changes
+
+    # -- writes ------------------------------------------------------------------------------
+    def mark_present(
+        self, name: str, when: dt.datetime, distance: float | None, source: str
+    ) -> MarkResult:
+        """Record a confirmed sighting (see :meth:`SQLiteAttendanceStore.mark_present`)."""
+        name = validate_name(name)
+        distance = check_mark(distance, source)
+        stamp = local_time(when)
+        day = stamp.date().isoformat()
+        clock = stamp.strftime("%H:%M:%S")
+        with self.db.transaction(f"recording {name!r}") as conn:
+            inserted = conn.execute(
+                "INSERT INTO attendance (EmpName, Date, Status, Time, LastSeen) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (EmpName, Date) DO NOTHING",
+                (name, day, PRESENT, clock, clock),
+            ).rowcount
+            if inserted:
+                action, entry, last = ACTION_PRESENT, clock, clock
+            else:
+                status, old_entry, old_last = conn.execute(
+                    "SELECT Status, Time, LastSeen FROM attendance "
+                    "WHERE EmpName = %s AND Date = %s FOR UPDATE",
+                    (name, day),
+                ).fetchone()
+                if status == ABSENT or not old_entry:
+                    action, entry, last = ACTION_ABSENT_TO_PRESENT, clock, clock
+                else:
+                    action = ACTION_SEEN
+                    entry = min(old_entry, clock)
+                    last = max(old_last or old_entry, clock)
+                conn.execute(
+                    "UPDATE attendance SET Status = %s, Time = %s, LastSeen = %s "
+                    "WHERE EmpName = %s AND Date = %s",
+                    (PRESENT, entry, last, name, day),
+                )
+            event_id = conn.execute(
+                _INSERT_EVENT,
+                (stamp.isoformat(timespec="milliseconds"), name, distance, source, action),
+            ).fetchone()[0]
+        return MarkResult(name, day, action, entry, last, int(event_id))
+
+    def log_event(
+        self, name: str, when: dt.datetime, distance: float | None, source: str, action: str
+    ) -> int:
+        """Append one audit event that changes no attendance row; return its id."""
+        name = validate_name(name)
+        distance = check_mark(distance, source)
+        if not action or not isinstance(action, str) or action in ATTENDANCE_ACTIONS:
+            raise ValueError(
+                f"action={action!r} must be a non-empty string other than the attendance "
+                f"actions ({', '.join(ATTENDANCE_ACTIONS)})"
+            )
+        stamp = local_time(when).isoformat(timespec="milliseconds")
+        with self.db.transaction(f"logging {action} for {name!r}") as conn:
+            row = conn.execute(_INSERT_EVENT, (stamp, name, distance, source, action)).fetchone()
+        return int(row[0])
+
+    def close_day(self, date: dt.date | str, enrolled: Iterable[str]) -> int:
+        """Mark every ``enrolled`` person without a row on ``date`` Absent; idempotent."""
+        day = iso_date(date)
+        names = sorted({validate_name(name) for name in enrolled})
+        now = dt.datetime.now().isoformat(timespec="milliseconds")
+        inserted = 0
+        with self.db.transaction(f"closing {day}") as conn:
+            for name in names:
+                added = conn.execute(
+                    "INSERT INTO attendance (EmpName, Date, Status, Time, LastSeen) "
+                    "VALUES (%s, %s, %s, NULL, NULL) ON CONFLICT (EmpName, Date) DO NOTHING",
+                    (name, day, ABSENT),
+                ).rowcount
+                if added:
+                    inserted += 1
+                    conn.execute(
+                        _INSERT_EVENT, (now, name, None, f"close-day:{day}", ACTION_ABSENT)
+                    )
+        return inserted
+
+    def delete_person(self, name: str) -> tuple[int, int]:
+        """Delete every attendance row and event of ``name`` in one transaction."""
+        name = validate_name(name)
+        with self.db.transaction(f"deleting the history of {name!r}") as conn:
+            return delete_history(conn, name)
+
+    # -- moving an installation (attendance db copy) ----------------------------------------
+    def import_rows(self, rows: Iterable[AttendanceRow]) -> None:
+        """Merge attendance rows copied from another store, in one transaction; rerunning
+        changes nothing. A day already here keeps Present over Absent, the earlier entry and
+        the later last sighting (as two kiosks' sightings would merge)."""
+        with self.db.transaction("copying attendance rows") as conn:
+            conn.cursor().executemany(
+                "INSERT INTO attendance AS a (EmpName, Date, Status, Time, LastSeen) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (EmpName, Date) DO UPDATE SET "
+                "Status = CASE WHEN a.Status = 'Present' OR EXCLUDED.Status = 'Present' "
+                "THEN 'Present' ELSE 'Absent' END, "
+                "Time = LEAST(a.Time, EXCLUDED.Time), "
+                "LastSeen = GREATEST(a.LastSeen, EXCLUDED.LastSeen)",
+                [(r.name, r.date, r.status, r.time, r.last_seen) for r in rows],
+            )
+
+    def import_events(self, events: Iterable[Event]) -> None:
+        """Add audit events copied from another store, in one transaction, skipping any
+        already here (same time, person, distance, source and action): safe to rerun."""
+        with self.db.transaction("copying events") as conn:
+            conn.cursor().executemany(
+                "INSERT INTO events (Timestamp, EmpName, Distance, Source, Action) "
+                "SELECT %(t)s, %(n)s, %(d)s, %(s)s, %(a)s WHERE NOT EXISTS (SELECT 1 FROM events "
+                "WHERE Timestamp = %(t)s AND EmpName = %(n)s AND Source = %(s)s "
+                "AND Action = %(a)s AND Distance IS NOT DISTINCT FROM %(d)s::double precision)",
+                [
+                    {"t": e.timestamp, "n": e.name, "d": e.distance, "s": e.source, "a": e.action}
+                    for e in events
+                ],
+            )
+
+    # -- reads -------------------------------------------------------------------------------
+    def rows(
+        self,
+        date: dt.date | str | None = None,
+        start: dt.date | str | None = None,
+        end: dt.date | str | None = None,
+        name: str | None = None,
+    ) -> list[AttendanceRow]:
+        """Attendance rows of one ``date`` or the inclusive range ``start``..``end``."""
+        where, params = where_clause("Date", date, start, end, name, placeholder="%s")
+        with self.db.errors("reading attendance") as conn:
+            found = conn.execute(
+                "SELECT EmpName, Date, Status, Time, LastSeen FROM attendance"
+                f"{where} ORDER BY Date, EmpName",
+                params,
+            ).fetchall()
+        return [AttendanceRow(*row) for row in found]
+
+    def events(
+        self,
+        date: dt.date | str | None = None,
+        start: dt.date | str | None = None,
+        end: dt.date | str | None = None,
+        name: str | None = None,
+    ) -> list[Event]:
+        """Audit events whose timestamp falls on ``date`` or in ``start``..``end``."""
+        where, params = where_clause(
+            "substr(Timestamp, 1, 10)", date, start, end, name, placeholder="%s"
+        )
+        with self.db.errors("reading events") as conn:
+            found = conn.execute(
+                "SELECT id, Timestamp, EmpName, Distance, Source, Action FROM events"
+                f"{where} ORDER BY id",
+                params,
+            ).fetchall()
+        return [Event(*row) for row in found]
+
+
+def delete_history(conn: psycopg.Connection, name: str) -> tuple[int, int]:
+    """Delete ``name``'s attendance rows and events inside the caller's transaction."""
+    rows = conn.execute("DELETE FROM attendance WHERE EmpName = %s", (name,)).rowcount
+    events = conn.execute("DELETE FROM events WHERE EmpName = %s", (name,)).rowcount
+    log.info("deleted %d attendance row(s) and %d event(s) of %s", rows, events, name)
+    return rows, events
