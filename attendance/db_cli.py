@@ -56,6 +56,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     grants = sub.add_parser("grants", help="print the GRANTs of a kiosk and an admin role")
     grants.add_argument("--kiosk", default="attendance_kiosk", help="the recognisers' role")
     grants.add_argument("--admin", default="attendance_admin", help="enrolment and HR's role")
+    for action in (sub.choices["upgrade"], copy, grants):
+        _common_after_action(action)
+
+
+def _common_after_action(parser: argparse.ArgumentParser) -> None:
+    """Let the common flags follow the action too (``attendance db upgrade --store URL``):
+    unset there, they leave what was given before the action alone."""
+    from common.runner import add_common_arguments
+
+    add_common_arguments(parser)
+    for action in parser._actions:
+        if (
+            action.dest != "help"
+            and action.option_strings
+            and action.dest not in ("source", "target", "kiosk", "admin")
+        ):
+            action.default = argparse.SUPPRESS
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

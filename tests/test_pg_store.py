@@ -1,0 +1,359 @@
+"""What only a shared PostgreSQL store does: kiosks with empty workspaces, live changes,
+concurrency, server restarts, schema versions, least privilege, moving a workspace in.
+
+Runs against a real throwaway server (``tests/pg.py``), one fresh database per test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from test_gallery import FakeEmbedder, enrol, write_crop
+
+from attendance import cli as attendance_cli
+from attendance.db_cli import copy_workspace
+from common.config import Config, ConfigError, load_config
+from common.runner import add_common_arguments, config_from_args
+from store.factory import (
+    open_attendance_store,
+    open_embedding_store,
+    open_pending_writer,
+    remove_from_stores,
+    store_grants,
+    upgrade_store,
+    watch_embedding_store,
+)
+from store.gallery import GalleryWatcher, load_gallery, sync_gallery
+from store.records import DatabaseUnavailable, GalleryError, SchemaMismatch, StoreError
+
+WHEN = dt.datetime(2024, 5, 1, 9, 0, 0)
+
+
+def kiosk(tmp_path: Path, name: str, url: str, cache_dir: Path) -> Config:
+    """An empty workspace on the shared store ``url``."""
+    root = tmp_path / name
+    root.mkdir()
+    return load_config(
+        root, overrides={"store": url, "cache_dir": str(cache_dir), "embed_batch": 4}, env={}
+    )
+
+
+@pytest.fixture
+def url(pg_url: str, workspace: Config) -> str:
+    upgrade_store(workspace.replace(store=pg_url))
+    return pg_url
+
+
+@pytest.fixture
+def kiosks(tmp_path: Path, url: str, cache_dir: Path) -> tuple[Config, Config]:
+    """Kiosk A (enrols Ada and Alan) and kiosk B (an empty workspace), one store."""
+    a = kiosk(tmp_path, "A", url, cache_dir)
+    enrol(a, "Ada Lovelace", 4, seed=0)
+    enrol(a, "Alan Turing", 3, seed=100)
+    with open_embedding_store(a) as store:
+        assert sync_gallery(store, a, FakeEmbedder(), progress=False).embedded == 7
+    return a, kiosk(tmp_path, "B", url, cache_dir)
+
+
+# --------------------------------------------------------------------------- empty kiosks
+def test_a_kiosk_with_an_empty_workspace_recognises_people_enrolled_elsewhere(kiosks):
+    a, b = kiosks
+    embedder = FakeEmbedder()
+    with open_embedding_store(b) as store:
+        labels, vectors = load_gallery(store, b, embedder, progress=False)
+        # syncing B's empty folder publishes nothing and removes nobody
+        summary = sync_gallery(store, b, embedder, progress=False)
+        assert summary.removed == 0 and store.identities() == {"Ada Lovelace": 4, "Alan Turing": 3}
+    assert labels == ["Ada Lovelace"] * 4 + ["Alan Turing"] * 3
+    assert embedder.embedded == 0  # nothing recomputed: the vectors come from the store
+    with open_embedding_store(a) as store:
+        np.testing.assert_array_equal(vectors, store.load(embedder.model_id)[1])
+
+
+def test_a_kiosk_on_another_model_embeds_the_stored_crops(kiosks):
+    """The crops live in the store, so a kiosk running a new model needs no photos."""
+    _, b = kiosks
+    other = FakeEmbedder(model_id="fake-v2", dim=6)
+    with open_embedding_store(b) as store:
+        labels, vectors = load_gallery(store, b, other, progress=False)
+        assert other.embedded == 7 and vectors.shape == (7, 6)
+        assert sorted(store.model_ids()) == ["fake-v1", "fake-v2"]  # both kept
+        load_gallery(store, b, other, progress=False)
+        assert other.embedded == 7  # stored: the next start embeds nothing
+
+
+def test_a_kiosk_role_reads_and_marks_but_cannot_delete(kiosks, url: str, pg_server):
+    """The documented grants: a kiosk marks and reads; it keeps vectors of a new model in
+    memory, and removal or a purge fails with a message naming the missing grant."""
+    a, b = kiosks
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE kiosk LOGIN PASSWORD 'kiosk-pw'")
+        conn.execute("CREATE ROLE admin LOGIN PASSWORD 'admin-pw'")
+        for statement in store_grants("kiosk", "admin"):
+            conn.execute(statement)
+    as_kiosk = b.replace(store=url.replace("postgres@", "kiosk:kiosk-pw@"))
+    with open_attendance_store(as_kiosk) as db:
+        assert db.mark_present("Ada Lovelace", WHEN, 0.4, "door 1").new_present
+        assert db.mark_present("Ada Lovelace", WHEN.replace(hour=10), 0.4, "door 2").action == (
+            "seen"
+        )
+        with pytest.raises(StoreError, match="may not") as caught:
+            db.delete_person("Ada Lovelace")
+        assert "kiosk-pw" not in str(caught.value)
+    other = FakeEmbedder(model_id="fake-v2", dim=6)
+    with open_embedding_store(as_kiosk) as store:
+        labels, vectors = load_gallery(store, as_kiosk, other, progress=False)
+        assert len(labels) == 7 and vectors.shape == (7, 6)  # from memory
+        assert store.model_ids() == ["fake-v1"]  # nothing written
+    with pytest.raises(StoreError, match="may not"):
+        remove_from_stores(as_kiosk, "Ada Lovelace", purge=True)
+    as_admin = b.replace(store=url.replace("postgres@", "admin:admin-pw@"))
+    assert remove_from_stores(as_admin, "Ada Lovelace", purge=True) == (4, 1, 2)
+
+
+# --------------------------------------------------------------------------- removal
+def test_removal_is_one_transaction_and_an_old_workspace_cannot_bring_them_back(kiosks):
+    a, b = kiosks
+    with open_attendance_store(b) as db:
+        db.mark_present("Ada Lovelace", WHEN, 0.4, "door 1")
+    assert remove_from_stores(b, "Ada Lovelace", purge=True) == (4, 1, 1)
+    with open_embedding_store(a) as store:
+        assert store.identities() == {"Alan Turing": 3}
+        summary = sync_gallery(store, a, FakeEmbedder(), progress=False)  # A still has her crops
+        assert summary.embedded == 0 and store.identities() == {"Alan Turing": 3}
+        assert [relpath for relpath, _ in summary.skipped] == ["Ada Lovelace"]
+        assert "was removed from" in summary.skipped[0][1]
+        # enrolling her again (new crops) is allowed
+        time.sleep(0.01)
+        write_crop(a.pre_images_dir / "Ada Lovelace" / "0009.png", seed=77)
+        sync_gallery(store, a, FakeEmbedder(), names=["Ada Lovelace"], progress=False)
+        assert store.identities()["Ada Lovelace"] == 5
+    with open_attendance_store(b) as db:
+        assert db.rows(name="Ada Lovelace") == [] and db.events(name="Ada Lovelace") == []
+
+
+# --------------------------------------------------------------------------- live changes
+def test_running_kiosks_apply_only_the_identities_that_changed(kiosks, url, pg_server):
+    a, b = kiosks
+    embedder = FakeEmbedder()
+    watcher = GalleryWatcher(watch_embedding_store(b), embedder.model_id, dim=8, interval=0.0)
+    with watcher, open_embedding_store(b) as store:
+        watcher.prime(*store.load(embedder.model_id, dim=8))
+        assert watcher.poll() is None  # nothing happened
+        enrol(a, "Grace Hopper", 2, seed=200)
+        with open_embedding_store(a) as publisher:
+            sync_gallery(publisher, a, embedder, names=["Grace Hopper"], progress=False)
+        started = time.monotonic()
+        loaded = None
+        while loaded is None and time.monotonic() - started < 2.0:
+            loaded = watcher.poll()
+            time.sleep(0.02)
+        assert loaded is not None, "the enrolment did not arrive within 2 s"
+        labels, vectors = loaded
+        assert sorted(set(labels)) == ["Ada Lovelace", "Alan Turing", "Grace Hopper"]
+        fresh = store.load(embedder.model_id, dim=8)
+        order = np.argsort(labels, kind="stable")
+        assert [labels[i] for i in order] == fresh[0]
+        np.testing.assert_array_equal(vectors[order], fresh[1])
+        remove_from_stores(a, "Alan Turing", purge=False)
+        time.sleep(0.3)
+        labels, _ = watcher.poll()
+        assert sorted(set(labels)) == ["Ada Lovelace", "Grace Hopper"]
+        # a restart loses notifications: the watcher reloads everything once it reconnects
+        pg_server.restart(mode="immediate")
+        enrol(a, "Alan Turing", 1, seed=300)
+        deadline = time.monotonic() + 20
+        result = None
+        while result is None and time.monotonic() < deadline:
+            try:
+                with open_embedding_store(a) as publisher:
+                    sync_gallery(publisher, a, embedder, names=["Alan Turing"], progress=False)
+            except GalleryError:
+                time.sleep(0.2)
+                continue
+            result = watcher.poll()
+            time.sleep(0.2)
+        while result is None and time.monotonic() < deadline:
+            result = watcher.poll()
+            time.sleep(0.2)
+        assert result is not None and sorted(set(result[0])) == [
+            "Ada Lovelace",
+            "Alan Turing",
+            "Grace Hopper",
+        ]
+
+
+# --------------------------------------------------------------------------- concurrency
+def test_three_kiosks_marking_one_person_at_once_write_one_row(kiosks):
+    """Once a day per person across kiosks: concurrent first sightings make one row, the
+    earliest entry time wins, and every sighting is in the audit trail."""
+    _, b = kiosks
+    barrier = threading.Barrier(3)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def door(minute: int) -> None:
+        try:
+            with open_attendance_store(b) as db:
+                barrier.wait()
+                for second in range(10):
+                    result = db.mark_present("Ada Lovelace", WHEN.replace(minute=minute,
+                                             second=second), 0.4, f"door {minute}")  # fmt: skip
+                    results.append(result.action)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=door, args=(m,)) for m in (7, 3, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert results.count("present") == 1 and len(results) == 30
+    with open_attendance_store(b) as db:
+        (row,) = db.rows()
+        assert (row.time, row.last_seen) == ("09:03:00", "09:07:09")
+        assert len(db.events()) == 30
+
+
+# --------------------------------------------------------------------------- faults
+def test_sightings_survive_a_server_restart(kiosks, pg_server):
+    """Server gone: sightings are journalled and queued, the kiosk goes on; once the server
+    is back they are written, each exactly once."""
+    _, b = kiosks
+    with open_pending_writer(b) as writer:
+        writer.retry_interval = 0.0
+        writer.mark_present("Ada Lovelace", WHEN, 0.4, "door 1")
+        pg_server.stop(mode="immediate")
+        try:
+            writer.mark_present("Alan Turing", WHEN.replace(minute=1), 0.5, "door 1")
+            writer.mark_present("Ada Lovelace", WHEN.replace(minute=2), 0.4, "door 1")
+            assert len(writer.pending()) == 2
+            assert isinstance(writer.last_error, DatabaseUnavailable)
+            assert f"127.0.0.1:{pg_server.port}" in str(writer.last_error)
+            assert len(list(writer.journal.folder.glob("*.jsonl"))) == 1
+        finally:
+            pg_server.start()
+        deadline = time.monotonic() + 30
+        while writer.pending() and time.monotonic() < deadline:
+            writer.flush()
+            time.sleep(0.2)
+        assert writer.pending() == []
+    with open_attendance_store(b) as db:
+        assert [(r.name, r.time, r.last_seen) for r in db.rows()] == [
+            ("Ada Lovelace", "09:00:00", "09:02:00"),
+            ("Alan Turing", "09:01:00", "09:01:00"),
+        ]
+        assert len(db.events()) == 3
+
+
+def test_an_unreachable_server_is_one_line_naming_host_and_port(workspace: Config) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = workspace.replace(store=f"postgresql://hr:s3cret-pw@127.0.0.1:{port}/attendance")
+    for opener in (open_attendance_store, open_embedding_store):
+        with pytest.raises(StoreError) as caught:
+            opener(cfg)
+        text = str(caught.value)
+        assert f"127.0.0.1:{port}" in text and "\n" not in text
+        assert "s3cret-pw" not in text
+
+
+def test_schema_missing_or_newer_is_refused(pg_url: str, workspace: Config) -> None:
+    cfg = workspace.replace(store=pg_url)
+    with pytest.raises(SchemaMismatch, match="attendance db upgrade"):
+        open_attendance_store(cfg)
+    assert upgrade_store(cfg)[1]
+    assert upgrade_store(cfg) == (1, [])  # idempotent
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (99, 'future')")
+    for opener in (open_attendance_store, open_embedding_store):
+        with pytest.raises(SchemaMismatch, match="newer than this program"):
+            opener(cfg)
+    with pytest.raises(StoreError, match="newer than this program"):
+        upgrade_store(cfg)
+
+
+# --------------------------------------------------------------------------- configuration
+def test_the_store_comes_from_env_or_flag_and_its_password_is_never_shown(tmp_path: Path):
+    url = "postgresql://hr:s3cret-pw@db.example:5433/attendance"
+    cfg = load_config(tmp_path, env={"ATTENDANCE_STORE": url})
+    assert cfg.store == url and "s3cret" not in repr(cfg)
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_common_arguments(parser)
+    args = parser.parse_args(["--workspace", str(tmp_path), "--store", url])
+    assert config_from_args(args).store == url
+    bad = "mysql://hr:s3cret-pw@db.example/attendance"
+    with pytest.raises(ConfigError) as caught:
+        config_from_args(parser.parse_args(["--workspace", str(tmp_path), "--store", bad]))
+    assert "s3cret" not in str(caught.value) and "--store" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, env={"ATTENDANCE_STORE": bad})
+    assert "s3cret" not in str(caught.value) and "ATTENDANCE_STORE" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- moving in
+def test_db_copy_moves_a_workspace_and_is_safe_to_rerun(
+    workspace: Config, url: str, capsys
+) -> None:
+    source = workspace.replace(embed_batch=4)
+    enrol(source, "Ada Lovelace", 3, seed=0)
+    enrol(source, "Alan Turing", 2, seed=100)
+    with open_embedding_store(source) as store:
+        sync_gallery(store, source, FakeEmbedder(), progress=False)
+    with open_attendance_store(source) as db:
+        db.mark_present("Ada Lovelace", WHEN, 0.4, "camera 0")
+        db.mark_present("Ada Lovelace", WHEN.replace(hour=11), 0.4, "camera 0")
+        db.log_event("Alan Turing", WHEN, 0.7, "camera 0", "refused:liveness")
+        db.close_day(WHEN.date(), ["Ada Lovelace", "Alan Turing"])
+    target = source.replace(store=url)
+    for _ in range(2):  # the second run copies nothing new and still verifies
+        report = copy_workspace(source, target)
+        assert report.verified, report.lines()
+        assert [(c.table, c.source, c.found) for c in report.checks] == [
+            ("gallery fake-v1", 5, 5),
+            ("attendance", 2, 2),
+            ("events", 4, 4),
+        ]
+    with open_attendance_store(target) as db:
+        assert len(db.events()) == 4 and len(db.rows()) == 2
+    with open_embedding_store(target) as store:
+        assert store.identities() == {"Ada Lovelace": 3, "Alan Turing": 2}
+        np.testing.assert_array_equal(
+            store.load("fake-v1")[1], open_embedding_store(source).load("fake-v1")[1]
+        )
+    # a crop changed after it was embedded is not copied, and the copy says so
+    write_crop(source.pre_images_dir / "Alan Turing" / "0001.png", seed=999)
+    report = copy_workspace(source, target)
+    assert any("changed since it was embedded" in line for line in report.skipped)
+    code = attendance_cli.main(["db", "copy", "--from", str(source.root), "--to", url])
+    out = capsys.readouterr().out
+    assert code == 0 and "verified" in out and "postgres@" in out
+
+
+def test_db_upgrade_and_grants_commands(pg_url: str, tmp_path: Path, capsys) -> None:
+    code = attendance_cli.main(["db", "upgrade", "--workspace", str(tmp_path), "--store", pg_url])
+    assert code == 0 and "applied 1" in capsys.readouterr().out
+    assert (
+        attendance_cli.main(["db", "upgrade", "--workspace", str(tmp_path), "--store", pg_url]) == 0
+    )
+    assert "up to date (version 1)" in capsys.readouterr().out
+    assert attendance_cli.main(["db", "grants", "--kiosk", "door_kiosk"]) == 0
+    out = capsys.readouterr().out
+    assert "GRANT SELECT, INSERT, UPDATE ON attendance TO door_kiosk" in out
+    assert "DELETE" not in "".join(
+        line for line in out.splitlines() if "door_kiosk" in line and "attendance_admin" not in line
+    )
+    assert attendance_cli.main(["db", "grants", "--kiosk", "x; DROP TABLE people"]) == 2
+    assert "role name 'x; DROP TABLE people'" in capsys.readouterr().err
