@@ -1,0 +1,80 @@
+"""Several kiosks on one PostgreSQL, end to end with the real weights (issue acceptance).
+
+``ATTENDANCE_STORE`` is set everywhere. ``call_preprocess`` at kiosk A puts A's people (crops
+and embeddings) in the store; ``face_recognizer`` at kiosks B and C, started in empty
+workspaces, marks them from a video; ``attendance report --csv`` anywhere shows one row per
+person, and the stranger in the video is never recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from attendance import cli as attendance_cli
+from attendance import preprocess_cli
+from attendance.demo import build_video, enrol, load_photo, pretty_name
+from common.config import load_config
+from recognizer import cli as recognizer_cli
+from store.factory import upgrade_store
+
+ENROLLED = ("ben_afflek", "jerry_seinfeld")
+STRANGER = "mindy_kaling"
+
+
+@pytest.mark.weights
+@pytest.mark.sample
+def test_people_enrolled_at_one_kiosk_are_marked_once_at_two_others(
+    tmp_path: Path, pg_url: str, cache_dir, sample_dir, embedder, detector, use_detector,
+    monkeypatch, capsys,
+) -> None:  # fmt: skip
+    from model.embedder import Embedder
+
+    monkeypatch.setenv("ATTENDANCE_STORE", pg_url)
+    monkeypatch.setenv("ATTENDANCE_CACHE_DIR", str(cache_dir))
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setattr(Embedder, "from_config", classmethod(lambda cls, cfg: embedder))
+    use_detector(detector)
+    roots = {name: tmp_path / name for name in "ABC"}
+    for root in roots.values():
+        root.mkdir()
+    a = load_config(roots["A"])
+    assert upgrade_store(a)[1]
+
+    enrol(a, sample_dir, ENROLLED, limit=6)
+    assert preprocess_cli.main(["--workspace", str(roots["A"]), "-q"]) == 0
+    assert "published to postgresql://" in capsys.readouterr().out
+
+    video = tmp_path / "door.mp4"
+    scenes = [
+        (pretty_name(person), person != STRANGER, [load_photo(sorted(files)[0])])
+        for person in ("ben_afflek", STRANGER, "jerry_seinfeld")
+        for files in [list((sample_dir / "val" / person).glob("*.jpg"))]
+    ]
+    build_video(video, scenes, fps=12.0, hold=1.5)
+    marked = {}
+    for kiosk in "BC":
+        code = recognizer_cli.main(
+            ["--workspace", str(roots[kiosk]), "--source", str(video), "--headless",
+             "--continuous"]
+        )  # fmt: skip
+        out = capsys.readouterr().out
+        assert code == 0, out
+        marked[kiosk] = sorted(
+            line.split("  ")[1] for line in out.splitlines() if " present " in line or " seen " in line
+        )
+        assert pretty_name(STRANGER) not in out
+    people = sorted(pretty_name(person) for person in ENROLLED)
+    assert marked == {"B": people, "C": people}
+    for kiosk in "BC":  # nothing of the store is kept in the kiosks' workspaces
+        assert sorted(p.name for p in roots[kiosk].iterdir()) == []
+
+    report = tmp_path / "report.csv"
+    code = attendance_cli.main(["report", "--workspace", str(roots["C"]), "--csv", str(report)])
+    assert code == 0
+    with report.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["name"] for r in rows) == people
+    assert {r["status"] for r in rows} == {"Present"}
