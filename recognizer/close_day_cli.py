@@ -12,7 +12,7 @@ from common.config import Config
 from common.errors import UserError
 from common.names import InvalidName, list_identities, validate_name
 from recognizer.report import parse_date
-from store.factory import open_attendance_store
+from store.factory import is_shared, open_attendance_store, open_embedding_store
 from store.records import ABSENT, PRESENT
 
 HELP = "mark every enrolled person not seen on a day as Absent (default: today; idempotent)"
@@ -21,12 +21,16 @@ log = logging.getLogger(__name__)
 
 
 def enrolled_identities(cfg: Config) -> list[str]:
-    """Sorted canonical names of the identity folders in ``pre_images/`` and ``images/``.
+    """Sorted canonical names of the identity folders in ``pre_images/`` and ``images/``, and,
+    with a shared store, of everyone in it (enrolled at any kiosk).
 
     Hidden folders are ignored; folders whose name is not a valid identity are skipped with a
     warning.
     """
     names: set[str] = set()
+    if is_shared(cfg):
+        with open_embedding_store(cfg) as store:
+            names.update(store.identities())
     for base in (cfg.pre_images_dir, cfg.images_dir):
         for folder in list_identities(base):
             if folder.startswith("."):

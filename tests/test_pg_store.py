@@ -357,3 +357,10 @@ def test_db_upgrade_and_grants_commands(pg_url: str, tmp_path: Path, capsys) -> 
     )
     assert attendance_cli.main(["db", "grants", "--kiosk", "x; DROP TABLE people"]) == 2
     assert "role name 'x; DROP TABLE people'" in capsys.readouterr().err
+
+
+def test_close_day_at_an_empty_kiosk_knows_everyone_in_the_store(kiosks, url, capsys) -> None:
+    _, b = kiosks
+    code = attendance_cli.main(["close-day", "--workspace", str(b.root), "--store", url])
+    assert code == 0
+    assert "2 newly marked Absent" in capsys.readouterr().out
