@@ -62,9 +62,8 @@ def test_people_enrolled_at_one_kiosk_are_marked_once_at_two_others(
         )  # fmt: skip
         out = capsys.readouterr().out
         assert code == 0, out
-        marked[kiosk] = sorted(
-            line.split("  ")[1] for line in out.splitlines() if " present " in line or " seen " in line
-        )
+        events = [line for line in out.splitlines() if " present " in line or " seen " in line]
+        marked[kiosk] = sorted(line.split("  ")[1] for line in events)
         assert pretty_name(STRANGER) not in out
     people = sorted(pretty_name(person) for person in ENROLLED)
     assert marked == {"B": people, "C": people}
