@@ -10,6 +10,7 @@ default SQLite files nothing more happens: the recogniser syncs its own gallery.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -39,6 +40,9 @@ def publish(cfg: Config, names: Sequence[str] | None, progress: bool) -> str:
     embedder = Embedder.from_config(cfg)
     with open_embedding_store(cfg) as store:
         summary = sync_gallery(store, cfg, embedder, names=names, progress=progress)
+        # which model these embeddings come from, and the threshold it is used with here
+        meta = {"version": cfg.model_version, "dim": embedder.dim}
+        store.record_model(embedder.model_id, cfg.threshold, json.dumps(meta))  # type: ignore[attr-defined]
         where = store.describe()
     for relpath, reason in summary.skipped:
         print(f"not published: {relpath}: {reason}")

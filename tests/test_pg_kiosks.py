@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from attendance import cli as attendance_cli
@@ -46,6 +47,9 @@ def test_people_enrolled_at_one_kiosk_are_marked_once_at_two_others(
     enrol(a, sample_dir, ENROLLED, limit=6)
     assert preprocess_cli.main(["--workspace", str(roots["A"]), "-q"]) == 0
     assert "published to postgresql://" in capsys.readouterr().out
+    with psycopg.connect(pg_url) as conn:
+        (model,) = conn.execute("SELECT model_id, threshold, meta FROM model_versions").fetchall()
+    assert model == (embedder.model_id, a.threshold, {"version": "pretrained", "dim": 128})
 
     video = tmp_path / "door.mp4"
     scenes = [
