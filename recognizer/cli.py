@@ -391,6 +391,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 embedder=embedder,
                 independent_frames=isinstance(source, FolderSource),  # each image its own scene
             )
+            # what the pipeline matches (per-person templates in template mode: the template
+            # of one template is itself, so patching these with fresh crops is exact)
             watcher.prime(pipeline.labels, pipeline.embeddings)
             window = None
             if not headless:
