@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+import stat
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from common.config import Config, load_config
 from common.errors import UserError
-from common.fsutil import sha256_file
+from common.names import InvalidName, validate_name
 from common.urls import redact_url
 from store.factory import (
     attendance_store_exists,
@@ -137,11 +139,12 @@ class CopyReport:
     source: str
     target: str
     checks: list[Check]
-    skipped: list[str]
+    problems: list[str]  # rows that could not be copied: the copy is not verified
+    excluded: list[str]  # people removed from the store: deliberately not copied
 
     @property
     def verified(self) -> bool:
-        return all(c.same and c.found == c.source for c in self.checks)
+        return not self.problems and all(c.same and c.found == c.source for c in self.checks)
 
     def lines(self) -> list[str]:
         out = [f"copied {self.source} -> {self.target}"]
@@ -150,12 +153,14 @@ class CopyReport:
             f"checksum {'ok' if c.same else 'DIFFERS'}"
             for c in self.checks
         ]
-        out += [f"  not copied: {reason}" for reason in self.skipped]
+        out += [f"  not copied: {reason}" for reason in self.problems]
+        out += [f"  left out: {reason}" for reason in self.excluded]
         out.append(
             "verified: every source row is in the store"
             if self.verified
-            else "NOT verified: the store differs from the source (see above); run again, "
-            "or check whether the store already held other data for these people and days"
+            else "NOT verified: rows are missing or differ (see above); fix them and run again "
+            "(nothing is copied twice), or check whether the store already held other data "
+            "for these people and days"
         )
         return out
 
@@ -167,86 +172,127 @@ def _digest(rows: Iterable[tuple]) -> str:
 
 def copy_workspace(source: Config, target: Config) -> CopyReport:
     """Copy ``source``'s SQLite stores (and crop files) into the shared store of ``target``,
-    then verify every table by count and checksum."""
+    then verify every table by count and checksum. People removed from the store are left out
+    (a rerun after a removal does not bring them back)."""
+    # the crops are published as the source workspace's own
+    target = dataclasses.replace(target, root=source.root)
     checks: list[Check] = []
-    skipped: list[str] = []
-    if embedding_store_exists(source):
-        with open_embedding_store(source) as src, open_embedding_store(target) as dst:
-            for model_id in src.model_ids():
-                checks.append(_copy_gallery(source, src, dst, model_id, skipped))
-            _copy_models(source, dst)
+    problems: list[str] = []
+    removed: dict = {}
+    with open_embedding_store(target) as dst:
+        if embedding_store_exists(source):
+            with open_embedding_store(source) as src:
+                removed = dict(dst.tombstones(src.identities()))  # type: ignore[attr-defined]
+                for model_id in src.model_ids():
+                    checks.append(_copy_gallery(source, src, dst, model_id, removed, problems))
+        _copy_models(source, dst)
+        if attendance_store_exists(source):
+            with open_attendance_store(source, create=False) as src_db:
+                names = {r.name for r in src_db.rows()} | {e.name for e in src_db.events()}
+            removed.update(dst.tombstones(names))  # type: ignore[attr-defined]
     if attendance_store_exists(source):
         with (
             open_attendance_store(source, create=False) as src,
             open_attendance_store(target) as dst,
         ):
-            rows = src.rows()
-            dst.import_rows(rows)  # type: ignore[attr-defined]
-            wanted = {(r.name, r.date) for r in rows}
-            found = [r for r in dst.rows() if (r.name, r.date) in wanted]
-            checks.append(
-                Check("attendance", len(rows), len(found), _digest(rows) == _digest(found))
-            )
-            events = src.events()
-            dst.import_events(events)  # type: ignore[attr-defined]
-            key = [(e.timestamp, e.name, e.distance, e.source, e.action) for e in events]
-            need = Counter(key)
-            have = Counter(
-                k
-                for e in dst.events()
-                if (k := (e.timestamp, e.name, e.distance, e.source, e.action)) in need
-            )
-            present = sum(min(n, have[k]) for k, n in need.items())
-            checks.append(Check("events", len(events), present, present == len(events)))
-    return CopyReport(str(source.root), redact_url(target.store), checks, skipped)
+            checks += _copy_history(src, dst, set(removed))
+    excluded = [
+        f"{name}: removed from the store on {when:%Y-%m-%d %H:%M %Z}"
+        for name, when in sorted(removed.items())
+    ]
+    return CopyReport(str(source.root), redact_url(target.store), checks, problems, excluded)
 
 
-def _copy_gallery(source: Config, src, dst, model_id: str, skipped: list[str]) -> Check:
-    """Copy the crops and embeddings of one model; the check compares (relpath, sha, vector)."""
+def _copy_history(src, dst, removed: set[str]) -> list[Check]:
+    """Copy attendance rows and events (not of ``removed`` people); one check each."""
+    rows = [r for r in src.rows() if r.name not in removed]
+    dst.import_rows(rows)
+    wanted = {(r.name, r.date) for r in rows}
+    found = [r for r in dst.rows() if (r.name, r.date) in wanted]
+    events = [e for e in src.events() if e.name not in removed]
+    dst.import_events(events)
+    need = Counter((e.timestamp, e.name, e.distance, e.source, e.action) for e in events)
+    have = Counter(
+        k for e in dst.events() if (k := (e.timestamp, e.name, e.distance, e.source, e.action))
+        in need
+    )  # fmt: skip
+    present = Counter({k: min(n, have[k]) for k, n in need.items()})
+    return [
+        Check("attendance", len(rows), len(found), _digest(rows) == _digest(found)),
+        Check("events", len(events), sum(present.values()), present == need),
+    ]
+
+
+def _copy_gallery(
+    source: Config, src, dst, model_id: str, removed: dict, problems: list[str]
+) -> Check:
+    """Copy the crops and embeddings of one model, a batch per transaction; the check compares
+    (relpath, sha256, vector) of every crop copied."""
     stored = src.stored(model_id, None)
     vectors = src.vectors(model_id, {row.sha256 for rows in stored.values() for row in rows})
     base = Path(source.pre_images_dir).resolve()
-    rows: list[CropEmbedding] = []
+    want: set[tuple[str, str, bytes]] = set()
+    identities: set[str] = set()
+    batch: list[CropEmbedding] = []
     for relpath, entries in sorted(stored.items()):
         for entry in entries:
-            crop = _crop_file(base, relpath)
-            if crop is None or entry.sha256 not in vectors:
-                skipped.append(f"{relpath}: no such crop file under {base}")
+            identity = relpath.split("/", 1)[0]
+            if identity in removed:
                 continue
-            if sha256_file(crop) != entry.sha256:
-                skipped.append(f"{relpath}: the crop changed since it was embedded")
+            data = _read_crop(base, relpath)
+            if data is None or entry.sha256 not in vectors:
+                problems.append(f"{relpath}: no such crop file under {base}")
+                continue
+            if hashlib.sha256(data).hexdigest() != entry.sha256:
+                problems.append(f"{relpath}: the crop changed since it was embedded")
                 continue
             dim, vector = vectors[entry.sha256]
-            identity = relpath.split("/", 1)[0]
-            rows.append(
+            batch.append(
                 CropEmbedding(
-                    entry.sha256, relpath, identity, entry.size, entry.mtime_ns, dim, vector,
-                    crop.read_bytes(),
+                    entry.sha256, relpath, identity, entry.size, entry.mtime_ns, dim, vector, data
                 )
-            )  # fmt: skip
-    for start in range(0, len(rows), COPY_BATCH):
-        dst.insert(model_id, rows[start : start + COPY_BATCH])
-    want = {(r.relpath, r.sha256, r.vector) for r in rows}
-    there = dst.stored(model_id, sorted({r.identity for r in rows}))
-    there_vectors = dst.vectors(model_id, {r.sha256 for r in rows})
+            )
+            want.add((relpath, entry.sha256, vector))
+            identities.add(identity)
+            if len(batch) >= COPY_BATCH:
+                dst.insert(model_id, batch)
+                batch = []
+    if batch:
+        dst.insert(model_id, batch)
+    there = dst.stored(model_id, sorted(identities))
+    there_vectors = dst.vectors(model_id, {sha for _, sha, _ in want})
     got = {
-        (relpath, e.sha256, there_vectors.get(e.sha256, (0, b""))[1])
+        key
         for relpath, entries in there.items()
         for e in entries
-        if (relpath, e.sha256, there_vectors.get(e.sha256, (0, b""))[1]) in want
+        if (key := (relpath, e.sha256, there_vectors.get(e.sha256, (0, b""))[1])) in want
     }
-    return Check(f"gallery {model_id[:14]}", len(rows), len(got), _digest(want) == _digest(got))
+    return Check(f"gallery {model_id[:14]}", len(want), len(got), _digest(want) == _digest(got))
 
 
-def _crop_file(base: Path, relpath: str) -> Path | None:
-    """The regular file ``base/relpath``, if it stays inside ``base`` (relpaths come from a
-    database file, so they are checked like any path read from a file)."""
-    if (base / relpath).is_symlink():
+def _read_crop(base: Path, relpath: str) -> bytes | None:
+    """The bytes of the crop ``base/<Name>/<file>.png``, read once; ``None`` unless ``relpath``
+    (from a database file, so checked like any path read from a file) is exactly a valid
+    identity folder and a file name in it, neither of them a symbolic link, the file regular."""
+    parts = relpath.split("/")
+    if len(parts) != 2 or parts[1] in ("", ".", ".."):
         return None
-    path = (base / relpath).resolve()
-    if not path.is_relative_to(base) or path.parent.parent != base or not path.is_file():
+    try:
+        if validate_name(parts[0]) != parts[0]:
+            return None
+    except InvalidName:
         return None
-    return path
+    folder = base / parts[0]
+    if folder.is_symlink() or not folder.is_dir():
+        return None
+    try:
+        fd = os.open(folder / parts[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        return handle.read()
 
 
 def _copy_models(source: Config, dst) -> None:

@@ -226,7 +226,8 @@ def claim_workspace(folder: Path) -> Path:
 
 
 def demo_config(base: Config, folder: Path) -> Config:
-    """``base`` (thresholds, cache, weights) re-rooted at the demo workspace ``folder``."""
+    """``base`` (thresholds, cache, weights) re-rooted at the demo workspace ``folder``, on
+    that workspace's own SQLite files: the demo never writes into a shared store."""
     import dataclasses
 
     return dataclasses.replace(
@@ -236,6 +237,7 @@ def demo_config(base: Config, folder: Path) -> Config:
         pre_images_dir=folder / "pre_images",
         db_path=folder / "attendance.db",
         gallery_path=folder / "gallery.sqlite",
+        store="",
     )
 
 

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import re
+
+# a password given as a query parameter (libpq accepts ?password=...), up to the next & or #
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe for logs and error messages)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # an unparsable netloc (bad port, brackets): show no credentials at all
-        head, sep, tail = url.partition("://")
-        return f"{head}{sep}***@{tail.rpartition('@')[2]}" if "@" in tail else url
-    if password is None:
+    """``url`` with any password replaced by ``***`` (safe for logs and error messages): the
+    one in the user part (the hosts are kept as written, several or malformed), and a
+    ``password=`` query parameter."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
+    head, sep, rest = url.partition("://")
+    if not sep:
         return url
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port:
-        host = f"{host}:{port}"
-    netloc = f"{parts.username}:***@{host}" if parts.username else f":***@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{head}{sep}{userinfo.split(':', 1)[0]}:***@{hosts}{tail}"

@@ -65,10 +65,19 @@ def open_embedding_store(cfg: Config) -> EmbeddingStore:
     if is_shared(cfg):
         from store.pg_embeddings import PostgresEmbeddingStore
 
-        return PostgresEmbeddingStore(cfg.store, cfg.db_timeout_seconds)
+        return PostgresEmbeddingStore(cfg.store, cfg.db_timeout_seconds, origin=origin(cfg))
     from store.sqlite_embeddings import SQLiteEmbeddingStore
 
     return SQLiteEmbeddingStore(cfg.gallery_path, timeout=cfg.db_timeout_seconds)
+
+
+def origin(cfg: Config) -> str:
+    """Which workspace publishes to a shared store: ``host:/path/of/workspace``. Each
+    workspace manages only the crops it published (another kiosk enrolling the same person
+    adds crops beside them)."""
+    import socket
+
+    return f"{socket.gethostname()}:{Path(cfg.root).resolve()}"
 
 
 def watch_embedding_store(cfg: Config) -> EmbeddingStore:

@@ -107,10 +107,16 @@ def sync_gallery(
     scope = None if names is None else sorted({validate_name(n) for n in names})
     shared = bool(getattr(store, "holds_crops", False))
     if shared:
-        # a shared store holds everyone's people: publish only those this workspace has
+        # A shared store holds everyone's people: publish only those this workspace has a
+        # folder for, and manage only the crops it published itself. People named explicitly
+        # are being enrolled (again); a sweep of the folder does not bring back the removed.
+        base = Path(cfg.pre_images_dir)
+        revive = [] if scope is None else scope
         if scope is None:
-            scope = sorted({c.identity for c in _scan(Path(cfg.pre_images_dir), None)})
-        scope = _not_removed(store, Path(cfg.pre_images_dir), scope, summary)
+            scope = sorted({c.identity for c in _scan(base, None)})
+        scope = [name for name in scope if person_dir(base, name).is_dir()]
+        store.begin_publish(revive)  # type: ignore[attr-defined]
+        scope = _not_removed(store, scope, revive, summary)
         if not scope:
             log.info("%s", summary)
             return summary
@@ -272,20 +278,20 @@ def _with_bytes(crops: list[_Crop], summary: SyncSummary) -> list[_Crop]:
 
 
 def _not_removed(
-    store: EmbeddingStore, base: Path, scope: list[str], summary: SyncSummary
+    store: EmbeddingStore, scope: list[str], revive: Sequence[str], summary: SyncSummary
 ) -> list[str]:
-    """The people of ``scope`` this workspace may publish to a shared store: not those
-    removed from it after their newest crop here was made (a workspace still holding an old
-    enrolment must not bring someone back; enrolling them again makes newer crops)."""
+    """The people of ``scope`` this workspace may publish to a shared store: not those removed
+    from it, unless named in ``revive`` (enrolled again by name). A workspace that still holds
+    an old enrolment must not bring someone back by a sweep."""
     removed = store.tombstones(scope)  # type: ignore[attr-defined]
     keep: list[str] = []
     for name in scope:
         when = removed.get(name)
-        newest = max((c.mtime_ns for c in _scan(base, [name])), default=0)
-        if when is not None and newest <= int(when.timestamp() * 1e9):
+        if when is not None and name not in revive:
             reason = (
-                f"{name} was removed from {store.describe()} on {when:%Y-%m-%d %H:%M} UTC, "
-                f"after these crops were made; delete {base / name} or enrol them again"
+                f"{name} was removed from {store.describe()} on {when:%Y-%m-%d %H:%M %Z}; "
+                f"delete this folder, or enrol them again by name (call_preprocess --name "
+                f"{name!r})"
             )
             summary.skipped.append((name, reason))
             continue

@@ -66,6 +66,9 @@ class PendingMark:
     action: str | None = None  # None: mark_present; else log_event with this action
     id: str = field(default_factory=_new_id)  # unique: the journal's key
     replayed: bool = False  # read back from the journal of a run that stopped
+    # a write of it failed in a way that may have committed anyway (a server that went away
+    # after COMMIT, before its reply): checked against the audit trail before it is retried
+    uncertain: bool = False
 
     def to_json(self) -> str:
         """This entry as one journal line (without the newline)."""

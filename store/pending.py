@@ -24,6 +24,7 @@ copied into the new writer's own journal, so a kill during replay loses nothing 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -199,6 +200,7 @@ class PendingWriter:
                 except DatabaseError as exc:
                     self._last_failure = self._clock()
                     self.last_error = exc
+                    self._queue[0] = dataclasses.replace(mark, uncertain=True)
                     log.warning(
                         "attendance not saved yet, %d sighting(s) queued: %s",
                         len(self._queue),
@@ -224,7 +226,7 @@ class PendingWriter:
 
     def _save(self, mark: PendingMark) -> MarkResult | None:
         """Write one entry to the store (a replayed one only if it is not there yet)."""
-        if mark.replayed and self._already_saved(mark):
+        if (mark.replayed or mark.uncertain) and self._already_saved(mark):
             self.duplicates += 1
             log.info(
                 "journalled %s of %s at %s was already saved; not written twice",

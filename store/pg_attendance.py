@@ -97,19 +97,33 @@ class PostgresAttendanceStore:
         day = stamp.date().isoformat()
         clock = stamp.strftime("%H:%M:%S")
         with self.db.transaction(f"recording {name!r}") as conn:
-            inserted = conn.execute(
-                "INSERT INTO attendance (EmpName, Date, Status, Time, LastSeen) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (EmpName, Date) DO NOTHING",
-                (name, day, PRESENT, clock, clock),
-            ).rowcount
-            if inserted:
-                action, entry, last = ACTION_PRESENT, clock, clock
-            else:
-                status, old_entry, old_last = conn.execute(
+            row, inserted = None, False
+            for _ in range(3):  # the day's row may be deleted (a purge) between the two
+                inserted = bool(
+                    conn.execute(
+                        "INSERT INTO attendance (EmpName, Date, Status, Time, LastSeen) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (EmpName, Date) DO NOTHING",
+                        (name, day, PRESENT, clock, clock),
+                    ).rowcount
+                )
+                if inserted:
+                    break
+                row = conn.execute(
                     "SELECT Status, Time, LastSeen FROM attendance "
                     "WHERE EmpName = %s AND Date = %s FOR UPDATE",
                     (name, day),
                 ).fetchone()
+                if row is not None:
+                    break
+            if row is None and not inserted:
+                raise DatabaseUnavailable(
+                    f"{self.db.shown}: the row of {name!r} on {day} kept changing while "
+                    "recording it; it is retried"
+                )
+            if row is None:
+                action, entry, last = ACTION_PRESENT, clock, clock
+            else:
+                status, old_entry, old_last = row
                 if status == ABSENT or not old_entry:
                     action, entry, last = ACTION_ABSENT_TO_PRESENT, clock, clock
                 else:

@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
 from common.urls import redact_url
 from store.pg_schema import SCHEMA_VERSION, current_version
@@ -34,17 +33,29 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START = 0.5  # seconds before the first reconnection attempt after a failure
 BACKOFF_MAX = 15.0
+# A reconnection blocks the caller (the recogniser's frame loop) at most this long; a server
+# that answers nothing (a dead host, a firewall dropping packets) then costs one such stall per
+# back-off period instead of the full start-up timeout.
+RECONNECT_TIMEOUT = 2
+# Errors worth retrying (SQLSTATE classes or codes): connection problems, a transaction the
+# server rolled back (deadlock, serialization), a read-only server after a fail-over, too few
+# resources, an administrator's shutdown or a cancelled statement.
+RETRYABLE_SQLSTATES = ("08", "40", "53", "57", "25006", "55P03")
 
 
 def url_parts(url: str) -> tuple[str, str, str | None]:
-    """``(host, port, password)`` of a ``postgresql://`` URL, defaults filled in as libpq does."""
+    """``(host, port, password)`` of a ``postgresql://`` URL as libpq reads it (several hosts
+    stay comma-separated; a password may also be a query parameter)."""
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
-        parts = urlsplit(url)
-        host = parts.hostname or "localhost"
-        port = str(parts.port or 5432)
-    except ValueError:
+        params = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - psycopg.ProgrammingError and friends: unparsable
         return "?", "?", None
-    return host, port, unquote(parts.password) if parts.password else None
+    host = str(params.get("host") or "localhost")
+    port = str(params.get("port") or 5432)
+    password = params.get("password")
+    return host, port, str(password) if password else None
 
 
 class PgConnection:
@@ -112,12 +123,20 @@ class PgConnection:
     def _connect(self) -> psycopg.Connection:
         import psycopg
 
+        wait = self.timeout if self.connections == 0 else min(self.timeout, RECONNECT_TIMEOUT)
         try:
             conn = psycopg.connect(
                 self.url,
                 autocommit=True,
-                connect_timeout=max(1, round(self.timeout)),
+                connect_timeout=max(1, round(wait)),
                 application_name="facenet-attendance",
+                # a peer that vanished without closing is noticed in seconds, not hours
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+                tcp_user_timeout=int(self.timeout * 1000),
+                options=f"-c statement_timeout={int(self.timeout * 1000)}",
             )
         except psycopg.Error as exc:
             raise self._unavailable(
@@ -129,6 +148,9 @@ class PgConnection:
                 self._check_schema(conn)
             for channel in self.listen:
                 conn.execute(f"LISTEN {channel}")  # channel names are this package's constants
+        except psycopg.Error as exc:
+            conn.close()
+            raise self._translate(exc, "opening the store", conn) from None
         except BaseException:
             conn.close()
             raise
@@ -158,33 +180,44 @@ class PgConnection:
         """The connection; driver errors become one-line store errors (and a lost
         connection is dropped, to be reopened by the next call)."""
         import psycopg
+
+        conn = None
+        try:
+            conn = self.conn
+            yield conn
+        except psycopg.Error as exc:
+            raise self._translate(exc, doing, conn) from None
+
+    def _translate(
+        self, exc: BaseException, doing: str, conn: psycopg.Connection | None
+    ) -> StoreError:
+        """The store error for driver error ``exc`` (a lost connection is dropped, to be
+        reopened by the next call after the back-off)."""
         from psycopg import errors as pgerr
 
-        conn = self.conn
-        try:
-            yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            if conn.closed or conn.broken:
+        state = str(getattr(exc, "sqlstate", None) or "")
+        lost = conn is None or conn.closed or conn.broken
+        if lost or state.startswith(RETRYABLE_SQLSTATES):
+            if lost:
                 self.close()
                 self._next_attempt = self._clock() + self._backoff
                 self._backoff = min(BACKOFF_MAX, self._backoff * 2)
-                raise self._unavailable(
-                    f"lost the connection to the store at {self.where()} while {doing} "
-                    f"({self._clean(exc)}); it is retried"
-                ) from None
-            raise self._error(f"{self.shown}: {doing} failed: {self._clean(exc)}") from None
-        except pgerr.InsufficientPrivilege as exc:
-            raise self._error(
+            what = "lost the connection to" if lost else "a passing failure of"
+            return self._unavailable(
+                f"{what} the store at {self.where()} while {doing} ({self._clean(exc)}); "
+                "it is retried"
+            )
+        if isinstance(exc, pgerr.InsufficientPrivilege):
+            return self._error(
                 f"{self.shown}: the database role may not do this ({doing}): "
                 f"{self._clean(exc)}; use a role with that grant (README: Several kiosks)"
-            ) from None
-        except pgerr.UndefinedTable:
-            raise SchemaMismatch(
+            )
+        if isinstance(exc, pgerr.UndefinedTable):
+            return SchemaMismatch(
                 f"the store {self.shown} lacks a table while {doing}; run "
                 f"`attendance db upgrade --store {self.shown}`"
-            ) from None
-        except psycopg.Error as exc:
-            raise self._error(f"{self.shown}: {doing} failed: {self._clean(exc)}") from None
+            )
+        return self._error(f"{self.shown}: {doing} failed: {self._clean(exc)}")
 
     @contextlib.contextmanager
     def transaction(self, doing: str) -> Iterator[psycopg.Connection]:

@@ -44,7 +44,7 @@ class PostgresEmbeddingStore:
 
     holds_crops = True  # the crops live here, not only in a workspace's pre_images/
 
-    def __init__(self, url: str, timeout: float, *, listen: bool = False) -> None:
+    def __init__(self, url: str, timeout: float, *, listen: bool = False, origin: str = "") -> None:
         self.db = PgConnection(
             url,
             timeout,
@@ -55,6 +55,12 @@ class PostgresEmbeddingStore:
         self.db.conn  # noqa: B018 - connect now: a wrong URL or schema fails at start-up
         self._seen_connections = self.db.connections
         self._changes = 0
+        # which workspace this is: a publish manages only the crops it published itself
+        self.origin = origin
+        # set by begin_publish: when the publish started (server time) and whom it may bring
+        # back after a removal (people enrolled again by name)
+        self._since: dt.datetime | None = None
+        self._revive: frozenset[str] = frozenset()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def describe(self) -> str:
@@ -158,17 +164,6 @@ class PostgresEmbeddingStore:
             ).fetchall()
         return [(sha, who, relpath, bytes(png)) for sha, who, relpath, png in rows]
 
-    def crops(self, names: Iterable[str] | None = None) -> list[tuple[str, str, str, bytes]]:
-        """``(identity, relpath, sha256, png)`` of the stored crops (of ``names``, or all)."""
-        sql = "SELECT identity, relpath, sha256, png FROM crops"
-        params: list[object] = []
-        if names is not None:
-            sql += " WHERE identity = ANY(%s)"
-            params.append(sorted({validate_name(n) for n in names}))
-        with self.db.errors("reading crops") as conn:
-            rows = conn.execute(sql + " ORDER BY identity, relpath", params).fetchall()
-        return [(who, relpath, sha, bytes(png)) for who, relpath, sha, png in rows]
-
     def tombstones(self, names: Iterable[str]) -> dict[str, dt.datetime]:
         """When each of ``names`` that was removed was removed (aware UTC datetimes)."""
         wanted = sorted({validate_name(n) for n in names})
@@ -180,16 +175,26 @@ class PostgresEmbeddingStore:
         return {name: when for name, when in rows}
 
     # -- incremental sync (store.gallery) -------------------------------------------------------
+    def begin_publish(self, revive: Iterable[str] = ()) -> None:
+        """Start publishing this workspace's people: writes from now on refuse people removed
+        from the store, except those of ``revive`` removed before this moment (enrolled again
+        by name); a removal committed while the publish runs always wins."""
+        with self.db.errors("starting to publish") as conn:
+            self._since = conn.execute("SELECT now()").fetchone()[0]
+        self._revive = frozenset(validate_name(n) for n in revive)
+
     def stored(self, model_id: str, scope: Sequence[str] | None) -> dict[str, list[StoredCrop]]:
-        """relpath -> the stored crop (identities in ``scope``, or all); a crop without an
-        intact embedding for ``model_id`` is reported not intact (it is published again)."""
+        """relpath -> the crop this workspace published (identities in ``scope``, or all); a
+        crop without an intact embedding for ``model_id`` is reported not intact (it is
+        published again). Other workspaces' crops are theirs to manage."""
         sql = (
             "SELECT c.relpath, c.sha256, c.size, c.mtime_ns, e.dim, length(e.vector) "
-            "FROM crops c LEFT JOIN embeddings e ON e.sha256 = c.sha256 AND e.model_id = %s"
+            "FROM crops c LEFT JOIN embeddings e ON e.sha256 = c.sha256 AND e.model_id = %s "
+            "WHERE c.origin = %s"
         )
-        params: list[object] = [model_id]
+        params: list[object] = [model_id, self.origin]
         if scope is not None:
-            sql += " WHERE c.identity = ANY(%s)"
+            sql += " AND c.identity = ANY(%s)"
             params.append(list(scope))
         out: dict[str, list[StoredCrop]] = {}
         with self.db.errors("reading the gallery") as conn:
@@ -227,7 +232,8 @@ class PostgresEmbeddingStore:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
             if stale:
                 conn.cursor().executemany(
-                    "DELETE FROM crops WHERE sha256 = %s AND relpath = %s", list(stale)
+                    "DELETE FROM crops WHERE origin = %s AND sha256 = %s AND relpath = %s",
+                    [(self.origin, sha, relpath) for sha, relpath in stale],
                 )
                 _drop_orphans(conn, [sha for sha, _ in stale])
             self._insert(conn, model_id, keep_valid(add, still_valid))
@@ -242,8 +248,7 @@ class PostgresEmbeddingStore:
         """Insert (or replace) crops and embeddings in one transaction; return how many."""
         with self.db.transaction("updating the gallery") as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
-            rows = keep_valid(add, still_valid)
-            self._insert(conn, model_id, rows)
+            rows = self._insert(conn, model_id, keep_valid(add, still_valid))
         return len(rows)
 
     def add_vectors(self, model_id: str, rows: Sequence[tuple[str, int, bytes]]) -> int:
@@ -261,12 +266,16 @@ class PostgresEmbeddingStore:
 
     def _insert(
         self, conn: psycopg.Connection, model_id: str, add: Sequence[CropEmbedding]
-    ) -> None:
+    ) -> list[CropEmbedding]:
+        """Store ``add`` (people, crops, embeddings); return the rows stored."""
         if not add:
-            return
+            return []
         missing = [row.relpath for row in add if row.png is None]
         if missing:
             raise GalleryError(f"{self.db.shown}: no crop bytes given for {missing[0]}")
+        add = self._not_removed(conn, add)
+        if not add:
+            return []
         people = sorted({row.identity for row in add})
         cursor = conn.cursor()
         cursor.executemany(
@@ -275,18 +284,42 @@ class PostgresEmbeddingStore:
         )
         cursor.execute("DELETE FROM removed_people WHERE identity = ANY(%s)", (people,))
         cursor.executemany(
-            "INSERT INTO crops (relpath, identity, sha256, size, mtime_ns, png) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (relpath) DO UPDATE SET "
+            "INSERT INTO crops (origin, relpath, identity, sha256, size, mtime_ns, png) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (origin, relpath) DO UPDATE SET "
             "identity = EXCLUDED.identity, sha256 = EXCLUDED.sha256, size = EXCLUDED.size, "
             "mtime_ns = EXCLUDED.mtime_ns, png = EXCLUDED.png",
-            [(r.relpath, r.identity, r.sha256, r.size, r.mtime_ns, r.png) for r in add],
-        )
+            [(self.origin, r.relpath, r.identity, r.sha256, r.size, r.mtime_ns, r.png)
+             for r in add],
+        )  # fmt: skip
         cursor.executemany(
             "INSERT INTO embeddings (model_id, sha256, dim, vector) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (model_id, sha256) DO UPDATE SET dim = EXCLUDED.dim, "
             "vector = EXCLUDED.vector",
             [(model_id, r.sha256, r.dim, r.vector) for r in add],
         )
+        return add
+
+    def _not_removed(
+        self, conn: psycopg.Connection, add: Sequence[CropEmbedding]
+    ) -> list[CropEmbedding]:
+        """The rows of ``add`` whose person this write may store, checked inside the write
+        transaction (under the gallery lock): not someone removed, unless :meth:`begin_publish`
+        named them for enrolling again and the removal came before the publish started."""
+        people = sorted({row.identity for row in add})
+        removed = dict(
+            conn.execute(
+                "SELECT identity, removed_at FROM removed_people WHERE identity = ANY(%s)",
+                (people,),
+            ).fetchall()
+        )
+        refused = {
+            name
+            for name, when in removed.items()
+            if name not in self._revive or self._since is None or when > self._since
+        }
+        for name in sorted(refused):
+            log.warning("%s was removed from %s: not stored again", name, self.db.shown)
+        return [row for row in add if row.identity not in refused]
 
     # -- removing ------------------------------------------------------------------------------
     def remove_identity(self, name: str) -> int:

@@ -48,15 +48,18 @@ MIGRATIONS: tuple[Migration, ...] = (
                 identity text PRIMARY KEY,
                 created  timestamptz NOT NULL DEFAULT now()
             )""",
-            # the aligned 160x160 crops as PNG bytes: any kiosk can embed them for its model
+            # the aligned 160x160 crops as PNG bytes: any kiosk can embed them for its model.
+            # origin: the workspace that published them (host:path); it manages only its own
             """CREATE TABLE crops (
-                relpath  text PRIMARY KEY,
+                origin   text NOT NULL,
+                relpath  text NOT NULL,
                 identity text NOT NULL REFERENCES people (identity) ON DELETE CASCADE,
                 sha256   text NOT NULL,
                 size     bigint NOT NULL,
                 mtime_ns bigint NOT NULL,
                 png      bytea NOT NULL,
                 created  timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (origin, relpath),
                 CHECK (relpath LIKE identity || '/%')
             )""",
             "CREATE INDEX crops_by_identity ON crops (identity)",
@@ -192,7 +195,8 @@ def role_grants(kiosk: str, admin: str) -> list[str]:
     """The GRANT statements of the two roles (run by the database owner after ``upgrade``).
 
     - ``kiosk`` (each recogniser): reads people, crops, embeddings and model versions; adds
-      attendance rows and events and updates a day's last sighting; deletes nothing.
+      attendance rows and events and updates a day's status and times (not who or which
+      day); deletes nothing.
       Crops it embeds for a new model stay in its memory (it may not store embeddings).
     - ``admin`` (enrolment, removal, reports, ``close-day``): every change to every table.
 
@@ -201,15 +205,19 @@ def role_grants(kiosk: str, admin: str) -> list[str]:
     import re
 
     for role in (kiosk, admin):
-        if not re.match(_ROLE_RE, role):
+        if not re.match(_ROLE_RE, role) or role == "public" or role.startswith("pg_"):
             raise ValueError(
-                f"role name {role!r}: use lower-case letters, digits and _ (e.g. kiosk)"
+                f"role name {role!r}: use lower-case letters, digits and _ (e.g. kiosk), "
+                "not public or pg_*"
             )
+    if kiosk == admin:
+        raise ValueError(f"role name {kiosk!r}: the kiosk and admin roles must differ")
+    kiosk, admin = f'"{kiosk}"', f'"{admin}"'
     gallery = ", ".join(GALLERY_TABLES)
     return [
         f"GRANT USAGE ON SCHEMA public TO {kiosk}, {admin}",
         f"GRANT SELECT ON schema_migrations, {gallery} TO {kiosk}",
-        f"GRANT SELECT, INSERT, UPDATE ON attendance TO {kiosk}",
+        f"GRANT SELECT, INSERT, UPDATE (Status, Time, LastSeen) ON attendance TO {kiosk}",
         f"GRANT SELECT, INSERT ON events TO {kiosk}",
         f"GRANT USAGE ON SEQUENCE events_id_seq TO {kiosk}",
         f"GRANT SELECT ON schema_migrations TO {admin}",

@@ -71,8 +71,11 @@ class GalleryError(StoreError):
     """The embedding store cannot be opened, is locked, or holds unusable data."""
 
 
-class SchemaMismatch(StoreError):
-    """The store's schema is older (run ``attendance db upgrade``) or newer than this program."""
+class SchemaMismatch(DatabaseError, GalleryError):
+    """The store's schema is older (run ``attendance db upgrade``) or newer than this program.
+
+    Both a :class:`DatabaseError` and a :class:`GalleryError`, so whoever handles the errors of
+    either store (the pending writer, the gallery watcher) handles it; it is not retryable."""
 
 
 # --- records --------------------------------------------------------------------------------

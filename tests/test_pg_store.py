@@ -7,6 +7,7 @@ Runs against a real throwaway server (``tests/pg.py``), one fresh database per t
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -30,7 +31,13 @@ from store.factory import (
     watch_embedding_store,
 )
 from store.gallery import GalleryWatcher, load_gallery, sync_gallery
-from store.records import DatabaseUnavailable, GalleryError, SchemaMismatch, StoreError
+from store.records import (
+    CropEmbedding,
+    DatabaseUnavailable,
+    GalleryError,
+    SchemaMismatch,
+    StoreError,
+)
 
 WHEN = dt.datetime(2024, 5, 1, 9, 0, 0)
 
@@ -117,6 +124,25 @@ def test_a_kiosk_role_reads_and_marks_but_cannot_delete(kiosks, url: str, pg_ser
     assert remove_from_stores(as_admin, "Ada Lovelace", purge=True) == (4, 1, 2)
 
 
+def test_a_workspace_publishes_only_its_own_folders_and_crops(kiosks, tmp_path, url, cache_dir):
+    """Publishing a name without a local folder removes nothing; another workspace enrolling
+    the same person adds its crops beside the first one's (same file names included)."""
+    a, b = kiosks
+    with open_embedding_store(b) as store:
+        summary = sync_gallery(store, b, FakeEmbedder(), names=["Ada Lovelace"], progress=False)
+        assert summary.removed == 0 and store.identities()["Ada Lovelace"] == 4
+    c = kiosk(tmp_path, "C", url, cache_dir)
+    enrol(c, "Ada Lovelace", 2, seed=500)  # 0000.png and 0001.png, as at A, other pictures
+    with open_embedding_store(c) as store:
+        sync_gallery(store, c, FakeEmbedder(), progress=False)
+        assert store.identities()["Ada Lovelace"] == 6
+        (c.pre_images_dir / "Ada Lovelace" / "0001.png").unlink()  # C drops one of its own
+        summary = sync_gallery(store, c, FakeEmbedder(), progress=False)
+        assert summary.removed == 1 and store.identities()["Ada Lovelace"] == 5
+    with open_embedding_store(a) as store:  # A's are untouched
+        assert sync_gallery(store, a, FakeEmbedder(), progress=False).unchanged == 7
+
+
 # --------------------------------------------------------------------------- removal
 def test_removal_is_one_transaction_and_an_old_workspace_cannot_bring_them_back(kiosks):
     a, b = kiosks
@@ -138,11 +164,60 @@ def test_removal_is_one_transaction_and_an_old_workspace_cannot_bring_them_back(
         assert db.rows(name="Ada Lovelace") == [] and db.events(name="Ada Lovelace") == []
 
 
+def test_a_removal_that_fails_half_way_removes_nothing(kiosks, url):
+    """Crops, embeddings, rows and events go in one transaction: when deleting the events
+    fails, the crops are still there."""
+    _, b = kiosks
+    with open_attendance_store(b) as db:
+        db.mark_present("Alan Turing", WHEN, 0.4, "door 1")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'events are kept'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER keep BEFORE DELETE ON events FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+    with pytest.raises(StoreError, match="events are kept"):
+        remove_from_stores(b, "Alan Turing", purge=True)
+    with open_embedding_store(b) as store, open_attendance_store(b) as db:
+        assert store.identities()["Alan Turing"] == 3 and len(db.rows()) == 1
+        assert store.tombstones(["Alan Turing"]) == {}
+
+
+def test_a_removal_during_a_publish_wins(kiosks):
+    """A publish that started before a removal cannot bring the person back, even when it
+    names them: the removal is checked inside each write."""
+    a, b = kiosks
+    with open_embedding_store(a) as publisher:
+        publisher.begin_publish(["Ada Lovelace"])
+        remove_from_stores(b, "Ada Lovelace", purge=False)
+        write_crop(a.pre_images_dir / "Ada Lovelace" / "0009.png", seed=78)
+        sync_gallery(publisher, a, FakeEmbedder(), names=["Ada Lovelace"], progress=False)
+        # sync_gallery started a new publish after the removal: enrolling again by name works
+        assert publisher.identities()["Ada Lovelace"] == 5
+        remove_from_stores(b, "Ada Lovelace", purge=False)
+        row = CropEmbedding("0" * 64, "Ada Lovelace/0010.png", "Ada Lovelace", 1, 1, 8, b"\0" * 32,
+                            b"png")  # fmt: skip
+        publisher.begin_publish(["Ada Lovelace"])
+        time.sleep(0.01)
+        remove_from_stores(b, "Ada Lovelace", purge=False)  # after this publish started
+        assert publisher.insert("fake-v1", [row]) == 0
+        assert "Ada Lovelace" not in publisher.identities()
+
+
 # --------------------------------------------------------------------------- live changes
 def test_running_kiosks_apply_only_the_identities_that_changed(kiosks, url, pg_server):
     a, b = kiosks
     embedder = FakeEmbedder()
-    watcher = GalleryWatcher(watch_embedding_store(b), embedder.model_id, dim=8, interval=0.0)
+    watched = watch_embedding_store(b)
+    calls: list[str] = []
+    for method in ("load", "load_identities"):
+        original = getattr(watched, method)
+        setattr(
+            watched, method, lambda *a, _f=original, _m=method, **k: calls.append(_m) or _f(*a, **k)
+        )
+    watcher = GalleryWatcher(watched, embedder.model_id, dim=8, interval=0.0)
     with watcher, open_embedding_store(b) as store:
         watcher.prime(*store.load(embedder.model_id, dim=8))
         assert watcher.poll() is None  # nothing happened
@@ -165,6 +240,7 @@ def test_running_kiosks_apply_only_the_identities_that_changed(kiosks, url, pg_s
         time.sleep(0.3)
         labels, _ = watcher.poll()
         assert sorted(set(labels)) == ["Ada Lovelace", "Grace Hopper"]
+        assert calls == ["load_identities", "load_identities"]  # no full reload
         # a restart loses notifications: the watcher reloads everything once it reconnects
         pg_server.restart(mode="immediate")
         enrol(a, "Alan Turing", 1, seed=300)
@@ -187,6 +263,7 @@ def test_running_kiosks_apply_only_the_identities_that_changed(kiosks, url, pg_s
             "Alan Turing",
             "Grace Hopper",
         ]
+        assert calls[2] == "load"  # notifications may have been lost: everything reloaded
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -333,13 +410,32 @@ def test_db_copy_moves_a_workspace_and_is_safe_to_rerun(
         np.testing.assert_array_equal(
             store.load("fake-v1")[1], open_embedding_store(source).load("fake-v1")[1]
         )
-    # a crop changed after it was embedded is not copied, and the copy says so
-    write_crop(source.pre_images_dir / "Alan Turing" / "0001.png", seed=999)
-    report = copy_workspace(source, target)
-    assert any("changed since it was embedded" in line for line in report.skipped)
     code = attendance_cli.main(["db", "copy", "--from", str(source.root), "--to", url])
     out = capsys.readouterr().out
-    assert code == 0 and "verified" in out and "postgres@" in out
+    assert code == 0 and "verified: every source row" in out and "postgres@" in out
+    # a crop changed after it was embedded is not copied: the copy is not verified
+    write_crop(source.pre_images_dir / "Alan Turing" / "0001.png", seed=999)
+    report = copy_workspace(source, target)
+    assert not report.verified
+    assert [p.split(":")[0] for p in report.problems] == ["Alan Turing/0001.png"]
+    assert attendance_cli.main(["db", "copy", "--from", str(source.root), "--to", url]) == 1
+    assert "NOT verified" in capsys.readouterr().out
+    # a crop path leading out of its identity folder (a symbolic link) is not read
+    shutil.rmtree(source.pre_images_dir / "Alan Turing")
+    (source.pre_images_dir / "Alan Turing").symlink_to(source.pre_images_dir / "Ada Lovelace")
+    report = copy_workspace(source, target)
+    assert {p.split(":")[0] for p in report.problems} == {
+        "Alan Turing/0000.png",
+        "Alan Turing/0001.png",
+    }
+    # someone removed from the store is not brought back by copying again
+    (source.pre_images_dir / "Alan Turing").unlink()
+    remove_from_stores(target, "Ada Lovelace", purge=True)
+    report = copy_workspace(source, target)
+    assert any(line.startswith("Ada Lovelace: removed") for line in report.excluded)
+    with open_embedding_store(target) as store, open_attendance_store(target) as db:
+        assert "Ada Lovelace" not in store.identities()
+        assert db.rows(name="Ada Lovelace") == [] and db.events(name="Ada Lovelace") == []
 
 
 def test_db_upgrade_and_grants_commands(pg_url: str, tmp_path: Path, capsys) -> None:
@@ -351,12 +447,17 @@ def test_db_upgrade_and_grants_commands(pg_url: str, tmp_path: Path, capsys) -> 
     assert "up to date (version 1)" in capsys.readouterr().out
     assert attendance_cli.main(["db", "grants", "--kiosk", "door_kiosk"]) == 0
     out = capsys.readouterr().out
-    assert "GRANT SELECT, INSERT, UPDATE ON attendance TO door_kiosk" in out
+    assert (
+        'GRANT SELECT, INSERT, UPDATE (Status, Time, LastSeen) ON attendance TO "door_kiosk"' in out
+    )
     assert "DELETE" not in "".join(
         line for line in out.splitlines() if "door_kiosk" in line and "attendance_admin" not in line
     )
     assert attendance_cli.main(["db", "grants", "--kiosk", "x; DROP TABLE people"]) == 2
     assert "role name 'x; DROP TABLE people'" in capsys.readouterr().err
+    for role in ("public", "pg_read_all_data"):  # would grant every role, or a built-in one
+        assert attendance_cli.main(["db", "grants", "--kiosk", role]) == 2
+        assert f"role name {role!r}" in capsys.readouterr().err
 
 
 def test_close_day_at_an_empty_kiosk_knows_everyone_in_the_store(kiosks, url, capsys) -> None:
