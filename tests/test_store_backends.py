@@ -25,6 +25,7 @@ from store.factory import (
     upgrade_store,
 )
 from store.gallery import load_gallery, sync_gallery
+from store.pending import PendingWriter
 from store.records import (
     ABSENT,
     ACTION_ABSENT,
@@ -33,6 +34,7 @@ from store.records import (
     ACTION_SEEN,
     PRESENT,
     AttendanceRow,
+    DatabaseUnavailable,
 )
 
 DAY = dt.date(2024, 5, 1)
@@ -170,3 +172,31 @@ def test_a_sighting_journalled_before_a_kill_is_saved_once(backend: Config) -> N
     with open_attendance_store(backend) as db:
         assert [(r.name, r.time) for r in db.rows()] == [("Ada", "09:00:00"), ("Bob", "09:30:00")]
         assert len(db.events()) == 2
+
+
+class LostReply:
+    """A store whose first ``mark_present`` commits and then reports the connection lost
+    (the server went away after COMMIT, before its reply)."""
+
+    def __init__(self, store) -> None:
+        self.store, self.lost = store, False
+
+    def mark_present(self, *args):
+        result = self.store.mark_present(*args)
+        if not self.lost:
+            self.lost = True
+            raise DatabaseUnavailable("lost the connection to the store; it is retried")
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_retried_sighting_that_had_committed_is_not_written_twice(backend: Config) -> None:
+    with PendingWriter(LostReply(open_attendance_store(backend)), retry_interval=0.0) as writer:
+        writer.mark_present("Ada", at(9), 0.4, "camera 0")
+        assert len(writer.pending()) == 1  # the writer cannot know it was saved
+        writer.flush()
+        assert writer.pending() == [] and writer.duplicates == 1
+    with open_attendance_store(backend) as db:
+        assert [e.action for e in db.events()] == [ACTION_PRESENT]
