@@ -190,12 +190,15 @@ def hud_text(rate: FrameRate, paused: bool, source: str) -> str:
 # --------------------------------------------------------------------------- building
 def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: Any = None,
                    detector: Any = None, independent_frames: bool = False,
-                   gates: Any = ()) -> Any:  # fmt: skip
+                   gates: Any = (), crop_cache: dict[str, Any] | None = None,
+                   ) -> Any:  # fmt: skip
     """Load the detector, the embedder and the gallery; return a ``RecognitionPipeline``.
 
     ``independent_frames``: every frame is its own scene (a folder of photos).
     ``gates``: a sequence of ``recognizer.gates.Gate`` checks (in order) every face must pass
     before it is recorded, e.g. a liveness check (none by default).
+    ``crop_cache``: vectors of a shared store's crops kept in memory (see
+    ``store.gallery.embed_stored_crops``), shared with the gallery watcher.
     """
     from preprocess.detectors import make_detector
     from recognizer.pipeline import RecognitionPipeline
@@ -207,7 +210,7 @@ def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: An
 
         embedder = Embedder.from_config(cfg)
     with open_embedding_store(cfg) as gallery:
-        labels, embeddings = load_gallery(gallery, cfg, embedder)
+        labels, embeddings = load_gallery(gallery, cfg, embedder, cache=crop_cache)
     if not labels:
         raise NobodyEnrolled(
             f"nobody is enrolled: {cfg.pre_images_dir} has no face crops; run "
@@ -346,6 +349,18 @@ def _handle_key(key: str | None, pipeline: Any, summary: RunSummary) -> bool:
     return False
 
 
+def _stored_crop_filler(cfg: Config, embedder: Any, cache: dict[str, Any]) -> Any:
+    """For a shared store: embed the crops of changed people that have no vector for this
+    model yet (enrolled with another model), keeping those the store may not take in memory
+    (in ``cache``, each embedded once)."""
+    from store.gallery import embed_stored_crops
+
+    def fill(store: Any, names: set[str] | None) -> Any:
+        return embed_stored_crops(store, cfg, embedder, progress=False, names=names, cache=cache)
+
+    return fill
+
+
 # --------------------------------------------------------------------------- command
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Open the source, load the models and the gallery, run the loop, print a summary."""
@@ -376,12 +391,14 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             writer = open_pending_writer(cfg)
             stack.callback(writer.close)  # saves queued sightings, closes the database
             embedder = Embedder.from_config(cfg)
+            crop_cache: dict[str, Any] = {}  # a shared store's vectors kept in memory
             # watching starts before the gallery is loaded, so no change can slip in between
             watcher = GalleryWatcher(
                 watch_embedding_store(cfg),
                 embedder.model_id,
                 dim=embedder.dim,
                 interval=SHARED_RELOAD_INTERVAL if is_shared(cfg) else RELOAD_INTERVAL,
+                fill=_stored_crop_filler(cfg, embedder, crop_cache) if is_shared(cfg) else None,
             )
             stack.callback(watcher.close)
             pipeline = build_pipeline(
@@ -390,6 +407,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 continuous=args.continuous,
                 embedder=embedder,
                 independent_frames=isinstance(source, FolderSource),  # each image its own scene
+                crop_cache=crop_cache,
             )
             # what the pipeline matches (per-person templates in template mode: the template
             # of one template is itself, so patching these with fresh crops is exact)

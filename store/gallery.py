@@ -357,16 +357,21 @@ def _hashed(crop: _Crop, rows: list[StoredCrop]) -> _Crop:
 
 
 def load_gallery(
-    store: EmbeddingStore, cfg: Config, embedder: EmbedderLike, progress: bool | None = None
+    store: EmbeddingStore,
+    cfg: Config,
+    embedder: EmbedderLike,
+    progress: bool | None = None,
+    cache: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Sync ``store`` with the workspace ``cfg`` for ``embedder``, then load it.
 
     A shared store (``holds_crops``) is not synced with this workspace's folder (a kiosk
     with an empty workspace must not remove everyone; enrolment publishes): its crops that
-    have no embedding for this model yet are embedded from the stored bytes instead.
+    have no embedding for this model yet are embedded from the stored bytes instead
+    (``cache``: see :func:`embed_stored_crops`).
     """
     if getattr(store, "holds_crops", False):
-        extra = embed_stored_crops(store, cfg, embedder, progress)
+        extra = embed_stored_crops(store, cfg, embedder, progress, cache=cache)
         labels, vectors = store.load(embedder.model_id, dim=embedder.dim)
         if extra[0]:  # embedded here but not stored (a kiosk role may not write embeddings)
             labels, vectors = labels + extra[0], np.concatenate([vectors, extra[1]])
@@ -376,12 +381,19 @@ def load_gallery(
 
 
 def embed_stored_crops(
-    store: EmbeddingStore, cfg: Config, embedder: EmbedderLike, progress: bool | None = None
+    store: EmbeddingStore,
+    cfg: Config,
+    embedder: EmbedderLike,
+    progress: bool | None = None,
+    names: set[str] | None = None,
+    cache: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """Embed the crops of a shared store that lack an embedding for ``embedder`` and store the
-    vectors. When the store refuses them (a kiosk role without that grant), they are returned
-    ``(labels, vectors)`` to be used from memory; else nothing is returned."""
-    missing = store.missing(embedder.model_id)  # type: ignore[attr-defined]
+    """Embed the crops of a shared store (of ``names``, or everyone's) that lack an embedding
+    for ``embedder`` and store the vectors. When the store refuses them (a kiosk role without
+    that grant), they are returned ``(labels, vectors)`` to be used from memory; else nothing
+    is returned. ``cache`` (sha256 -> vector) keeps such vectors so they are embedded once."""
+    missing = store.missing(embedder.model_id, names)  # type: ignore[attr-defined]
+    cache = {} if cache is None else cache
     labels: list[str] = []
     kept: list[np.ndarray] = []
     if not missing:
@@ -400,6 +412,10 @@ def embed_stored_crops(
         for start in range(0, len(missing), batch_size):
             batch = []
             for sha, identity, relpath, png in missing[start : start + batch_size]:
+                if sha in cache:  # embedded before, kept in memory
+                    labels.append(identity)
+                    kept.append(cache[sha][None])
+                    continue
                 try:
                     rgb = decode_image(png, f"{store.describe()}: {relpath}")
                 except ImageReadError as exc:
@@ -426,6 +442,8 @@ def embed_stored_crops(
                     log.warning("embeddings kept in memory only: %s", exc)
             labels += [identity for _, identity, _ in batch]
             kept.append(vectors.astype(np.float32))
+            for (sha, _, _), vector in zip(batch, vectors, strict=True):
+                cache[sha] = vector.astype(np.float32)
     if not kept:
         return labels, np.zeros((0, embedder.dim), np.float32)
     return labels, np.concatenate(kept)
@@ -454,8 +472,13 @@ class GalleryWatcher:
         dim: int | None = None,
         interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        fill: Callable[[EmbeddingStore, set[str] | None], tuple[list[str], np.ndarray]]
+        | None = None,
     ) -> None:
         self.store: EmbeddingStore | None = store
+        # for a shared store: embeds the changed people's crops that have no vector for this
+        # model yet, returning those it keeps in memory (embed_stored_crops)
+        self.fill = fill
         self.model_id = model_id
         self.dim = dim
         self.interval = float(interval)
@@ -538,10 +561,16 @@ class GalleryWatcher:
             if self._dirty == set():
                 return None
             if self._dirty is None:
-                labels, vectors = store.load(self.model_id, dim=self.dim)
+                labels, vectors = self._with_filled(
+                    store, None, store.load(self.model_id, dim=self.dim)
+                )
             else:
                 names = self._dirty
-                fresh = store.load_identities(self.model_id, names, dim=self.dim)  # type: ignore[attr-defined]
+                fresh = self._with_filled(
+                    store,
+                    names,
+                    store.load_identities(self.model_id, names, dim=self.dim),  # type: ignore[attr-defined]
+                )
                 keep = [i for i, label in enumerate(self._current[0]) if label not in names]
                 labels = [self._current[0][i] for i in keep] + fresh[0]
                 parts = [p for p in (self._current[1][keep], fresh[1]) if len(p)]
@@ -559,6 +588,22 @@ class GalleryWatcher:
         self.reloads += 1
         self._current = (labels, vectors)
         return labels, vectors
+
+    def _with_filled(
+        self,
+        store: EmbeddingStore,
+        names: set[str] | None,
+        loaded: tuple[list[str], np.ndarray],
+    ) -> tuple[list[str], np.ndarray]:
+        """``loaded`` plus what :attr:`fill` embeds for ``names`` and keeps in memory."""
+        if self.fill is None:
+            return loaded
+        extra = self.fill(store, names)
+        if not extra[0]:
+            return loaded
+        if not loaded[0]:
+            return list(extra[0]), np.asarray(extra[1], np.float32)
+        return loaded[0] + list(extra[0]), np.concatenate([loaded[1], extra[1]]).astype(np.float32)
 
     def _changed(self, store: EmbeddingStore) -> bool:
         """Did the store change since the previous check?"""

@@ -152,16 +152,21 @@ class PostgresEmbeddingStore:
             rows = conn.execute("SELECT DISTINCT model_id FROM embeddings ORDER BY 1").fetchall()
         return [row[0] for row in rows]
 
-    def missing(self, model_id: str) -> list[tuple[str, str, str, bytes]]:
-        """``(sha256, identity, relpath, png)`` of one crop per content with no embedding for
-        ``model_id`` (a kiosk embeds these from the stored bytes)."""
+    def missing(
+        self, model_id: str, names: Iterable[str] | None = None
+    ) -> list[tuple[str, str, str, bytes]]:
+        """``(sha256, identity, relpath, png)`` of the crops (of ``names``, or everyone's) with
+        no embedding for ``model_id`` (a kiosk embeds these from the stored bytes)."""
+        sql = (
+            "SELECT c.sha256, c.identity, c.relpath, c.png FROM crops c WHERE NOT EXISTS "
+            "(SELECT 1 FROM embeddings e WHERE e.sha256 = c.sha256 AND e.model_id = %s)"
+        )
+        params: list[object] = [model_id]
+        if names is not None:
+            sql += " AND c.identity = ANY(%s)"
+            params.append(sorted({validate_name(n) for n in names}))
         with self.db.errors("reading the gallery") as conn:
-            rows = conn.execute(
-                "SELECT DISTINCT ON (c.sha256) c.sha256, c.identity, c.relpath, c.png "
-                "FROM crops c WHERE NOT EXISTS (SELECT 1 FROM embeddings e "
-                "WHERE e.sha256 = c.sha256 AND e.model_id = %s) ORDER BY c.sha256, c.relpath",
-                (model_id,),
-            ).fetchall()
+            rows = conn.execute(sql + " ORDER BY c.identity, c.relpath", params).fetchall()
         return [(sha, who, relpath, bytes(png)) for sha, who, relpath, png in rows]
 
     def tombstones(self, names: Iterable[str]) -> dict[str, dt.datetime]:

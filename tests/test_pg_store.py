@@ -465,3 +465,43 @@ def test_close_day_at_an_empty_kiosk_knows_everyone_in_the_store(kiosks, url, ca
     code = attendance_cli.main(["close-day", "--workspace", str(b.root), "--store", url])
     assert code == 0
     assert "2 newly marked Absent" in capsys.readouterr().out
+
+
+def test_a_kiosk_on_another_model_keeps_up_with_changes(kiosks, url) -> None:
+    """A kiosk whose role may not store vectors, running another model: a person enrolled
+    or changed elsewhere is embedded from the stored crops when the change arrives, and
+    people it embedded before stay (from memory, each crop embedded once)."""
+    from store.gallery import embed_stored_crops
+
+    a, b = kiosks
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE kiosk LOGIN")
+        conn.execute("CREATE ROLE admin LOGIN")
+        for statement in store_grants("kiosk", "admin"):
+            conn.execute(statement)
+    as_kiosk = b.replace(store=url.replace("postgres@", "kiosk@"))
+    other = FakeEmbedder(model_id="fake-v2", dim=6)
+    cache: dict = {}
+
+    def fill(store, names):
+        return embed_stored_crops(store, as_kiosk, other, False, names=names, cache=cache)
+
+    watcher = GalleryWatcher(
+        watch_embedding_store(as_kiosk), "fake-v2", dim=6, interval=0.0, fill=fill
+    )
+    with watcher, open_embedding_store(as_kiosk) as store:
+        watcher.prime(*load_gallery(store, as_kiosk, other, progress=False, cache=cache))
+        assert other.embedded == 7
+        write_crop(a.pre_images_dir / "Ada Lovelace" / "0009.png", seed=79)
+        enrol(a, "Grace Hopper", 2, seed=200)
+        with open_embedding_store(a) as publisher:
+            sync_gallery(publisher, a, FakeEmbedder(), progress=False)
+        deadline, loaded = time.monotonic() + 5, None
+        while loaded is None and time.monotonic() < deadline:
+            loaded = watcher.poll()
+            time.sleep(0.05)
+    assert loaded is not None
+    counts = {name: loaded[0].count(name) for name in set(loaded[0])}
+    assert counts == {"Ada Lovelace": 5, "Alan Turing": 3, "Grace Hopper": 2}
+    assert loaded[1].shape == (10, 6)
+    assert other.embedded == 7 + 3  # only the new crops; Ada's four came from the cache
