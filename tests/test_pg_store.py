@@ -475,11 +475,11 @@ def test_a_kiosk_on_another_model_keeps_up_with_changes(kiosks, url) -> None:
 
     a, b = kiosks
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE ROLE kiosk LOGIN")
-        conn.execute("CREATE ROLE admin LOGIN")
-        for statement in store_grants("kiosk", "admin"):
+        conn.execute("CREATE ROLE door_kiosk LOGIN")
+        conn.execute("CREATE ROLE door_admin LOGIN")
+        for statement in store_grants("door_kiosk", "door_admin"):
             conn.execute(statement)
-    as_kiosk = b.replace(store=url.replace("postgres@", "kiosk@"))
+    as_kiosk = b.replace(store=url.replace("postgres@", "door_kiosk@"))
     other = FakeEmbedder(model_id="fake-v2", dim=6)
     cache: dict = {}
 
