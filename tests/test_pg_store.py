@@ -505,3 +505,16 @@ def test_a_kiosk_on_another_model_keeps_up_with_changes(kiosks, url) -> None:
     assert counts == {"Ada Lovelace": 5, "Alan Turing": 3, "Grace Hopper": 2}
     assert loaded[1].shape == (10, 6)
     assert other.embedded == 7 + 3  # only the new crops; Ada's four came from the cache
+
+
+def test_remove_command_at_an_empty_kiosk_removes_everywhere(kiosks, url, capsys) -> None:
+    a, b = kiosks
+    with open_attendance_store(b) as db:
+        db.mark_present("Ada Lovelace", WHEN, 0.4, "door 1")
+    args = ["remove", "Ada Lovelace", "--purge", "--yes", "--workspace", str(b.root)]
+    assert attendance_cli.main([*args, "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "4 embedding(s), 1 attendance row(s) and 1 event(s)" in out
+    with open_embedding_store(a) as store, open_attendance_store(a) as db:
+        assert "Ada Lovelace" not in store.identities() and db.rows() == []
+    assert attendance_cli.main([*args, "--store", url]) == 2  # nobody left under that name
