@@ -106,8 +106,11 @@ class PgConnection:
             return self._conn
         now = self._clock()
         if now < self._next_attempt:
+            # the same words at every call, so a caller that logs each new message once
+            # (the gallery watcher) does not log every poll of an outage
             raise self._unavailable(
-                f"{self.where()} is unreachable; next attempt in {self._next_attempt - now:.1f} s"
+                f"the store at {self.where()} is unreachable; retrying with back-off "
+                f"(up to every {BACKOFF_MAX:g} s)"
             )
         try:
             self._conn = self._connect()
