@@ -518,3 +518,41 @@ def test_remove_command_at_an_empty_kiosk_removes_everywhere(kiosks, url, capsys
     with open_embedding_store(a) as store, open_attendance_store(a) as db:
         assert "Ada Lovelace" not in store.identities() and db.rows() == []
     assert attendance_cli.main([*args, "--store", url]) == 2  # nobody left under that name
+
+
+def test_reconnection_backs_off_and_waits_at_most_a_short_timeout(monkeypatch) -> None:
+    """After a failed connection the next attempt waits 0.5 s, then 1 s, 2 s ... (at most
+    15 s), calls in between fail at once with the same message, and a reconnection (not the
+    first connection) waits at most 2 s for the server."""
+    from store import pg_connection
+
+    now = [100.0]
+    attempts: list[int] = []
+
+    def refuse(url, **kwargs):
+        attempts.append(kwargs["connect_timeout"])
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(psycopg, "connect", refuse)
+    db = pg_connection.PgConnection(
+        "postgresql://u:pw@127.0.0.1:9/x",
+        10.0,
+        error=StoreError,
+        unavailable=DatabaseUnavailable,
+        clock=lambda: now[0],
+    )
+    messages = set()
+    for step in (0.0, 0.1, 0.5, 0.1, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0):
+        now[0] += step
+        with pytest.raises(DatabaseUnavailable) as caught:
+            db.conn  # noqa: B018
+        if step == 0.1:  # within the back-off: no attempt, the same words
+            messages.add(str(caught.value))
+    assert len(attempts) == 8  # at 0, 0.5 (+0.1), 1.0, 2.0, 4.0, 8.0, 15.0, 15.0 later
+    assert attempts == [10] * 8  # never connected yet: the full timeout
+    assert len(messages) == 1 and "pw" not in messages.pop()
+    db.connections = 1  # once connected, a reconnection waits at most RECONNECT_TIMEOUT
+    now[0] += 60
+    with pytest.raises(DatabaseUnavailable):
+        db.conn  # noqa: B018
+    assert attempts[-1] == pg_connection.RECONNECT_TIMEOUT
