@@ -67,8 +67,12 @@ def identity_templates(gallery: np.ndarray, labels: Sequence[str]) -> tuple[list
     if len(labels) == 0:
         return [], np.zeros((0, gallery.shape[1] if gallery.ndim == 2 else 0), np.float32)
     names, inverse = np.unique(np.asarray(list(labels), dtype=str), return_inverse=True)
-    sums = np.zeros((len(names), gallery.shape[1]), np.float64)
-    np.add.at(sums, inverse.ravel(), gallery)
+    # per-identity sums: rows grouped by identity (stable, so each sum runs in row order),
+    # then one reduceat; np.add.at does the same but takes seconds on 100,000 rows
+    order = np.argsort(inverse.ravel(), kind="stable")
+    grouped = inverse.ravel()[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    sums = np.add.reduceat(gallery[order].astype(np.float64), starts, axis=0)
     return [str(n) for n in names], l2_normalize(sums)
 
 
@@ -108,10 +112,54 @@ def match_embeddings(
         names, gallery = identity_templates(gallery, labels)
     else:
         names = [str(label) for label in labels]
-    distances = euclidean_distances(queries, gallery)
-    best = distances.argmin(axis=1)
-    best_distance = distances[np.arange(len(queries)), best]
-    return [
-        Match(names[i], float(d), True) if d <= threshold else Match(UNKNOWN, float(d), False)
-        for i, d in zip(best.tolist(), best_distance.tolist(), strict=True)
-    ]
+    return GalleryIndex(gallery, names).match(queries, threshold)
+
+
+class GalleryIndex:
+    """A gallery prepared once for matching many queries (the recogniser's per-frame path).
+
+    The nearest row is found with one float32 matrix product against precomputed float64
+    squared norms; rows within a hair of the best are then compared exactly in float64, so
+    the winner and its distance are those of :func:`euclidean_distances` (ties go to the
+    first row). On 100,000 rows a query costs about a millisecond instead of the ~70 ms of
+    converting the gallery to float64 on every call.
+    """
+
+    #: squared-distance margin within which candidates are re-compared exactly; float32 dot
+    #: products of unit 128-d vectors err by about 1e-6
+    EXACT_MARGIN = 1e-4
+
+    def __init__(self, gallery: np.ndarray, labels: Sequence[str]) -> None:
+        self.labels = [str(label) for label in labels]
+        self.vectors = np.ascontiguousarray(np.asarray(gallery, dtype=np.float32))
+        if len(self.labels) != len(self.vectors):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.vectors)} gallery rows")
+        wide = self.vectors.astype(np.float64)
+        self.sq_norms = (wide * wide).sum(axis=1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def match(self, queries: np.ndarray, threshold: float) -> list[Match]:
+        """The best row for each query (M, D) unit-norm embedding, as :func:`match_embeddings`."""
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim == 1:
+            queries = queries[None]
+        if len(queries) == 0:
+            return []
+        if len(self.labels) == 0:
+            return [Match(UNKNOWN, float("inf"), False) for _ in range(len(queries))]
+        approx = self.sq_norms[None, :] - 2.0 * (queries @ self.vectors.T).astype(np.float64)
+        floor = approx.min(axis=1)
+        out: list[Match] = []
+        for row, query in enumerate(queries):
+            near = np.flatnonzero(approx[row] <= floor[row] + self.EXACT_MARGIN)
+            exact = euclidean_distances(query[None], self.vectors[near])[0]
+            pick = int(exact.argmin())
+            index, distance = int(near[pick]), float(exact[pick])
+            out.append(
+                Match(self.labels[index], distance, True)
+                if distance <= threshold
+                else Match(UNKNOWN, distance, False)
+            )
+        return out

@@ -78,7 +78,7 @@ import numpy as np
 
 from common.config import Config
 from common.sources import Frame
-from common.vectors import UNKNOWN, identity_templates, match_embeddings
+from common.vectors import UNKNOWN, GalleryIndex, identity_templates
 from preprocess.detect import detect_at_width
 from recognizer.confirm import Cooldown
 from recognizer.gates import Gate, GateBoard, Verdict, Verdicts
@@ -253,6 +253,7 @@ class RecognitionPipeline:
         self.embedder = embedder
         # (labels, embeddings) as matched: swapped as one tuple by update_gallery
         self._gallery = self._prepare_gallery(labels, embeddings)
+        self._index = GalleryIndex(*self._gallery)  # prepared once per gallery, not per frame
         self.recorder = recorder
         self.continuous = continuous
         self.clock = clock
@@ -341,6 +342,7 @@ class RecognitionPipeline:
             return None
         before, after = set(old_labels), set(prepared[0])
         self._gallery = prepared
+        self._index = GalleryIndex(*prepared)
         change = GalleryChange(
             people=len(after),
             embeddings=len(labels),
@@ -463,8 +465,7 @@ class RecognitionPipeline:
         self.embedded += len(due)
 
         start = time.perf_counter()
-        labels, gallery = self._gallery
-        matches = match_embeddings(vectors, gallery, labels, self.cfg.threshold)
+        matches = self._index.match(vectors, self.cfg.threshold)
         for i, (track, vector, match) in enumerate(zip(list(due), vectors, matches, strict=True)):
             track = due[i] = self._same_face(track, vector, frame)
             track.last_vector = np.asarray(vector, np.float32)

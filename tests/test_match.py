@@ -114,3 +114,27 @@ def test_l2_normalize_keeps_zero_rows() -> None:
     out = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]])
     assert out.dtype == np.float32
+
+
+def test_a_prepared_gallery_matches_exactly_as_the_full_distance_matrix() -> None:
+    """GalleryIndex (float32 search, exact float64 re-check) gives the winner and distance of
+    the full float64 distance matrix, ties to the first row, on a gallery with near-twins."""
+    from common.vectors import GalleryIndex, euclidean_distances
+
+    rng = np.random.default_rng(3)
+    gallery = rng.normal(size=(2000, 128))
+    gallery[1000:1010] = gallery[:10] + 1e-7 * rng.normal(size=(10, 128))  # near-twins
+    gallery[1500] = gallery[7]  # an exact twin, later: the first one wins
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    gallery = gallery.astype(np.float32)
+    labels = [f"p{i}" for i in range(len(gallery))]
+    queries = np.concatenate([gallery[:12], rng.normal(size=(20, 128))]).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    index = GalleryIndex(gallery, labels)
+    full = euclidean_distances(queries, gallery)
+    for match, row in zip(index.match(queries, 2.0), full, strict=True):
+        assert match.identity == labels[int(row.argmin())]
+        assert match.distance == pytest.approx(float(row.min()), abs=1e-6)  # sqrt near 0
+    assert index.match(gallery[7], 0.5)[0].identity == "p7"
+    empty = GalleryIndex(np.zeros((0, 128), np.float32), [])
+    assert empty.match(queries[:2], 1.0)[0].distance == float("inf")
