@@ -253,7 +253,8 @@ class RecognitionPipeline:
         self.embedder = embedder
         # (labels, embeddings) as matched: swapped as one tuple by update_gallery
         self._gallery = self._prepare_gallery(labels, embeddings)
-        self._index = GalleryIndex(*self._gallery)  # prepared once per gallery, not per frame
+        # prepared once per gallery, not per frame
+        self._index = GalleryIndex(self._gallery[1], self._gallery[0])
         self.recorder = recorder
         self.continuous = continuous
         self.clock = clock
@@ -342,7 +343,7 @@ class RecognitionPipeline:
             return None
         before, after = set(old_labels), set(prepared[0])
         self._gallery = prepared
-        self._index = GalleryIndex(*prepared)
+        self._index = GalleryIndex(prepared[1], prepared[0])
         change = GalleryChange(
             people=len(after),
             embeddings=len(labels),
