@@ -282,6 +282,9 @@ def run_loop(
                 reloaded = gallery.poll()  # cheap: looks at the file every few seconds only
                 if reloaded is not None:
                     pipeline.update_gallery(*reloaded)
+            retry = getattr(pipeline.recorder, "retry", None)
+            if retry is not None:
+                retry()  # sightings queued while the store was away: saved once it is back
             if window is not None and pipeline.paused and not live and last_image is not None:
                 key = window.key(30)  # hold the frame until n or esc
                 if _handle_key(key, pipeline, summary):
@@ -410,7 +413,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 crop_cache=crop_cache,
             )
             # what the pipeline matches (per-person templates in template mode: the template
-            # of one template is itself, so patching these with fresh crops is exact)
+            # of one template is itself, up to float rounding, so patching these with fresh
+            # crops gives the templates a full reload would)
             watcher.prime(pipeline.labels, pipeline.embeddings)
             window = None
             if not headless:

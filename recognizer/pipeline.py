@@ -338,7 +338,12 @@ class RecognitionPipeline:
         """
         prepared = self._prepare_gallery(labels, embeddings)
         old_labels, old_embeddings = self._gallery
-        if prepared[0] == old_labels and np.array_equal(prepared[1], old_embeddings):
+        if (
+            prepared[0] == old_labels
+            and prepared[1].shape == old_embeddings.shape
+            # equal up to float rounding (a template of a template differs by ~1e-8)
+            and np.allclose(prepared[1], old_embeddings, rtol=0.0, atol=1e-6)
+        ):
             log.debug("gallery reloaded: unchanged")
             return None
         before, after = set(old_labels), set(prepared[0])

@@ -129,6 +129,13 @@ class PendingWriter:
         """Try to save the whole backlog now; returns what was written."""
         return self._drain()
 
+    def retry(self) -> None:
+        """Retry the backlog if a retry is due (cheap otherwise): a recogniser calls this
+        between frames, so sightings queued during an outage are saved once the store is
+        back, without waiting for the next sighting."""
+        if self._queue and self._retry_due():
+            self._drain()
+
     def _enqueue(self, mark: PendingMark) -> None:
         """Journal ``mark`` (fsynced) before anything is tried, then queue it."""
         if self.journal is not None:

@@ -48,18 +48,15 @@ MIGRATIONS: tuple[Migration, ...] = (
                 identity text PRIMARY KEY,
                 created  timestamptz NOT NULL DEFAULT now()
             )""",
-            # the aligned 160x160 crops as PNG bytes: any kiosk can embed them for its model.
-            # origin: the workspace that published them (host:path); it manages only its own
+            # the aligned 160x160 crops as PNG bytes: any kiosk can embed them for its model
             """CREATE TABLE crops (
-                origin   text NOT NULL,
-                relpath  text NOT NULL,
+                relpath  text PRIMARY KEY,
                 identity text NOT NULL REFERENCES people (identity) ON DELETE CASCADE,
                 sha256   text NOT NULL,
                 size     bigint NOT NULL,
                 mtime_ns bigint NOT NULL,
                 png      bytea NOT NULL,
                 created  timestamptz NOT NULL DEFAULT now(),
-                PRIMARY KEY (origin, relpath),
                 CHECK (relpath LIKE identity || '/%')
             )""",
             "CREATE INDEX crops_by_identity ON crops (identity)",
@@ -132,6 +129,19 @@ MIGRATIONS: tuple[Migration, ...] = (
                 FOR EACH STATEMENT EXECUTE FUNCTION attendance_notify_rows()""",
             """CREATE TRIGGER events_notify AFTER INSERT OR UPDATE OR DELETE ON events
                 FOR EACH STATEMENT EXECUTE FUNCTION attendance_notify_rows()""",
+        ),
+    ),
+    Migration(
+        2,
+        "crops belong to the workspace that published them",
+        (
+            # origin: the workspace that published a crop (host:path); it manages only its
+            # own, so two workspaces enrolling one person (even with equal file names) add up.
+            # Crops stored before have no known origin ('').
+            "ALTER TABLE crops ADD COLUMN origin text NOT NULL DEFAULT ''",
+            "ALTER TABLE crops ALTER COLUMN origin DROP DEFAULT",
+            "ALTER TABLE crops DROP CONSTRAINT crops_pkey",
+            "ALTER TABLE crops ADD PRIMARY KEY (origin, relpath)",
         ),
     ),
 )

@@ -31,6 +31,8 @@ from store.factory import (
     watch_embedding_store,
 )
 from store.gallery import GalleryWatcher, load_gallery, sync_gallery
+from store.pending import PendingWriter
+from store.pg_schema import SCHEMA_VERSION
 from store.records import (
     CropEmbedding,
     DatabaseUnavailable,
@@ -350,7 +352,7 @@ def test_schema_missing_or_newer_is_refused(pg_url: str, workspace: Config) -> N
     with pytest.raises(SchemaMismatch, match="attendance db upgrade"):
         open_attendance_store(cfg)
     assert upgrade_store(cfg)[1]
-    assert upgrade_store(cfg) == (1, [])  # idempotent
+    assert upgrade_store(cfg) == (SCHEMA_VERSION, [])  # idempotent
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("INSERT INTO schema_migrations (version, name) VALUES (99, 'future')")
     for opener in (open_attendance_store, open_embedding_store):
@@ -440,11 +442,11 @@ def test_db_copy_moves_a_workspace_and_is_safe_to_rerun(
 
 def test_db_upgrade_and_grants_commands(pg_url: str, tmp_path: Path, capsys) -> None:
     code = attendance_cli.main(["db", "upgrade", "--workspace", str(tmp_path), "--store", pg_url])
-    assert code == 0 and "applied 1" in capsys.readouterr().out
+    assert code == 0 and "applied 1: people" in capsys.readouterr().out
     assert (
         attendance_cli.main(["db", "upgrade", "--workspace", str(tmp_path), "--store", pg_url]) == 0
     )
-    assert "up to date (version 1)" in capsys.readouterr().out
+    assert f"up to date (version {SCHEMA_VERSION})" in capsys.readouterr().out
     assert attendance_cli.main(["db", "grants", "--kiosk", "door_kiosk"]) == 0
     out = capsys.readouterr().out
     assert (
@@ -556,3 +558,53 @@ def test_reconnection_backs_off_and_waits_at_most_a_short_timeout(monkeypatch) -
     with pytest.raises(DatabaseUnavailable):
         db.conn  # noqa: B018
     assert attempts[-1] == pg_connection.RECONNECT_TIMEOUT
+
+
+def test_queued_sightings_are_retried_without_waiting_for_the_next_one(kiosks, pg_server):
+    _, b = kiosks
+    now = [0.0]
+    store = open_attendance_store(b)
+    with PendingWriter(store, retry_interval=5.0, clock=lambda: now[0]) as writer:
+        pg_server.stop(mode="immediate")
+        try:
+            writer.mark_present("Ada Lovelace", WHEN, 0.4, "door 1")
+            assert len(writer.pending()) == 1
+        finally:
+            pg_server.start()
+        writer.retry()  # not due yet: nothing tried
+        assert len(writer.pending()) == 1
+        deadline = time.monotonic() + 30
+        while writer.pending() and time.monotonic() < deadline:
+            now[0] += 20.0  # past the retry interval and the store's back-off
+            store.db._next_attempt = 0.0  # the store's back-off runs on the real clock
+            writer.retry()
+            time.sleep(0.1)
+        assert writer.pending() == []
+
+
+def test_upgrading_a_version_1_store_keeps_its_crops(pg_url: str, workspace: Config) -> None:
+    """Migrations run in order on a store made by an older program: crops stored at version 1
+    keep working (origin unknown) and the upgrade is reported and recorded."""
+    from store.pg_schema import MIGRATIONS, SCHEMA_VERSION, upgrade
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        upgrade(conn, MIGRATIONS[:1])
+        conn.execute("INSERT INTO people (identity) VALUES ('Ada Lovelace')")
+        conn.execute(
+            "INSERT INTO crops (relpath, identity, sha256, size, mtime_ns, png) "
+            "VALUES ('Ada Lovelace/0000.png', 'Ada Lovelace', 'abc', 1, 1, 'png')"
+        )
+        conn.execute(
+            "INSERT INTO embeddings (model_id, sha256, dim, vector) VALUES ('m', 'abc', 1, %s)",
+            (np.float32(1).tobytes(),),
+        )
+    cfg = workspace.replace(store=pg_url)
+    with pytest.raises(SchemaMismatch, match=f"has schema 1, this program needs {SCHEMA_VERSION}"):
+        open_embedding_store(cfg)
+    assert upgrade_store(cfg) == (1, [f"{m.version}: {m.name}" for m in MIGRATIONS[1:]])
+    with open_embedding_store(cfg) as store:
+        labels, vectors = store.load("m")
+    assert labels == ["Ada Lovelace"] and vectors.tolist() == [[1.0]]
+    with psycopg.connect(pg_url) as conn:
+        versions = conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
+    assert [v for (v,) in versions] == [m.version for m in MIGRATIONS]
