@@ -185,7 +185,7 @@ def copy_workspace(source: Config, target: Config) -> CopyReport:
                 removed = dict(dst.tombstones(src.identities()))  # type: ignore[attr-defined]
                 for model_id in src.model_ids():
                     checks.append(_copy_gallery(source, src, dst, model_id, removed, problems))
-        _copy_models(source, dst)
+        checks.append(_copy_models(source, dst))
         if attendance_store_exists(source):
             with open_attendance_store(source, create=False) as src_db:
                 names = {r.name for r in src_db.rows()} | {e.name for e in src_db.events()}
@@ -287,7 +287,7 @@ def _read_crop(base: Path, relpath: str) -> bytes | None:
         return None
     try:
         fd = os.open(folder / parts[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
         return None
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
@@ -295,17 +295,22 @@ def _read_crop(base: Path, relpath: str) -> bytes | None:
         return handle.read()
 
 
-def _copy_models(source: Config, dst) -> None:
+def _copy_models(source: Config, dst) -> Check:
     """Record the workspace's fine-tuned model versions (id, threshold, metadata)."""
     from model.versions import list_versions, to_json
 
+    want = {}
     for version in list_versions(source):
         threshold = version.meta.get("threshold")
-        dst.record_model(
-            version.model_id,
+        meta = json.loads(to_json({"version": version.version, **version.meta}))
+        want[version.model_id] = (
             float(threshold) if isinstance(threshold, (int, float)) else None,
-            to_json({"version": version.version, **version.meta}),
+            meta,
         )
+        dst.record_model(version.model_id, want[version.model_id][0], json.dumps(meta))
+    there = dst.models()
+    found = [key for key, value in want.items() if there.get(key) == value]
+    return Check("model versions", len(want), len(found), len(found) == len(want))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,8 +41,9 @@ def publish(cfg: Config, names: Sequence[str] | None, progress: bool) -> str:
     with open_embedding_store(cfg) as store:
         summary = sync_gallery(store, cfg, embedder, names=names, progress=progress)
         # which model these embeddings come from, and the threshold it is used with here
-        meta = {"version": cfg.model_version, "dim": embedder.dim}
-        store.record_model(embedder.model_id, cfg.threshold, json.dumps(meta))  # type: ignore[attr-defined]
+        if summary.embedded or summary.reused or summary.unchanged:  # published something
+            meta = {"version": cfg.model_version, "dim": embedder.dim}
+            store.record_model(embedder.model_id, cfg.threshold, json.dumps(meta))  # type: ignore[attr-defined]
         where = store.describe()
     for relpath, reason in summary.skipped:
         print(f"not published: {relpath}: {reason}")

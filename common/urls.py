@@ -16,7 +16,8 @@ def redact_url(url: str) -> str:
     head, sep, rest = url.partition("://")
     if not sep:
         return url
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    # libpq ends the user and host part at the first "/" only: "?" and "#" may be in a password
+    end = rest.find("/") if "/" in rest else len(rest)
     netloc, tail = rest[:end], rest[end:]
     userinfo, at, hosts = netloc.rpartition("@")
     if not at or ":" not in userinfo:

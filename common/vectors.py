@@ -150,9 +150,13 @@ class GalleryIndex:
         if len(self.labels) == 0:
             return [Match(UNKNOWN, float("inf"), False) for _ in range(len(queries))]
         approx = self.sq_norms[None, :] - 2.0 * (queries @ self.vectors.T).astype(np.float64)
+        approx[~np.isfinite(approx)] = np.inf  # a NaN vector is infinitely far, not a winner
         floor = approx.min(axis=1)
         out: list[Match] = []
         for row, query in enumerate(queries):
+            if not np.isfinite(floor[row]):  # a NaN query, or nothing finite to compare
+                out.append(Match(UNKNOWN, float("inf"), False))
+                continue
             near = np.flatnonzero(approx[row] <= floor[row] + self.EXACT_MARGIN)
             exact = euclidean_distances(query[None], self.vectors[near])[0]
             pick = int(exact.argmin())

@@ -9,11 +9,13 @@ workspace keeps only its photos, crops and the journal of unsaved sightings.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from common.config import Config
 from store.interfaces import AttendanceStore, EmbeddingStore
 from store.pending import PendingWriter
+from store.records import StoreError
 
 
 def open_attendance_store(cfg: Config, *, create: bool = True) -> AttendanceStore:
@@ -65,19 +67,43 @@ def open_embedding_store(cfg: Config) -> EmbeddingStore:
     if is_shared(cfg):
         from store.pg_embeddings import PostgresEmbeddingStore
 
-        return PostgresEmbeddingStore(cfg.store, cfg.db_timeout_seconds, origin=origin(cfg))
+        return PostgresEmbeddingStore(cfg.store, cfg.db_timeout_seconds, origin=lambda: origin(cfg))
     from store.sqlite_embeddings import SQLiteEmbeddingStore
 
     return SQLiteEmbeddingStore(cfg.gallery_path, timeout=cfg.db_timeout_seconds)
 
 
-def origin(cfg: Config) -> str:
-    """Which workspace publishes to a shared store: ``host:/path/of/workspace``. Each
-    workspace manages only the crops it published (another kiosk enrolling the same person
-    adds crops beside them)."""
-    import socket
+WORKSPACE_ID = ".workspace-id"  # in the workspace root: which workspace published a crop
 
-    return f"{socket.gethostname()}:{Path(cfg.root).resolve()}"
+
+def origin(cfg: Config) -> str:
+    """Which workspace publishes to a shared store: a random id kept in
+    ``<workspace>/.workspace-id`` (made on first use), stable when the machine is renamed or
+    the container recreated, and different for cloned machines' fresh workspaces. Each
+    workspace manages only the crops it published."""
+    import re
+    import uuid
+
+    from common.fsutil import read_regular_bytes
+
+    path = Path(cfg.root) / WORKSPACE_ID
+    if not path.exists():
+        Path(cfg.root).mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{WORKSPACE_ID}.{uuid.uuid4().hex}.tmp")
+        temp.write_text(uuid.uuid4().hex + "\n", encoding="ascii")
+        try:
+            os.link(temp, path)  # never replaces an id another process wrote meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
+    try:
+        text = read_regular_bytes(path, max_bytes=64).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path}: cannot read the workspace id ({exc}); delete the file") from None
+    if not re.fullmatch(r"[0-9a-f]{32}", text):
+        raise StoreError(f"{path}: not a workspace id ({text[:40]!r}); delete the file")
+    return text
 
 
 def watch_embedding_store(cfg: Config) -> EmbeddingStore:

@@ -110,11 +110,12 @@ def sync_gallery(
         # A shared store holds everyone's people: publish only those this workspace has a
         # folder for, and manage only the crops it published itself. People named explicitly
         # are being enrolled (again); a sweep of the folder does not bring back the removed.
+        # A name given without a folder here (its shots discarded) loses only the crops this
+        # workspace published; an empty workspace has none, so it changes nothing.
         base = Path(cfg.pre_images_dir)
         revive = [] if scope is None else scope
         if scope is None:
             scope = sorted({c.identity for c in _scan(base, None)})
-        scope = [name for name in scope if person_dir(base, name).is_dir()]
         store.begin_publish(revive)  # type: ignore[attr-defined]
         scope = _not_removed(store, scope, revive, summary)
         if not scope:
@@ -411,10 +412,17 @@ def embed_stored_crops(
     ) as bar:
         for start in range(0, len(missing), batch_size):
             batch = []
-            for sha, identity, relpath, png in missing[start : start + batch_size]:
+            chunk = missing[start : start + batch_size]
+            # only crops not embedded before are downloaded (a reload after a reconnection
+            # must not fetch every image again)
+            pngs = store.crop_bytes({sha for sha, _, _ in chunk if sha not in cache})  # type: ignore[attr-defined]
+            for sha, identity, relpath in chunk:
                 if sha in cache:  # embedded before, kept in memory
                     labels.append(identity)
                     kept.append(cache[sha][None])
+                    continue
+                png = pngs.get(sha)
+                if png is None:  # removed meanwhile
                     continue
                 try:
                     rgb = decode_image(png, f"{store.describe()}: {relpath}")
@@ -580,7 +588,7 @@ class GalleryWatcher:
                     if parts
                     else np.zeros((0, width), np.float32)
                 )
-        except (GalleryError, OSError) as exc:
+        except (GalleryError, OSError, InvalidName) as exc:
             self._warn(f"the gallery was not updated, the previous one stays in use: {exc}")
             return None
         self._dirty = set()

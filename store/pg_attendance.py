@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING
 
@@ -200,17 +201,20 @@ class PostgresAttendanceStore:
             )
 
     def import_events(self, events: Iterable[Event]) -> None:
-        """Add audit events copied from another store, in one transaction, skipping any
-        already here (same time, person, distance, source and action): safe to rerun."""
+        """Add audit events copied from another store, in one transaction: each distinct
+        event (time, person, distance, source, action) until the store holds as many of it as
+        the source, so rerunning adds nothing and identical events are all kept."""
+        counts = Counter((e.timestamp, e.name, e.distance, e.source, e.action) for e in events)
         with self.db.transaction("copying events") as conn:
             conn.cursor().executemany(
                 "INSERT INTO events (Timestamp, EmpName, Distance, Source, Action) "
-                "SELECT %(t)s, %(n)s, %(d)s, %(s)s, %(a)s WHERE NOT EXISTS (SELECT 1 FROM events "
-                "WHERE Timestamp = %(t)s AND EmpName = %(n)s AND Source = %(s)s "
-                "AND Action = %(a)s AND Distance IS NOT DISTINCT FROM %(d)s::double precision)",
+                "SELECT %(t)s, %(n)s, %(d)s, %(s)s, %(a)s FROM generate_series(1, %(k)s - "
+                "(SELECT COUNT(*) FROM events WHERE Timestamp = %(t)s AND EmpName = %(n)s "
+                "AND Source = %(s)s AND Action = %(a)s "
+                "AND Distance IS NOT DISTINCT FROM %(d)s::double precision))",
                 [
-                    {"t": e.timestamp, "n": e.name, "d": e.distance, "s": e.source, "a": e.action}
-                    for e in events
+                    {"t": t, "n": n, "d": d, "s": s, "a": a, "k": k}
+                    for (t, n, d, s, a), k in counts.items()
                 ],
             )
 

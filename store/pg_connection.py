@@ -41,6 +41,7 @@ RECONNECT_TIMEOUT = 2
 # server rolled back (deadlock, serialization), a read-only server after a fail-over, too few
 # resources, an administrator's shutdown or a cancelled statement.
 RETRYABLE_SQLSTATES = ("08", "40", "53", "57", "25006", "55P03")
+RECONNECT_SQLSTATES = ("25006", "57P01", "57P02", "57P03")
 
 
 def url_parts(url: str) -> tuple[str, str, str | None]:
@@ -78,8 +79,8 @@ class PgConnection:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
-        self.shown = redact_url(url)
         self.host, self.port, self._password = url_parts(url)
+        self.shown = self._scrub(redact_url(url))
         self.timeout = max(1.0, float(timeout))
         self._error = error
         self._unavailable = unavailable
@@ -199,7 +200,9 @@ class PgConnection:
         from psycopg import errors as pgerr
 
         state = str(getattr(exc, "sqlstate", None) or "")
-        lost = conn is None or conn.closed or conn.broken
+        # a read-only server (after a fail-over) or one shutting down: connect again, so a
+        # multi-host URL (target_session_attrs=read-write) finds the new primary
+        lost = conn is None or conn.closed or conn.broken or state in RECONNECT_SQLSTATES
         if lost or state.startswith(RETRYABLE_SQLSTATES):
             if lost:
                 self.close()
@@ -239,7 +242,8 @@ class PgConnection:
 
     def _clean(self, exc: BaseException) -> str:
         """The error's first line, without the password."""
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if self._password:
-            text = text.replace(self._password, "***")
-        return text
+        return self._scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with the password (as libpq reads it from the URL) replaced by ``***``."""
+        return text.replace(self._password, "***") if self._password else text

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from common.names import validate_name
+from common.names import InvalidName, validate_name
 from store.pg_attendance import delete_history
 from store.pg_connection import PgConnection
 from store.pg_schema import GALLERY_CHANNEL
@@ -44,7 +44,14 @@ class PostgresEmbeddingStore:
 
     holds_crops = True  # the crops live here, not only in a workspace's pre_images/
 
-    def __init__(self, url: str, timeout: float, *, listen: bool = False, origin: str = "") -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        *,
+        listen: bool = False,
+        origin: str | Callable[[], str] = "",
+    ) -> None:
         self.db = PgConnection(
             url,
             timeout,
@@ -55,8 +62,9 @@ class PostgresEmbeddingStore:
         self.db.conn  # noqa: B018 - connect now: a wrong URL or schema fails at start-up
         self._seen_connections = self.db.connections
         self._changes = 0
-        # which workspace this is: a publish manages only the crops it published itself
-        self.origin = origin
+        # which workspace this is: a publish manages only the crops it published itself (a
+        # callable is asked on first use, so a kiosk that never publishes leaves no trace)
+        self._origin = origin
         # set by begin_publish: when the publish started (server time) and whom it may bring
         # back after a removal (people enrolled again by name)
         self._since: dt.datetime | None = None
@@ -77,6 +85,13 @@ class PostgresEmbeddingStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def origin(self) -> str:
+        """The id of the workspace publishing through this store object."""
+        if callable(self._origin):
+            self._origin = self._origin()
+        return self._origin
+
     # -- change notifications -----------------------------------------------------------------
     def change_token(self) -> Hashable:
         """Differs once a notification arrived or the connection was remade (``listen=True``)."""
@@ -90,7 +105,13 @@ class PostgresEmbeddingStore:
         if self.db.connections != self._seen_connections:
             self._seen_connections = self.db.connections
             return None
-        return payloads
+        names: set[str] = set()
+        for payload in payloads:  # any role may NOTIFY: only valid names are taken
+            try:
+                names.add(validate_name(payload))
+            except InvalidName:
+                log.warning("ignored a gallery notification naming %r: not a person", payload)
+        return names
 
     # -- reading ------------------------------------------------------------------------------
     def load(self, model_id: str, dim: int | None = None) -> tuple[list[str], np.ndarray]:
@@ -154,11 +175,12 @@ class PostgresEmbeddingStore:
 
     def missing(
         self, model_id: str, names: Iterable[str] | None = None
-    ) -> list[tuple[str, str, str, bytes]]:
-        """``(sha256, identity, relpath, png)`` of the crops (of ``names``, or everyone's) with
-        no embedding for ``model_id`` (a kiosk embeds these from the stored bytes)."""
+    ) -> list[tuple[str, str, str]]:
+        """``(sha256, identity, relpath)`` of the crops (of ``names``, or everyone's) with no
+        embedding for ``model_id`` (a kiosk embeds these from the stored bytes, see
+        :meth:`crop_bytes`)."""
         sql = (
-            "SELECT c.sha256, c.identity, c.relpath, c.png FROM crops c WHERE NOT EXISTS "
+            "SELECT c.sha256, c.identity, c.relpath FROM crops c WHERE NOT EXISTS "
             "(SELECT 1 FROM embeddings e WHERE e.sha256 = c.sha256 AND e.model_id = %s)"
         )
         params: list[object] = [model_id]
@@ -167,7 +189,19 @@ class PostgresEmbeddingStore:
             params.append(sorted({validate_name(n) for n in names}))
         with self.db.errors("reading the gallery") as conn:
             rows = conn.execute(sql + " ORDER BY c.identity, c.relpath", params).fetchall()
-        return [(sha, who, relpath, bytes(png)) for sha, who, relpath, png in rows]
+        return [(sha, who, relpath) for sha, who, relpath in rows]
+
+    def crop_bytes(self, shas: Iterable[str]) -> dict[str, bytes]:
+        """sha256 -> the PNG bytes of a stored crop with that content."""
+        wanted = sorted(set(shas))
+        if not wanted:
+            return {}
+        with self.db.errors("reading crops") as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT ON (sha256) sha256, png FROM crops WHERE sha256 = ANY(%s)",
+                (wanted,),
+            ).fetchall()
+        return {sha: bytes(png) for sha, png in rows}
 
     def tombstones(self, names: Iterable[str]) -> dict[str, dt.datetime]:
         """When each of ``names`` that was removed was removed (aware UTC datetimes)."""
@@ -184,8 +218,11 @@ class PostgresEmbeddingStore:
         """Start publishing this workspace's people: writes from now on refuse people removed
         from the store, except those of ``revive`` removed before this moment (enrolled again
         by name); a removal committed while the publish runs always wins."""
-        with self.db.errors("starting to publish") as conn:
-            self._since = conn.execute("SELECT now()").fetchone()[0]
+        # under the gallery lock: a removal still running commits first, and its time
+        # (clock_timestamp, as here) is then before this one
+        with self.db.transaction("starting to publish") as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+            self._since = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         self._revive = frozenset(validate_name(n) for n in revive)
 
     def stored(self, model_id: str, scope: Sequence[str] | None) -> dict[str, list[StoredCrop]]:
@@ -347,13 +384,19 @@ class PostgresEmbeddingStore:
             conn.execute("DELETE FROM people WHERE identity = %s", (identity,))  # crops cascade
             _drop_orphans(conn, shas)
             conn.execute(
-                "INSERT INTO removed_people (identity) VALUES (%s) ON CONFLICT (identity) "
-                "DO UPDATE SET removed_at = now()",
+                "INSERT INTO removed_people (identity, removed_at) VALUES (%s, clock_timestamp()) "
+                "ON CONFLICT (identity) DO UPDATE SET removed_at = EXCLUDED.removed_at",
                 (identity,),
             )
             rows, events = delete_history(conn, identity) if purge_history else (0, 0)
         log.info("removed %s from %s: %d crops", identity, self.db.shown, len(shas))
         return len(shas), rows, events
+
+    def models(self) -> dict[str, tuple[float | None, dict]]:
+        """model id -> (threshold, metadata) of the recorded model versions."""
+        with self.db.errors("reading model versions") as conn:
+            rows = conn.execute("SELECT model_id, threshold, meta FROM model_versions").fetchall()
+        return {model_id: (threshold, meta) for model_id, threshold, meta in rows}
 
     def record_model(self, model_id: str, threshold: float | None, meta_json: str) -> None:
         """Record (or update) a model version's threshold and metadata (JSON text)."""

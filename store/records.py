@@ -167,7 +167,15 @@ def decode_vectors(
                 "sync the gallery again to rebuild it"
             )
     vectors = np.frombuffer(b"".join(bytes(row[3]) for row in rows), dtype="<f4")
-    return vectors.reshape(len(rows), width).astype(np.float32)
+    vectors = vectors.reshape(len(rows), width).astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if len(bad):
+        identity, relpath = rows[int(bad[0])][:2]
+        raise GalleryError(
+            f"{where}: the embedding of {relpath} ({identity}) is not finite (NaN or inf); "
+            "sync the gallery again to rebuild it"
+        )
+    return vectors
 
 
 def keep_valid(

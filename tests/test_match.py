@@ -138,3 +138,14 @@ def test_a_prepared_gallery_matches_exactly_as_the_full_distance_matrix() -> Non
     assert index.match(gallery[7], 0.5)[0].identity == "p7"
     empty = GalleryIndex(np.zeros((0, 128), np.float32), [])
     assert empty.match(queries[:2], 1.0)[0].distance == float("inf")
+
+
+def test_a_nan_vector_never_wins_and_never_stops_matching() -> None:
+    from common.vectors import GalleryIndex
+
+    gallery = np.eye(3, dtype=np.float32)
+    gallery[1] = np.nan
+    index = GalleryIndex(gallery, ["a", "b", "c"])
+    assert index.match(np.array([0, 1, 0], np.float32), 2.0)[0].identity in ("a", "c")
+    nan_query = index.match(np.full(3, np.nan, np.float32), 2.0)[0]
+    assert nan_query.identity == "Unknown" and nan_query.distance == float("inf")

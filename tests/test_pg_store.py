@@ -143,6 +143,13 @@ def test_a_workspace_publishes_only_its_own_folders_and_crops(kiosks, tmp_path, 
         assert summary.removed == 1 and store.identities()["Ada Lovelace"] == 5
     with open_embedding_store(a) as store:  # A's are untouched
         assert sync_gallery(store, a, FakeEmbedder(), progress=False).unchanged == 7
+    # C discards its shots of Ada (the scanner's undo): C's crops go, A's stay
+    shutil.rmtree(c.pre_images_dir / "Ada Lovelace")
+    with open_embedding_store(c) as store:
+        summary = sync_gallery(store, c, FakeEmbedder(), names=["Ada Lovelace"], progress=False)
+        assert summary.removed == 1 and store.identities()["Ada Lovelace"] == 4
+    ids = {(ws.root / ".workspace-id").read_text().strip() for ws in (a, c)}
+    assert len(ids) == 2  # each publishing workspace has its own id
 
 
 # --------------------------------------------------------------------------- removal
@@ -395,6 +402,7 @@ def test_db_copy_moves_a_workspace_and_is_safe_to_rerun(
         db.mark_present("Ada Lovelace", WHEN, 0.4, "camera 0")
         db.mark_present("Ada Lovelace", WHEN.replace(hour=11), 0.4, "camera 0")
         db.log_event("Alan Turing", WHEN, 0.7, "camera 0", "refused:liveness")
+        db.log_event("Alan Turing", WHEN, 0.7, "camera 0", "refused:liveness")  # identical
         db.close_day(WHEN.date(), ["Ada Lovelace", "Alan Turing"])
     target = source.replace(store=url)
     for _ in range(2):  # the second run copies nothing new and still verifies
@@ -402,11 +410,12 @@ def test_db_copy_moves_a_workspace_and_is_safe_to_rerun(
         assert report.verified, report.lines()
         assert [(c.table, c.source, c.found) for c in report.checks] == [
             ("gallery fake-v1", 5, 5),
+            ("model versions", 0, 0),
             ("attendance", 2, 2),
-            ("events", 4, 4),
+            ("events", 5, 5),
         ]
     with open_attendance_store(target) as db:
-        assert len(db.events()) == 4 and len(db.rows()) == 2
+        assert len(db.events()) == 5 and len(db.rows()) == 2
     with open_embedding_store(target) as store:
         assert store.identities() == {"Ada Lovelace": 3, "Alan Turing": 2}
         np.testing.assert_array_equal(
@@ -608,3 +617,37 @@ def test_upgrading_a_version_1_store_keeps_its_crops(pg_url: str, workspace: Con
     with psycopg.connect(pg_url) as conn:
         versions = conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
     assert [v for (v,) in versions] == [m.version for m in MIGRATIONS]
+
+
+def test_a_notification_not_naming_a_person_is_ignored(kiosks, url) -> None:
+    """Any role may NOTIFY: a payload that is not a person's name changes nothing and
+    does not stop the watcher."""
+    _, b = kiosks
+    watcher = GalleryWatcher(watch_embedding_store(b), "fake-v1", dim=8, interval=0.0)
+    with watcher, open_embedding_store(b) as store, psycopg.connect(url, autocommit=True) as conn:
+        watcher.prime(*store.load("fake-v1", dim=8))
+        for payload in ("", "../x", "Alan Turing"):
+            conn.execute("SELECT pg_notify('attendance_gallery', %s)", (payload,))
+        time.sleep(0.3)
+        labels, _ = watcher.poll()
+    assert sorted(set(labels)) == ["Ada Lovelace", "Alan Turing"]
+
+
+def test_a_password_with_url_delimiters_is_never_shown(workspace: Config) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for secret in ("se#cret?pw", "pw%2Fwith%2Fslash"):
+        cfg = workspace.replace(store=f"postgresql://hr:{secret}@127.0.0.1:{port}/attendance")
+        with pytest.raises(StoreError) as caught:
+            open_embedding_store(cfg)
+        assert "se#cret" not in str(caught.value) and "with" not in str(caught.value)
+    from common.urls import redact_url
+
+    assert redact_url("postgresql://kiosk:se#cret?x@db/att") == "postgresql://kiosk:***@db/att"
+    cfg = workspace.replace(store=f"postgresql://hr@127.0.0.1:{port}/x?password=s3cret")
+    with pytest.raises(StoreError) as caught:
+        open_attendance_store(cfg)
+    assert "s3cret" not in str(caught.value)

@@ -156,3 +156,13 @@ def test_embedding_insert_checks_rows_while_holding_the_write_lock(workspace: Co
         ]
         removed, _ = store.replace("model", [], rows[1:2], None, lambda row: False)
         assert removed == 0 and store.identities("model") == {"Ada Lovelace": 2}
+
+
+def test_a_stored_vector_that_is_not_finite_is_refused_by_name() -> None:
+    from store.records import GalleryError, decode_vectors
+
+    good = np.ones(2, "<f4").tobytes()
+    bad = np.array([1.0, np.nan], "<f4").tobytes()
+    with pytest.raises(GalleryError, match=r"Bob/0002\.png \(Bob\) is not finite"):
+        decode_vectors("gallery", "m", [("Bob", "Bob/0001.png", 2, good),
+                                        ("Bob", "Bob/0002.png", 2, bad)], None)  # fmt: skip
