@@ -83,6 +83,7 @@ from preprocess.detect import detect_at_width
 from recognizer.confirm import Cooldown
 from recognizer.gates import Gate, GateBoard, Verdict, Verdicts
 from recognizer.tracker import Box, IoUTracker, Track
+from store.records import ACTION_REMOVED
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,8 @@ class RecognitionEvent:
     @property
     def recorded(self) -> bool:
         """True when this event is an attendance sighting (saved or queued): not a stranger,
-        not a refusal."""
-        return self.action != ACTION_UNKNOWN and not self.refused
+        not a refusal, not someone the shared store says was removed."""
+        return self.action not in (ACTION_UNKNOWN, ACTION_REMOVED) and not self.refused
 
     def line(self) -> str:
         """The one-line log form: time, name, distance, action (and a refusal's gate)."""

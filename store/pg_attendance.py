@@ -24,6 +24,7 @@ from store.records import (
     ACTION_ABSENT,
     ACTION_ABSENT_TO_PRESENT,
     ACTION_PRESENT,
+    ACTION_REMOVED,
     ACTION_SEEN,
     ATTENDANCE_ACTIONS,
     PRESENT,
@@ -98,6 +99,8 @@ class PostgresAttendanceStore:
         day = stamp.date().isoformat()
         clock = stamp.strftime("%H:%M:%S")
         with self.db.transaction(f"recording {name!r}") as conn:
+            if _removed(conn, name, stamp):
+                return MarkResult(name, day, ACTION_REMOVED, "", "", 0)
             row, inserted = None, False
             for _ in range(3):  # the day's row may be deleted (a purge) between the two
                 inserted = bool(
@@ -153,9 +156,12 @@ class PostgresAttendanceStore:
                 f"action={action!r} must be a non-empty string other than the attendance "
                 f"actions ({', '.join(ATTENDANCE_ACTIONS)})"
             )
-        stamp = local_time(when).isoformat(timespec="milliseconds")
+        stamp = local_time(when)
         with self.db.transaction(f"logging {action} for {name!r}") as conn:
-            row = conn.execute(_INSERT_EVENT, (stamp, name, distance, source, action)).fetchone()
+            if _removed(conn, name, stamp):
+                return 0
+            text = stamp.isoformat(timespec="milliseconds")
+            row = conn.execute(_INSERT_EVENT, (text, name, distance, source, action)).fetchone()
         return int(row[0])
 
     def close_day(self, date: dt.date | str, enrolled: Iterable[str]) -> int:
@@ -254,6 +260,20 @@ class PostgresAttendanceStore:
                 params,
             ).fetchall()
         return [Event(*row) for row in found]
+
+
+def _removed(conn: psycopg.Connection, name: str, stamp: dt.datetime) -> bool:
+    """Is a sighting of ``name`` at local time ``stamp`` not to be recorded? True when the
+    person was removed from the store after it, or removed with their history purged (an
+    offline kiosk's journal must not bring a purged history back)."""
+    found = conn.execute(
+        "SELECT 1 FROM removed_people WHERE identity = %s AND (purged OR removed_at <= %s)",
+        (name, stamp.astimezone()),
+    ).fetchone()
+    if found is not None:
+        log.warning("%s was removed from the store: the sighting at %s is not recorded", name,
+                    stamp.isoformat(timespec="seconds"))  # fmt: skip
+    return found is not None
 
 
 def delete_history(conn: psycopg.Connection, name: str) -> tuple[int, int]:

@@ -384,9 +384,10 @@ class PostgresEmbeddingStore:
             conn.execute("DELETE FROM people WHERE identity = %s", (identity,))  # crops cascade
             _drop_orphans(conn, shas)
             conn.execute(
-                "INSERT INTO removed_people (identity, removed_at) VALUES (%s, clock_timestamp()) "
-                "ON CONFLICT (identity) DO UPDATE SET removed_at = EXCLUDED.removed_at",
-                (identity,),
+                "INSERT INTO removed_people (identity, removed_at, purged) "
+                "VALUES (%s, clock_timestamp(), %s) ON CONFLICT (identity) DO UPDATE SET "
+                "removed_at = EXCLUDED.removed_at, purged = EXCLUDED.purged",
+                (identity, purge_history),
             )
             rows, events = delete_history(conn, identity) if purge_history else (0, 0)
         log.info("removed %s from %s: %d crops", identity, self.db.shown, len(shas))

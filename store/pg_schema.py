@@ -144,6 +144,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE crops ADD PRIMARY KEY (origin, relpath)",
         ),
     ),
+    Migration(
+        3,
+        "a removal remembers whether the history was purged",
+        # sightings arriving later (an offline kiosk's journal) must not bring back a purged
+        # person's attendance
+        ("ALTER TABLE removed_people ADD COLUMN purged boolean NOT NULL DEFAULT false",),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -29,6 +29,9 @@ ACTION_ABSENT_TO_PRESENT = "absent_to_present"  # day closed before the person a
 ACTION_SEEN = "seen"  # a later sighting: LastSeen (or an earlier entry time) updated
 ACTION_ABSENT = "absent"  # close-day marked the person Absent
 ATTENDANCE_ACTIONS = (ACTION_PRESENT, ACTION_ABSENT_TO_PRESENT, ACTION_SEEN, ACTION_ABSENT)
+# what mark_present reports for a sighting it did not record: the person was removed from a
+# shared store (after the sighting, or with their history purged)
+ACTION_REMOVED = "removed"
 
 
 class StoreError(UserError):

@@ -651,3 +651,22 @@ def test_a_password_with_url_delimiters_is_never_shown(workspace: Config) -> Non
     with pytest.raises(StoreError) as caught:
         open_attendance_store(cfg)
     assert "s3cret" not in str(caught.value)
+
+
+def test_sightings_arriving_after_a_removal_keep_it(kiosks) -> None:
+    """An offline kiosk's journal replayed after a removal: with --purge nothing of the
+    person comes back; without it, sightings from before the removal are history and are
+    kept, later ones are not recorded."""
+    _, b = kiosks
+    before = dt.datetime.now() - dt.timedelta(minutes=5)
+    remove_from_stores(b, "Alan Turing", purge=False)
+    remove_from_stores(b, "Ada Lovelace", purge=True)
+    with open_attendance_store(b) as db:
+        assert db.mark_present("Alan Turing", before, 0.4, "door 1").action == "present"
+        late = db.mark_present("Alan Turing", dt.datetime.now() + dt.timedelta(seconds=1), 0.4,
+                               "door 1")  # fmt: skip
+        assert late.action == "removed" and not late.new_present
+        assert db.mark_present("Ada Lovelace", before, 0.4, "door 1").action == "removed"
+        assert db.log_event("Ada Lovelace", before, 0.4, "door 1", "refused:liveness") == 0
+        assert [r.name for r in db.rows()] == ["Alan Turing"]
+        assert [e.name for e in db.events()] == ["Alan Turing"]

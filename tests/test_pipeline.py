@@ -641,3 +641,15 @@ def test_video_recorder_refuses_bad_names(tmp_path):
     assert cap.get(cv2.CAP_PROP_FRAME_WIDTH) == 64
     cap.release()
     assert Path(tmp_path / "ok.avi").stat().st_size > 0
+
+
+def test_a_sighting_the_store_did_not_record_is_not_counted_as_marked() -> None:
+    """A shared store answers ``removed`` for someone removed meanwhile: the event says so
+    and the person is not among those marked."""
+    from recognizer.pipeline import RecognitionEvent
+    from store.records import ACTION_REMOVED
+
+    event = RecognitionEvent(
+        dt.datetime(2024, 5, 1, 9), "Ada", 0.4, ACTION_REMOVED, "door", 1, 10, 1.0, 0.5
+    )
+    assert not event.recorded and "removed" in event.line()
