@@ -22,17 +22,15 @@ from store.pg_schema import ROWS_CHANNEL
 from store.records import (
     ABSENT,
     ACTION_ABSENT,
-    ACTION_ABSENT_TO_PRESENT,
-    ACTION_PRESENT,
     ACTION_REMOVED,
-    ACTION_SEEN,
-    ATTENDANCE_ACTIONS,
     PRESENT,
     AttendanceRow,
     DatabaseError,
     DatabaseUnavailable,
     Event,
     MarkResult,
+    after_sighting,
+    check_audit_action,
     check_mark,
     iso_date,
     local_time,
@@ -124,16 +122,8 @@ class PostgresAttendanceStore:
                     f"{self.db.shown}: the row of {name!r} on {day} kept changing while "
                     "recording it; it is retried"
                 )
-            if row is None:
-                action, entry, last = ACTION_PRESENT, clock, clock
-            else:
-                status, old_entry, old_last = row
-                if status == ABSENT or not old_entry:
-                    action, entry, last = ACTION_ABSENT_TO_PRESENT, clock, clock
-                else:
-                    action = ACTION_SEEN
-                    entry = min(old_entry, clock)
-                    last = max(old_last or old_entry, clock)
+            action, entry, last = after_sighting(row, clock)
+            if row is not None:
                 conn.execute(
                     "UPDATE attendance SET Status = %s, Time = %s, LastSeen = %s "
                     "WHERE EmpName = %s AND Date = %s",
@@ -151,11 +141,7 @@ class PostgresAttendanceStore:
         """Append one audit event that changes no attendance row; return its id."""
         name = validate_name(name)
         distance = check_mark(distance, source)
-        if not action or not isinstance(action, str) or action in ATTENDANCE_ACTIONS:
-            raise ValueError(
-                f"action={action!r} must be a non-empty string other than the attendance "
-                f"actions ({', '.join(ATTENDANCE_ACTIONS)})"
-            )
+        action = check_audit_action(action)
         stamp = local_time(when)
         with self.db.transaction(f"logging {action} for {name!r}") as conn:
             if _removed(conn, name, stamp):

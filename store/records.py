@@ -242,6 +242,31 @@ def local_time(when: dt.datetime) -> dt.datetime:
     return when
 
 
+def after_sighting(
+    row: tuple[str, str | None, str | None] | None, clock: str
+) -> tuple[str, str, str]:
+    """``(action, entry, last_seen)`` of a person's day after a sighting at ``clock``
+    (HH:MM:SS), given the day's row ``(Status, Time, LastSeen)`` or ``None``: the first
+    sighting makes them Present, an Absent row (close-day) turns Present, a later one keeps
+    the earliest entry and the latest sighting. The same rule for every store."""
+    if row is None:
+        return ACTION_PRESENT, clock, clock
+    status, old_entry, old_last = row
+    if status == ABSENT or not old_entry:
+        return ACTION_ABSENT_TO_PRESENT, clock, clock
+    return ACTION_SEEN, min(old_entry, clock), max(old_last or old_entry, clock)
+
+
+def check_audit_action(action: object) -> str:
+    """``action`` if it may be logged as an audit-only event; ``ValueError`` otherwise."""
+    if not action or not isinstance(action, str) or action in ATTENDANCE_ACTIONS:
+        raise ValueError(
+            f"action={action!r} must be a non-empty string other than the attendance "
+            f"actions ({', '.join(ATTENDANCE_ACTIONS)})"
+        )
+    return action
+
+
 def check_mark(distance: float | None, source: str) -> float | None:
     if distance is not None:
         distance = float(distance)

@@ -30,10 +30,6 @@ from common.names import validate_name
 from store.records import (
     ABSENT,
     ACTION_ABSENT,
-    ACTION_ABSENT_TO_PRESENT,
-    ACTION_PRESENT,
-    ACTION_SEEN,
-    ATTENDANCE_ACTIONS,
     PRESENT,
     AttendanceRow,
     DatabaseCorrupt,
@@ -42,6 +38,8 @@ from store.records import (
     DatabaseUnwritable,
     Event,
     MarkResult,
+    after_sighting,
+    check_audit_action,
     check_mark,
     iso_date,
     local_time,
@@ -313,21 +311,14 @@ class SQLiteAttendanceStore:
                 "SELECT Status, Time, LastSeen FROM attendance WHERE EmpName = ? AND Date = ?",
                 (name, day),
             ).fetchone()
+            action, entry, last = after_sighting(row, clock)
             if row is None:
-                action, entry, last = ACTION_PRESENT, clock, clock
                 conn.execute(
                     "INSERT INTO attendance (EmpName, Date, Status, Time, LastSeen) "
                     "VALUES (?, ?, ?, ?, ?)",
                     (name, day, PRESENT, entry, last),
                 )
             else:
-                status, old_entry, old_last = row
-                if status == ABSENT or not old_entry:
-                    action, entry, last = ACTION_ABSENT_TO_PRESENT, clock, clock
-                else:
-                    action = ACTION_SEEN
-                    entry = min(old_entry, clock)
-                    last = max(old_last or old_entry, clock)
                 conn.execute(
                     "UPDATE attendance SET Status = ?, Time = ?, LastSeen = ? "
                     "WHERE EmpName = ? AND Date = ?",
@@ -348,11 +339,7 @@ class SQLiteAttendanceStore:
         """Append one audit event that changes no attendance row; return its id."""
         name = validate_name(name)
         distance = check_mark(distance, source)
-        if not action or not isinstance(action, str) or action in ATTENDANCE_ACTIONS:
-            raise ValueError(
-                f"action={action!r} must be a non-empty string other than the attendance "
-                f"actions ({', '.join(ATTENDANCE_ACTIONS)})"
-            )
+        action = check_audit_action(action)
         stamp = local_time(when).isoformat(timespec="milliseconds")
         with self._transaction(f"logging {action} for {name!r}") as conn:
             cursor = conn.execute(

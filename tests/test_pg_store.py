@@ -53,6 +53,17 @@ def kiosk(tmp_path: Path, name: str, url: str, cache_dir: Path) -> Config:
     )
 
 
+def make_roles(url: str, kiosk: str, admin: str, password: str | None = None) -> None:
+    """Create a kiosk and an admin role (roles are cluster-wide: names differ per test) and
+    grant them what ``attendance db grants`` prints; ``password``: a suffix of each name."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for role in (kiosk, admin):
+            secret = f" PASSWORD '{role}{password}'" if password else ""
+            conn.execute(f"CREATE ROLE {role} LOGIN{secret}")
+        for statement in store_grants(kiosk, admin):
+            conn.execute(statement)
+
+
 @pytest.fixture
 def url(pg_url: str, workspace: Config) -> str:
     upgrade_store(workspace.replace(store=pg_url))
@@ -101,11 +112,7 @@ def test_a_kiosk_role_reads_and_marks_but_cannot_delete(kiosks, url: str, pg_ser
     """The documented grants: a kiosk marks and reads; it keeps vectors of a new model in
     memory, and removal or a purge fails with a message naming the missing grant."""
     a, b = kiosks
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE ROLE kiosk LOGIN PASSWORD 'kiosk-pw'")
-        conn.execute("CREATE ROLE admin LOGIN PASSWORD 'admin-pw'")
-        for statement in store_grants("kiosk", "admin"):
-            conn.execute(statement)
+    make_roles(url, "kiosk", "admin", password="-pw")
     as_kiosk = b.replace(store=url.replace("postgres@", "kiosk:kiosk-pw@"))
     with open_attendance_store(as_kiosk) as db:
         assert db.mark_present("Ada Lovelace", WHEN, 0.4, "door 1").new_present
@@ -485,11 +492,7 @@ def test_a_kiosk_on_another_model_keeps_up_with_changes(kiosks, url) -> None:
     from store.gallery import embed_stored_crops
 
     a, b = kiosks
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE ROLE door_kiosk LOGIN")
-        conn.execute("CREATE ROLE door_admin LOGIN")
-        for statement in store_grants("door_kiosk", "door_admin"):
-            conn.execute(statement)
+    make_roles(url, "door_kiosk", "door_admin")
     as_kiosk = b.replace(store=url.replace("postgres@", "door_kiosk@"))
     other = FakeEmbedder(model_id="fake-v2", dim=6)
     cache: dict = {}
