@@ -130,6 +130,12 @@ class PostgresEmbeddingStore:
     def _load(
         self, model_id: str, names: list[str] | None, dim: int | None
     ) -> tuple[list[str], np.ndarray]:
+        rows = self._rows(model_id, names)
+        return [row[0] for row in rows], decode_vectors(self.db.shown, model_id, rows, dim)
+
+    def _rows(self, model_id: str, names: list[str] | None) -> list[tuple[str, str, int, bytes]]:
+        """``(identity, relpath, dim, vector)`` of the crops (of ``names``, or all) that have
+        an embedding for ``model_id``, by identity and relpath."""
         sql = (
             "SELECT c.identity, c.relpath, e.dim, e.vector FROM crops c "
             "JOIN embeddings e ON e.sha256 = c.sha256 AND e.model_id = %s"
@@ -139,21 +145,13 @@ class PostgresEmbeddingStore:
             sql += " WHERE c.identity = ANY(%s)"
             params.append(names)
         with self.db.errors("reading the gallery") as conn:
-            rows = conn.execute(sql + " ORDER BY c.identity, c.relpath", params).fetchall()
-        return [row[0] for row in rows], decode_vectors(self.db.shown, model_id, rows, dim)
+            return conn.execute(sql + " ORDER BY c.identity, c.relpath", params).fetchall()
 
     def load_identity(
         self, model_id: str, name: str, dim: int | None = None
     ) -> tuple[list[str], np.ndarray]:
         """``(relpaths, embeddings)`` of one identity's crops for ``model_id``, by relpath."""
-        identity = validate_name(name)
-        with self.db.errors("reading the gallery") as conn:
-            rows = conn.execute(
-                "SELECT c.identity, c.relpath, e.dim, e.vector FROM crops c "
-                "JOIN embeddings e ON e.sha256 = c.sha256 AND e.model_id = %s "
-                "WHERE c.identity = %s ORDER BY c.relpath",
-                (model_id, identity),
-            ).fetchall()
+        rows = self._rows(model_id, [validate_name(name)])
         return [row[1] for row in rows], decode_vectors(self.db.shown, model_id, rows, dim)
 
     def identities(self, model_id: str | None = None) -> dict[str, int]:
