@@ -119,6 +119,22 @@ class Config:
     # gallery_path): one machine. A URL postgresql://user@host:5432/db shares them between
     # kiosks; the password comes from the URL, PGPASSWORD or ~/.pgpass and is never shown.
     store: str = field(default="", repr=False)
+    # Dashboard users, sessions, API tokens and kiosk heartbeats when the store is SQLite.
+    site_db_path: Path = Path("site.sqlite")
+    # --- kiosks ---------------------------------------------------------------
+    # This recogniser's name on the dashboard's Kiosks page ("" = the host name). Two
+    # recognisers must not share a name: each would overwrite the other's heartbeat.
+    kiosk_name: str = ""
+    heartbeat_seconds: float = 5.0  # a running recogniser reports its state this often
+    # --- web dashboard (attendance serve) ---------------------------------------
+    web_host: str = "127.0.0.1"  # only this machine; 0.0.0.0 behind a reverse proxy with HTTPS
+    web_port: int = 8000
+    session_hours: float = 12.0  # a sign-in lasts this long
+    login_attempts: int = 5  # failed sign-ins per user name and per client address ...
+    login_window_seconds: float = 300.0  # ... within this window, before further tries wait
+    upload_min_files: int = 5  # an enrolment by upload takes this many photos ...
+    upload_max_files: int = 35  # ... up to this many
+    upload_max_bytes: int = 15_000_000  # per photo (the pixel limit is max_image_pixels)
     # --- scanner ------------------------------------------------------------
     # Enrolment checks (scanner.enrol.check_shots): another enrolled person whose photos lie
     # within this mean distance of the new shots is a suspected duplicate, and a group of
@@ -184,7 +200,7 @@ class Config:
 PATH_KEYS = frozenset(
     {
         "images_dir", "pre_images_dir", "db_path", "gallery_path", "weights", "cache_dir",
-        "reference_dir",
+        "reference_dir", "site_db_path",
     }
 )  # fmt: skip
 #: Path keys whose default is None (unset), rather than a path.
@@ -233,6 +249,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "train_l2sp": (0.0, 1e6),
     "train_distill": (0.0, 1e6),
     "seed": (0, 2**31 - 1),
+    "heartbeat_seconds": (0.5, 3600.0),
+    "web_port": (1, 65535),
+    "session_hours": (0.05, 24.0 * 90),
+    "login_attempts": (1, 1000),
+    "login_window_seconds": (1.0, 86400.0),
+    "upload_min_files": (1, 1000),
+    "upload_max_files": (1, 1000),
+    "upload_max_bytes": (10_000, 500_000_000),
 }
 
 
@@ -261,6 +285,17 @@ def _validate(cfg: Config) -> None:
             "postgresql://user@host:port/database, or leave it empty for the workspace's "
             "SQLite files"
         )
+    if cfg.upload_min_files > cfg.upload_max_files:
+        raise ConfigError(
+            f"upload_min_files={cfg.upload_min_files} must not exceed "
+            f"upload_max_files={cfg.upload_max_files}"
+        )
+    if len(cfg.kiosk_name) > 100 or any(not ch.isprintable() for ch in cfg.kiosk_name):
+        raise ConfigError(
+            f"kiosk_name={cfg.kiosk_name[:100]!r}: use at most 100 printable characters"
+        )
+    if not cfg.web_host or any(ch.isspace() or ch in "/@" for ch in cfg.web_host):
+        raise ConfigError(f"web_host={cfg.web_host!r} is not a host name or address")
     if not cfg.model_version or "/" in cfg.model_version or "\\" in cfg.model_version:
         raise ConfigError(f"model_version={cfg.model_version!r} is not a valid version name")
 
@@ -433,7 +468,7 @@ def load_config(
             return dataclasses.replace(base, **values)
         defaults = {
             name: root / getattr(Config, name)
-            for name in ("images_dir", "pre_images_dir", "db_path", "gallery_path")
+            for name in ("images_dir", "pre_images_dir", "db_path", "gallery_path", "site_db_path")
         }
         return Config(root=root, **{**defaults, **values})
     except ConfigError as exc:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from common.config import Config
-from store.interfaces import AttendanceStore, EmbeddingStore
+from store.interfaces import AttendanceStore, EmbeddingStore, SiteStore
 from store.pending import PendingWriter
 from store.records import StoreError
 
@@ -31,6 +31,29 @@ def open_attendance_store(cfg: Config, *, create: bool = True) -> AttendanceStor
     from store.sqlite_attendance import SQLiteAttendanceStore
 
     return SQLiteAttendanceStore(cfg.db_path, cfg.db_timeout_seconds, create=create)
+
+
+def watch_attendance_store(cfg: Config) -> AttendanceStore:
+    """An attendance store whose :meth:`change_token` follows other processes' writes (a
+    shared store listens for notifications; SQLite's token always does): for live views."""
+    if is_shared(cfg):
+        from store.pg_attendance import PostgresAttendanceStore
+
+        return PostgresAttendanceStore(cfg.store, cfg.db_timeout_seconds, listen=True)
+    return open_attendance_store(cfg)
+
+
+def open_site_store(cfg: Config, *, create: bool = True) -> SiteStore:
+    """Users, sessions, API tokens and kiosk heartbeats (:class:`SiteStore`): the workspace's
+    ``site_db_path`` SQLite file, or the shared database's tables. ``create=False`` refuses
+    to start a new, empty SQLite file."""
+    if is_shared(cfg):
+        from store.pg_site import PostgresSiteStore
+
+        return PostgresSiteStore(cfg.store, cfg.db_timeout_seconds)
+    from store.sqlite_site import SQLiteSiteStore
+
+    return SQLiteSiteStore(cfg.site_db_path, cfg.db_timeout_seconds, create=create)
 
 
 def is_shared(cfg: Config) -> bool:

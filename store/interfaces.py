@@ -20,7 +20,17 @@ from typing import Protocol
 
 import numpy as np
 
-from store.records import AttendanceRow, CropEmbedding, Event, MarkResult, StoredCrop
+from store.records import (
+    ApiToken,
+    AttendanceRow,
+    CropEmbedding,
+    Event,
+    Heartbeat,
+    MarkResult,
+    Session,
+    StoredCrop,
+    User,
+)
 
 
 class AttendanceStore(Protocol):
@@ -70,6 +80,10 @@ class AttendanceStore(Protocol):
         """Audit events of one day or a range, oldest first."""
         ...
 
+    def last_present(self) -> dict[str, AttendanceRow]:
+        """Each person's latest Present row (when they were last seen), by name."""
+        ...
+
     def change_token(self) -> Hashable:
         """Differs after another process committed a change (cheap; for live views)."""
         ...
@@ -107,6 +121,11 @@ class EmbeddingStore(Protocol):
 
     def model_ids(self) -> list[str]:
         """Every model id with stored embeddings."""
+        ...
+
+    def thumbnail(self, name: str) -> bytes | None:
+        """The PNG bytes of one of ``name``'s crops, if the store holds crop images (a shared
+        store does; SQLite keeps crops in the workspace's files and returns None)."""
         ...
 
     def change_token(self) -> Hashable:
@@ -160,5 +179,84 @@ class EmbeddingStore(Protocol):
         ...
 
     def __enter__(self) -> EmbeddingStore: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class SiteStore(Protocol):
+    """Who may use the dashboard and API (users, sessions, API tokens) and what each running
+    recogniser last reported (heartbeats). SQLite: ``site_db_path`` in the workspace; a shared
+    store: tables of the same PostgreSQL database. Secrets are stored only as hashes."""
+
+    def describe(self) -> str:
+        """Where the store lives, for messages."""
+        ...
+
+    # -- users ------------------------------------------------------------------------------
+    def add_user(self, user: User, *, replace: bool = False) -> bool:
+        """Add ``user``; with ``replace`` an existing user's role and hash are replaced (and
+        their sessions ended). False when the name exists and ``replace`` is not set."""
+        ...
+
+    def user(self, name: str) -> User | None:
+        """The user called ``name`` (exact match), or None."""
+        ...
+
+    def users(self) -> list[User]:
+        """Every user, by name."""
+        ...
+
+    def remove_user(self, name: str) -> bool:
+        """Delete a user and their sessions; False when there was none."""
+        ...
+
+    # -- sessions ---------------------------------------------------------------------------
+    def add_session(self, session: Session) -> None:
+        """Store a new session (and delete expired ones)."""
+        ...
+
+    def session(self, token_sha256: str, now: str) -> Session | None:
+        """The unexpired session (``expires`` > ``now``, ISO-8601 UTC) with that hash."""
+        ...
+
+    def remove_session(self, token_sha256: str) -> None:
+        """Sign out: delete the session (idempotent)."""
+        ...
+
+    # -- API tokens -------------------------------------------------------------------------
+    def add_token(self, token: ApiToken) -> bool:
+        """Store a token; False when a token of that name exists."""
+        ...
+
+    def token(self, token_sha256: str) -> ApiToken | None:
+        """The token with that hash, or None."""
+        ...
+
+    def tokens(self) -> list[ApiToken]:
+        """Every token (hashes included), by name."""
+        ...
+
+    def remove_token(self, name: str) -> bool:
+        """Revoke a token by name; False when there was none."""
+        ...
+
+    # -- kiosk heartbeats -------------------------------------------------------------------
+    def beat(self, heartbeat: Heartbeat) -> None:
+        """Insert or replace the heartbeat of ``heartbeat.kiosk``."""
+        ...
+
+    def kiosks(self) -> list[Heartbeat]:
+        """Every kiosk's last heartbeat, by name."""
+        ...
+
+    def remove_kiosk(self, kiosk: str) -> bool:
+        """Forget a kiosk (retired); False when there was none."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection (idempotent)."""
+        ...
+
+    def __enter__(self) -> SiteStore: ...
 
     def __exit__(self, *exc: object) -> None: ...

@@ -228,6 +228,16 @@ class PostgresAttendanceStore:
             ).fetchall()
         return [AttendanceRow(*row) for row in found]
 
+    def last_present(self) -> dict[str, AttendanceRow]:
+        """Each person's latest Present row."""
+        with self.db.errors("reading attendance") as conn:
+            found = conn.execute(
+                "SELECT DISTINCT ON (EmpName) EmpName, Date, Status, Time, LastSeen "
+                "FROM attendance WHERE Status = %s ORDER BY EmpName, Date DESC",
+                (PRESENT,),
+            ).fetchall()
+        return {row[0]: AttendanceRow(*row) for row in found}
+
     def events(
         self,
         date: dt.date | str | None = None,

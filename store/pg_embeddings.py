@@ -165,6 +165,14 @@ class PostgresEmbeddingStore:
             rows = conn.execute(sql + " GROUP BY c.identity ORDER BY 1", params).fetchall()
         return {name: int(count) for name, count in rows}
 
+    def thumbnail(self, name: str) -> bytes | None:
+        """The PNG bytes of ``name``'s first crop (by path), or None."""
+        with self.db.errors("reading crops") as conn:
+            row = conn.execute(
+                "SELECT png FROM crops WHERE identity = %s ORDER BY relpath LIMIT 1", (name,)
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
     def model_ids(self) -> list[str]:
         """Every model id with stored embeddings."""
         with self.db.errors("reading the gallery") as conn:

@@ -12,6 +12,9 @@ recognisers and dashboards apply changes without polling tables:
 
 - ``attendance_gallery``: payload = the identity whose crops or embeddings changed;
 - ``attendance_rows``: the attendance table or the audit trail changed.
+
+Migration 4 adds the dashboard's tables (``site_users``, ``site_sessions``, ``site_api_tokens``)
+and the kiosks' heartbeats (``kiosks``), used by :mod:`store.pg_site`.
 """
 
 from __future__ import annotations
@@ -151,6 +154,56 @@ MIGRATIONS: tuple[Migration, ...] = (
         # person's attendance
         ("ALTER TABLE removed_people ADD COLUMN purged boolean NOT NULL DEFAULT false",),
     ),
+    Migration(
+        4,
+        "dashboard users, sessions, API tokens and kiosk heartbeats",
+        # store.pg_site. Timestamps are ISO-8601 UTC text in one form (store.sqlite_site), so
+        # text order is time order; COLLATE "C" makes it byte order whatever the database's
+        # locale (and sorts names as SQLite does). The roles are those of this version.
+        (
+            """CREATE TABLE site_users (
+                name          text COLLATE "C" PRIMARY KEY
+                              CHECK (char_length(name) BETWEEN 1 AND 64),
+                role          text NOT NULL CHECK (role IN ('admin', 'viewer')),
+                password_hash text NOT NULL CHECK (password_hash <> ''),
+                created       text COLLATE "C" NOT NULL
+            )""",
+            """CREATE TABLE site_sessions (
+                token_sha256 text COLLATE "C" PRIMARY KEY
+                             CHECK (token_sha256 ~ '^[0-9a-f]{64}$'),
+                user_name    text COLLATE "C" NOT NULL
+                             REFERENCES site_users (name) ON DELETE CASCADE,
+                csrf         text NOT NULL CHECK (csrf <> ''),
+                created      text COLLATE "C" NOT NULL,
+                expires      text COLLATE "C" NOT NULL CHECK (expires > created)
+            )""",
+            "CREATE INDEX site_sessions_by_user ON site_sessions (user_name)",
+            "CREATE INDEX site_sessions_by_expiry ON site_sessions (expires)",
+            """CREATE TABLE site_api_tokens (
+                name         text COLLATE "C" PRIMARY KEY
+                             CHECK (char_length(name) BETWEEN 1 AND 64),
+                token_sha256 text COLLATE "C" NOT NULL UNIQUE
+                             CHECK (token_sha256 ~ '^[0-9a-f]{64}$'),
+                role         text NOT NULL CHECK (role IN ('admin', 'viewer')),
+                created      text COLLATE "C" NOT NULL
+            )""",
+            """CREATE TABLE kiosks (
+                kiosk         text COLLATE "C" PRIMARY KEY
+                              CHECK (char_length(kiosk) BETWEEN 1 AND 100),
+                host          text NOT NULL,
+                source        text NOT NULL,
+                source_state  text NOT NULL,
+                fps           double precision NOT NULL
+                              CHECK (fps >= 0 AND fps < 'Infinity'::double precision),
+                model_version text NOT NULL,
+                started       text COLLATE "C" NOT NULL,
+                last_seen     text COLLATE "C" NOT NULL,
+                day           text NOT NULL CHECK (day ~ '^[0-9]{4}-[0-1][0-9]-[0-3][0-9]$'),
+                marked        integer NOT NULL CHECK (marked >= 0),
+                unknown       integer NOT NULL CHECK (unknown >= 0)
+            )""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -206,6 +259,7 @@ def upgrade(
 # --- least privilege ----------------------------------------------------------------------------
 _ROLE_RE = r"^[a-z_][a-z0-9_]{0,62}$"
 GALLERY_TABLES = ("people", "crops", "embeddings", "removed_people", "model_versions")
+SITE_TABLES = ("site_users", "site_sessions", "site_api_tokens", "kiosks")
 
 
 def role_grants(kiosk: str, admin: str) -> list[str]:
@@ -213,9 +267,11 @@ def role_grants(kiosk: str, admin: str) -> list[str]:
 
     - ``kiosk`` (each recogniser): reads people, crops, embeddings and model versions; adds
       attendance rows and events and updates a day's status and times (not who or which
-      day); deletes nothing.
+      day); inserts and updates its heartbeat in ``kiosks``; deletes nothing, and cannot see
+      the dashboard's users, sessions or API tokens.
       Crops it embeds for a new model stay in its memory (it may not store embeddings).
-    - ``admin`` (enrolment, removal, reports, ``close-day``): every change to every table.
+    - ``admin`` (enrolment, removal, reports, ``close-day``, the dashboard): every change to
+      every table.
 
     Role names must be plain lower-case identifiers (``ValueError`` otherwise).
     """
@@ -237,7 +293,9 @@ def role_grants(kiosk: str, admin: str) -> list[str]:
         f"GRANT SELECT, INSERT, UPDATE (Status, Time, LastSeen) ON attendance TO {kiosk}",
         f"GRANT SELECT, INSERT ON events TO {kiosk}",
         f"GRANT USAGE ON SEQUENCE events_id_seq TO {kiosk}",
+        f"GRANT SELECT, INSERT, UPDATE ON kiosks TO {kiosk}",
         f"GRANT SELECT ON schema_migrations TO {admin}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {gallery}, attendance, events TO {admin}",
         f"GRANT USAGE ON SEQUENCE events_id_seq TO {admin}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(SITE_TABLES)} TO {admin}",
     ]

@@ -146,6 +146,58 @@ class CropEmbedding:
     png: bytes | None = None  # the crop file's bytes, for stores that hold crops (shared ones)
 
 
+# --- the site: users, sessions, API tokens, kiosk heartbeats (store.interfaces.SiteStore) ------
+ROLES = ("admin", "viewer")  # admin: everything; viewer: read only
+
+
+@dataclass(frozen=True)
+class User:
+    """A dashboard user. ``password_hash`` is an Argon2 hash string (never a password)."""
+
+    name: str
+    role: str  # one of ROLES
+    password_hash: str
+    created: str  # ISO-8601 UTC
+
+
+@dataclass(frozen=True)
+class Session:
+    """A signed-in browser. Only the SHA-256 of the cookie's random token is stored."""
+
+    token_sha256: str
+    user: str
+    csrf: str  # the form token of this session (random, sent in forms and X-CSRF-Token)
+    created: str  # ISO-8601 UTC
+    expires: str  # ISO-8601 UTC
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A token for scripts and kiosks. Only the SHA-256 of the token is stored."""
+
+    name: str
+    token_sha256: str
+    role: str  # one of ROLES
+    created: str  # ISO-8601 UTC
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a running recogniser last reported (one row per kiosk name)."""
+
+    kiosk: str  # the kiosk's name (config ``kiosk_name``)
+    host: str
+    source: str  # the source it reads (no password)
+    source_state: str  # "running", "reconnecting", "ended", "stopped" or "error: ..."
+    fps: float  # processed frames per second over the last interval
+    model_version: str
+    started: str  # ISO-8601 UTC, when this recogniser started
+    last_seen: str  # ISO-8601 UTC, this heartbeat
+    day: str  # YYYY-MM-DD (local) of the counts below
+    marked: int  # people marked present by this kiosk on ``day``
+    unknown: int  # faces nobody matched, seen by this kiosk on ``day``
+
+
 def decode_vectors(
     where: str, model_id: str, rows: Sequence[tuple[str, str, int, bytes]], dim: int | None
 ) -> np.ndarray:

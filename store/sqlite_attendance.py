@@ -405,6 +405,16 @@ class SQLiteAttendanceStore:
         )
         return [AttendanceRow(*row) for row in found]
 
+    def last_present(self) -> dict[str, AttendanceRow]:
+        """Each person's latest Present row (one indexed pass over ``(EmpName, Date)``)."""
+        found = self._read(
+            "SELECT a.EmpName, a.Date, a.Status, a.Time, a.LastSeen FROM attendance a JOIN "
+            "(SELECT EmpName, MAX(Date) AS Latest FROM attendance WHERE Status = ? "
+            "GROUP BY EmpName) m ON a.EmpName = m.EmpName AND a.Date = m.Latest",
+            (PRESENT,),
+        )
+        return {row[0]: AttendanceRow(*row) for row in found}
+
     def events(
         self,
         date: dt.date | str | None = None,

@@ -174,13 +174,17 @@ class SQLiteEmbeddingStore:
 
     def identities(self, model_id: str | None = None) -> dict[str, int]:
         """Stored identities with their number of crops (for one model id, or all)."""
-        sql = "SELECT identity, COUNT(*) FROM embeddings"
+        sql = "SELECT identity, COUNT(DISTINCT relpath) FROM embeddings"
         params: tuple[str, ...] = ()
         if model_id is not None:
             sql, params = sql + " WHERE model_id = ?", (model_id,)
         with self._errors("read"):
             rows = self._conn.execute(sql + " GROUP BY identity ORDER BY identity", params)
             return {name: count for name, count in rows.fetchall()}
+
+    def thumbnail(self, name: str) -> bytes | None:
+        """None: the crops themselves are the workspace's files (``pre_images/<name>/``)."""
+        return None
 
     def model_ids(self) -> list[str]:
         """Every model id with stored embeddings."""

@@ -114,6 +114,22 @@ def test_a_day_of_sightings(backend: Config) -> None:
         assert db.rows(name="Ada") == [] and db.events(name="Ada") == []
 
 
+def test_last_present_is_each_persons_latest_present_day(backend: Config) -> None:
+    with open_attendance_store(backend) as db:
+        db.mark_present("Ada", at(9), 0.4, "cam")
+        db.mark_present("Ada", at(17, 30), 0.4, "cam")
+        db.mark_present("Ada", at(8, day=DAY - dt.timedelta(days=3)), 0.4, "cam")
+        db.mark_present("Bob", at(8, day=DAY - dt.timedelta(days=1)), 0.4, "cam")
+        db.close_day(DAY, ["Ada", "Bob", "Cy"])  # Bob and Cy Absent on DAY
+        latest = db.last_present()
+    assert latest == {
+        "Ada": AttendanceRow("Ada", DAY.isoformat(), PRESENT, "09:00:00", "17:30:00"),
+        "Bob": AttendanceRow(
+            "Bob", (DAY - dt.timedelta(days=1)).isoformat(), PRESENT, "08:00:00", "08:00:00"
+        ),
+    }
+
+
 def test_audit_events_change_no_rows_and_refuse_attendance_actions(backend: Config) -> None:
     with open_attendance_store(backend) as db:
         event = db.log_event("Ada", at(9), 0.2, "camera 0", "refused:liveness")
@@ -139,6 +155,14 @@ def test_gallery_sync_load_and_removal(backend: Config) -> None:
         assert vectors.shape == (8, embedder.dim) and vectors.dtype == np.float32
         assert store.identities() == {"Ada Lovelace": 5, "Alan Turing": 3}
         assert store.model_ids() == [embedder.model_id]
+        # a second model's embeddings of the same crops do not count them twice
+        sync_gallery(store, backend, FakeEmbedder(model_id="fake-v2"), progress=False)
+        assert store.identities() == {"Ada Lovelace": 5, "Alan Turing": 3}
+        sync_gallery(store, backend, embedder, progress=False)
+        # a shared store holds the crop images; SQLite leaves them in pre_images/
+        first = (backend.pre_images_dir / "Ada Lovelace" / "0000.png").read_bytes()
+        assert store.thumbnail("Ada Lovelace") == (first if backend.store else None)
+        assert store.thumbnail("Nobody") is None
         relpaths, own = store.load_identity(embedder.model_id, "Alan Turing")
         assert relpaths == [f"Alan Turing/{i:04d}.png" for i in range(3)]
         np.testing.assert_allclose(own, vectors[5:])
