@@ -303,6 +303,12 @@ class LiveSource(FrameSource):
         with self._cond:
             return max(0, self._captured - self._delivered - (1 if self._latest else 0))
 
+    @property
+    def reconnecting(self) -> bool:
+        """True while the signal is lost and the reader is reopening the device or stream."""
+        with self._cond:
+            return self._cap is None and not self._ended
+
     # -- reader thread ---------------------------------------------------------------
     def _run(self) -> None:
         try:

@@ -27,6 +27,11 @@ source, closes the database (saving queued sightings) and prints one summary lin
 names as "marked" only people whose sighting is saved; sightings the database did not take
 are "queued (not saved yet)": they are journalled on disk, and the next recogniser started on
 the workspace writes them (``store.pending``); the run then exits 2 with a one-line error.
+
+While it runs, the recogniser reports a heartbeat to the site store every
+``heartbeat_seconds`` (``recognizer.heartbeat``: kiosk name, source state, fps, people marked
+and unknown faces today), from a background thread the loop never waits on; its last beat
+says how the run ended ("ended", "stopped" or "error: ...").
 """
 
 from __future__ import annotations
@@ -250,6 +255,7 @@ def run_loop(
     on_event: Callable[[Any], None] = lambda event: None,
     stop: threading.Event | None = None,
     gallery: Any = None,
+    heartbeat: Any = None,
 ) -> RunSummary:
     """Feed ``source`` frames to ``pipeline`` until the source ends or a stop is asked for.
 
@@ -259,6 +265,8 @@ def run_loop(
     ``video`` (``recognizer.display.VideoRecorder``) receives the same annotated frames.
     ``gallery`` (``store.gallery.GalleryWatcher``) is polled between frames; a reloaded
     gallery goes to ``pipeline.update_gallery``.
+    ``heartbeat`` (``recognizer.heartbeat.HeartbeatReporter``) counts each processed frame and
+    event (in memory only) and is told the run's final state; whoever opened it closes it.
     An expected failure mid-run (:class:`UserError`) ends the loop and is kept in
     ``summary.error`` so the caller can print the summary before reporting it.
     """
@@ -300,6 +308,10 @@ def run_loop(
                 rate.pause()
             else:
                 rate.processed(time.monotonic())
+            if heartbeat is not None:
+                heartbeat.frame(paused=result.paused)
+                for event in result.events:
+                    heartbeat.event(event)
             for event in result.events:
                 on_event(event)
             if window is not None or video is not None:
@@ -330,6 +342,10 @@ def run_loop(
         summary.events = sum(1 for e in pipeline.events if e.recorded)
         summary.strangers = sum(1 for e in pipeline.events if not e.recorded and not e.refused)
         summary.refused = sum(1 for e in pipeline.events if e.refused)
+        if heartbeat is not None:
+            from recognizer.heartbeat import final_state
+
+            heartbeat.finish(final_state(summary.stopped_by, summary.error))
     return summary
 
 
@@ -370,6 +386,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from common.sources import FolderSource, open_source
     from model.embedder import Embedder
     from recognizer.display import VideoRecorder, Window, has_display
+    from recognizer.heartbeat import HeartbeatReporter
     from store.factory import is_shared, open_pending_writer, watch_embedding_store
     from store.gallery import GalleryWatcher
     from store.pending import PendingWriter
@@ -387,6 +404,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(open_source(args.source))
             log.info("source: %s", source.describe())
+            # reports from now on (loading the models counts as running); its final beat,
+            # after everything opened below is closed, says how the run ended
+            heartbeat = stack.enter_context(HeartbeatReporter(cfg, source))
             video = None
             if args.record:
                 video = VideoRecorder(args.record, source.fps or 15.0)
@@ -431,6 +451,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 on_event=lambda event: print(event.line(), flush=True),
                 stop=stop,
                 gallery=watcher,
+                heartbeat=heartbeat,
             )
     finally:
         if summary is not None:
