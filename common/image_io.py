@@ -135,6 +135,20 @@ def _quiet_bomb_warning() -> None:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
+#: What photos may be (checked from the header): the raster formats of cameras, phones and
+#: screenshots. Anything else is refused before Pillow picks a decoder for it: Pillow would
+#: otherwise hand an EPS or PostScript file to Ghostscript, a program we never want to run
+#: on a dropped-in or uploaded file.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM", "MPO")
+
+
+def _allowed_formats() -> list[str]:
+    from PIL import Image
+
+    Image.init()
+    return [name for name in IMAGE_FORMATS if name in Image.OPEN]  # e.g. a build without WebP
+
+
 def decode_image(
     data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
@@ -150,7 +164,7 @@ def decode_image(
     _quiet_bomb_warning()
     errors = _decode_errors()
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        with Image.open(io.BytesIO(data), formats=_allowed_formats()) as opened:
             _check_pixels(opened.size, max_pixels, name)
             opened.load()
             try:
@@ -162,7 +176,8 @@ def decode_image(
         raise
     except UnidentifiedImageError:
         raise ImageReadError(
-            f"{name}: not an image Pillow can read; use JPEG or PNG, or delete the file"
+            f"{name}: not an image this program reads (JPEG, PNG, WebP, BMP, GIF, TIFF, PPM); "
+            "convert it or delete the file"
         ) from None
     except Image.DecompressionBombError as exc:  # beyond Pillow's own limit (~179 MP)
         found = re.search(r"\((\d+) pixels\)", str(exc))

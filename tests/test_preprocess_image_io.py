@@ -283,3 +283,19 @@ def test_decoding_stays_under_1_gb_for_a_12000x12000_png_and_the_largest_allowed
     print(f"{side}x{side} RGBA PNG: peak {peak:.0f} MB, {outcome}")
     assert outcome == f"decoded ({side}, {side}, 3)"
     assert peak < 1024
+
+
+def test_postscript_is_refused_before_any_decoder_runs(monkeypatch) -> None:
+    """Pillow would hand EPS to Ghostscript: only the photo formats are ever opened."""
+    from PIL import EpsImagePlugin
+
+    from common.image_io import ImageReadError, decode_image
+
+    calls: list[str] = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: calls.append("gs"))
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", "gs", raising=False)
+    eps = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n"
+           b"0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n")  # fmt: skip
+    with pytest.raises(ImageReadError, match="not an image this program reads"):
+        decode_image(eps, "drawing.eps")
+    assert calls == []
