@@ -31,6 +31,9 @@ COMMANDS: dict[str, str] = {
     "train": "model.train_cli",
     "model": "model.versions_cli",
     "db": "attendance.db_cli",
+    "serve": "attendance.serve_cli",
+    "user": "attendance.user_cli",
+    "token": "attendance.token_cli",
 }
 
 

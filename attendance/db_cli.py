@@ -25,6 +25,7 @@ from pathlib import Path
 from common.config import Config, load_config
 from common.errors import UserError
 from common.names import InvalidName, validate_name
+from common.runner import add_common_arguments_after_action
 from common.urls import redact_url
 from store.factory import (
     attendance_store_exists,
@@ -59,22 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     grants.add_argument("--kiosk", default="attendance_kiosk", help="the recognisers' role")
     grants.add_argument("--admin", default="attendance_admin", help="enrolment and HR's role")
     for action in (sub.choices["upgrade"], copy, grants):
-        _common_after_action(action)
-
-
-def _common_after_action(parser: argparse.ArgumentParser) -> None:
-    """Let the common flags follow the action too (``attendance db upgrade --store URL``):
-    unset there, they leave what was given before the action alone."""
-    from common.runner import add_common_arguments
-
-    add_common_arguments(parser)
-    for action in parser._actions:
-        if (
-            action.dest != "help"
-            and action.option_strings
-            and action.dest not in ("source", "target", "kiosk", "admin")
-        ):
-            action.default = argparse.SUPPRESS
+        add_common_arguments_after_action(action)
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

@@ -59,6 +59,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
 
+def add_common_arguments_after_action(parser: argparse.ArgumentParser) -> None:
+    """Let the common flags follow a subcommand's action too (``attendance db upgrade --store
+    URL``, ``attendance user add NAME --workspace DIR``): unset there, they leave what was
+    given before the action alone."""
+    before = len(parser._actions)
+    add_common_arguments(parser)
+    for action in parser._actions[before:]:
+        action.default = argparse.SUPPRESS
+
+
 def config_from_args(args: argparse.Namespace, **extra: object) -> Config:
     """The configuration for these parsed arguments (``extra`` are flag-level overrides)."""
     overrides: dict[str, object] = {}

@@ -12,6 +12,10 @@ command -v xwininfo >/dev/null || need+=(x11-utils)
 # port; the cluster service the Debian package may start at install time is not used).
 { [ -x "$(pg_config --bindir 2>/dev/null)/initdb" ] || compgen -G "/usr/lib/postgresql/*/bin/initdb" ||
   command -v initdb; } >/dev/null || need+=(postgresql)
+# Debian's Chromium and ChromeDriver for the dashboard's browser tests (headless; Selenium is
+# pointed at /usr/bin/chromedriver, so nothing is downloaded at run time).
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

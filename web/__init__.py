@@ -1,0 +1,1 @@
+"""The web dashboard and REST API (``attendance serve``): FastAPI on uvicorn, Jinja pages."""

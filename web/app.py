@@ -1,0 +1,291 @@
+"""The web application: :func:`create_app` wires the configuration, stores, security and routes.
+
+Layout (FastAPI's "bigger applications"): ``web.auth`` (sign-in, roles, CSRF), ``web.pages``
+(server-rendered pages), ``web.api`` (``/api/v1``, JSON), ``web.live`` (one watcher thread,
+server-sent events), ``web.enrolment`` and ``web.exports`` (no web framework).
+Errors are JSON (API) or a page (browser) with a one-line message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from common.config import Config, read_toml
+from common.errors import UserError
+from store.records import DatabaseUnavailable
+from web import api, auth, pages
+from web.context import STATIC, TEMPLATES, AppContext
+from web.live import LiveHub
+from web.queries import NotFound
+from web.security import LoginLimiter
+from web.stores import ThreadStores
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
+    "script-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class BodyLimit:
+    """Refuse request bodies above ``limit`` bytes (413) before they are parsed: by the
+    Content-Length header, and by counting what arrives (a chunked body declares none)."""
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit()
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = limit + 1
+                if declared > limit:
+                    await _too_large(scope, send, limit)
+                    return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _too_large(scope, send, limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    response = JSONResponse(
+        {
+            "error": f"the request is larger than {limit // 1_000_000} MB: send fewer or smaller "
+            "photos"
+        },
+        status_code=413,
+    )
+    await response(scope, lambda: _empty(), send)  # type: ignore[arg-type]
+
+
+async def _empty() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIX) or "text/html" not in request.headers.get(
+        "accept", ""
+    )
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"error": message}, status_code=status)
+    ctx: AppContext = request.app.state.ctx
+    return ctx.templates.TemplateResponse(
+        request,
+        "error.html",
+        {
+            "status": status,
+            "message": message,
+            "principal": getattr(request.state, "principal", None),
+        },
+        status_code=status,
+    )
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(auth.AuthRequired)
+    async def _auth(request: Request, exc: auth.AuthRequired) -> Response:
+        if _wants_json(request):
+            return JSONResponse(
+                {"error": "sign in first, or send an API token (Authorization: Bearer ...)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return auth.login_redirect(request)
+
+    @app.exception_handler(auth.Forbidden)
+    async def _forbidden(request: Request, exc: auth.Forbidden) -> Response:
+        return _error(request, 403, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        response = _error(request, exc.status_code, message)
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for error in exc.errors()[:5]:
+            where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+            problems.append(f"{where}: {error.get('msg', 'invalid')}")
+        return _error(request, 422, "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def _unavailable(request: Request, exc: DatabaseUnavailable) -> Response:
+        return _error(request, 503, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> Response:
+        return _error(request, 404, str(exc))
+
+    @app.exception_handler(UserError)
+    async def _user(request: Request, exc: UserError) -> Response:
+        return _error(request, 400, str(exc))
+
+    @app.exception_handler(ValueError)
+    async def _value(request: Request, exc: ValueError) -> Response:
+        return _error(request, 400, str(exc).splitlines()[0] if str(exc) else "invalid value")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error(request, 500, "internal error; the server log has the details")
+
+
+def create_app(
+    cfg: Config,
+    *,
+    enrol: Any = None,
+    live: bool = True,
+    reload_config: Callable[[], Config] | None = None,
+) -> FastAPI:
+    """The dashboard and API for ``cfg``. ``enrol``: an enrolment service (default: the real
+    one, loading MTCNN and FaceNet on first use); ``live=False`` starts no watcher thread
+    (pages then build the Today snapshot per request)."""
+    if enrol is None:
+        from web.enrolment import EnrolService
+
+        enrol = EnrolService(cfg)
+    stores = ThreadStores(cfg)
+    hub = LiveHub(cfg)
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    templates.env.autoescape = True
+    ctx = AppContext(
+        cfg=cfg,
+        stores=stores,
+        hub=hub,
+        limiter=LoginLimiter(cfg.login_attempts, cfg.login_window_seconds),
+        templates=templates,
+        enrol=enrol,
+        reload_config=reload_config or (lambda: cfg.replace(**read_toml(cfg.root))),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if live:
+            hub.start()
+        try:
+            yield
+        finally:
+            hub.stop()
+            stores.close()
+            closer = getattr(enrol, "close", None)
+            if closer is not None:
+                closer()
+
+    app = FastAPI(
+        title="facenet-attendance",
+        version="1",
+        description="Attendance, people, events, reports and health. Authenticate with a "
+        "session cookie (the dashboard) or `Authorization: Bearer <token>` "
+        "(`attendance token add NAME`).",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # served below, behind the sign-in
+    )
+    app.state.ctx = ctx
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[..., Any]) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        if request.url.path != "/static" and not request.url.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    def body_limit() -> int:
+        c = ctx.cfg
+        return c.upload_max_files * c.upload_max_bytes + 1_000_000
+
+    app.add_middleware(BodyLimit, limit=body_limit)
+    _install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.include_router(auth.router)
+    app.include_router(pages.router)
+    app.include_router(api.router, prefix=API_PREFIX)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Liveness for load balancers: no sign-in, no detail."""
+        return {"status": "ok"}
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
+    _install_docs(app)
+    return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/api/v1/docs`` from the ``swagger-ui-bundle`` package (no CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/api/v1/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False)
+    async def openapi(who: auth.Principal = Depends(auth.viewer)) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get(f"{API_PREFIX}/docs", include_in_schema=False)
+    async def docs(request: Request, who: auth.Principal = Depends(auth.viewer)) -> Response:
+        page = get_swagger_ui_html(
+            openapi_url=f"{API_PREFIX}/openapi.json",
+            title="facenet-attendance API",
+            swagger_js_url=f"{API_PREFIX}/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{API_PREFIX}/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/favicon.ico",
+        )
+        response = HTMLResponse(page.body)
+        # the page starts Swagger UI with an inline script: allowed on this page only
+        response.headers["Content-Security-Policy"] = CSP.replace(
+            "script-src 'self'", "script-src 'self' 'unsafe-inline'"
+        ).replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+        return response

@@ -1,0 +1,67 @@
+"""One store connection per worker thread (SQLite connections belong to their thread).
+
+The web server answers requests on a pool of threads; each thread opens the stores it needs
+once, through ``store.factory``, and keeps them until the server stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from common.config import Config
+from store.factory import (
+    embedding_store_exists,
+    open_attendance_store,
+    open_embedding_store,
+    open_site_store,
+)
+from store.interfaces import AttendanceStore, EmbeddingStore, SiteStore
+
+log = logging.getLogger(__name__)
+
+
+class ThreadStores:
+    """Lazily opened stores of ``cfg``, one set per thread; :meth:`close` closes them all."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._local = threading.local()
+        self._opened: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _get(self, key: str, opener: Callable[[], Any]) -> Any:
+        store = getattr(self._local, key, None)
+        if store is None:
+            store = opener()
+            setattr(self._local, key, store)
+            with self._lock:
+                self._opened.append(store)
+        return store
+
+    def attendance(self) -> AttendanceStore:
+        return self._get("attendance", lambda: open_attendance_store(self.cfg))
+
+    def embeddings(self) -> EmbeddingStore:
+        return self._get("embeddings", lambda: open_embedding_store(self.cfg))
+
+    def site(self) -> SiteStore:
+        return self._get("site", lambda: open_site_store(self.cfg))
+
+    def enrolled(self) -> dict[str, int]:
+        """Everyone with a stored crop embedding (any model), with their number of crops."""
+        if not embedding_store_exists(self.cfg):
+            return {}
+        return self.embeddings().identities()
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for store in opened:
+            try:
+                store.close()
+            except Exception:  # noqa: BLE001 - SQLite refuses another thread's close; the
+                log.debug("store left to the garbage collector", exc_info=True)  # GC closes it
+        self._local = threading.local()
