@@ -455,6 +455,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         f"try it yourself: face_recognizer --workspace {result.workspace} "
         f"--source {result.video} --continuous"
     )
+    print(
+        f"see it in a browser: attendance user add admin --role admin --workspace "
+        f"{result.workspace}; attendance serve --workspace {result.workspace}"
+    )
     return 0 if result.as_expected else 1
 
 
