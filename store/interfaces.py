@@ -76,8 +76,10 @@ class AttendanceStore(Protocol):
         start: dt.date | str | None = None,
         end: dt.date | str | None = None,
         name: str | None = None,
+        limit: int | None = None,
     ) -> list[Event]:
-        """Audit events of one day or a range, oldest first."""
+        """Audit events of one day or a range (the newest ``limit`` when given), oldest
+        first."""
         ...
 
     def last_present(self) -> dict[str, AttendanceRow]:

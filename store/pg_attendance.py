@@ -34,6 +34,7 @@ from store.records import (
     check_mark,
     iso_date,
     local_time,
+    timestamp_clause,
     where_clause,
 )
 
@@ -244,18 +245,22 @@ class PostgresAttendanceStore:
         start: dt.date | str | None = None,
         end: dt.date | str | None = None,
         name: str | None = None,
+        limit: int | None = None,
     ) -> list[Event]:
-        """Audit events whose timestamp falls on ``date`` or in ``start``..``end``."""
-        where, params = where_clause(
-            "substr(Timestamp, 1, 10)", date, start, end, name, placeholder="%s"
-        )
+        """Audit events whose timestamp falls on ``date`` or in ``start``..``end`` (the newest
+        ``limit`` of them when given), oldest first."""
+        where, params = timestamp_clause(date, start, end, name, placeholder="%s")
+        sql = f"SELECT id, Timestamp, EmpName, Distance, Source, Action FROM events{where}"
+        args: list[object] = list(params)
+        if limit is not None:
+            sql += " ORDER BY id DESC LIMIT %s"
+            args.append(int(limit))
+        else:
+            sql += " ORDER BY id"
         with self.db.errors("reading events") as conn:
-            found = conn.execute(
-                "SELECT id, Timestamp, EmpName, Distance, Source, Action FROM events"
-                f"{where} ORDER BY id",
-                params,
-            ).fetchall()
-        return [Event(*row) for row in found]
+            found = conn.execute(sql, args).fetchall()
+        events = [Event(*row) for row in found]
+        return events[::-1] if limit is not None else events
 
 
 def _removed(conn: psycopg.Connection, name: str, stamp: dt.datetime) -> bool:

@@ -278,6 +278,34 @@ def where_clause(
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+def timestamp_clause(
+    date: dt.date | str | None,
+    start: dt.date | str | None,
+    end: dt.date | str | None,
+    name: str | None,
+    placeholder: str = "?",
+) -> tuple[str, list[str]]:
+    """:func:`where_clause` for the events' ISO ``Timestamp`` as a half-open range of
+    strings (``>= first day``, ``< the day after the last``), so its index is used."""
+    if date is not None:
+        if start is not None or end is not None:
+            raise ValueError("give either date or start/end, not both")
+        start = end = date
+    clauses: list[str] = []
+    params: list[str] = []
+    if start is not None:
+        clauses.append(f"Timestamp >= {placeholder}")
+        params.append(iso_date(start))
+    if end is not None:
+        clauses.append(f"Timestamp < {placeholder}")
+        after = dt.date.fromisoformat(iso_date(end)) + dt.timedelta(days=1)
+        params.append(after.isoformat())
+    if name is not None:
+        clauses.append(f"EmpName = {placeholder}")
+        params.append(validate_name(name))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
 def iso_date(value: dt.date | str) -> str:
     """``value`` as ``YYYY-MM-DD``; raises ``ValueError`` for anything else."""
     if isinstance(value, dt.datetime):

@@ -43,6 +43,7 @@ from store.records import (
     check_mark,
     iso_date,
     local_time,
+    timestamp_clause,
     where_clause,
 )
 
@@ -421,12 +422,16 @@ class SQLiteAttendanceStore:
         start: dt.date | str | None = None,
         end: dt.date | str | None = None,
         name: str | None = None,
+        limit: int | None = None,
     ) -> list[Event]:
-        """Audit events whose timestamp falls on ``date`` or in ``start``..``end``."""
-        where, params = where_clause("substr(Timestamp, 1, 10)", date, start, end, name)
-        found = self._read(
-            "SELECT id, Timestamp, EmpName, Distance, Source, Action FROM events"
-            f"{where} ORDER BY id",
-            params,
-        )
-        return [Event(*row) for row in found]
+        """Audit events whose timestamp falls on ``date`` or in ``start``..``end`` (the newest
+        ``limit`` of them when given), oldest first."""
+        where, params = timestamp_clause(date, start, end, name)
+        sql = f"SELECT id, Timestamp, EmpName, Distance, Source, Action FROM events{where}"
+        args: list[object] = list(params)
+        if limit is not None:
+            sql, args = sql + " ORDER BY id DESC LIMIT ?", [*args, int(limit)]
+        else:
+            sql += " ORDER BY id"
+        events = [Event(*row) for row in self._read(sql, args)]
+        return events[::-1] if limit is not None else events

@@ -29,6 +29,7 @@ import datetime as dt
 import logging
 import math
 import numbers
+import os
 import re
 import sqlite3
 import time
@@ -296,9 +297,12 @@ class SQLiteSiteStore:
                 )
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                # password and token hashes: readable by this user only (SQLite gives its
+                # -wal and -shm files the same permissions)
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             except OSError as exc:
                 raise DatabaseUnwritable(
-                    f"cannot create the folder of {self.path} ({exc.strerror}); "
+                    f"cannot create {self.path} ({exc.strerror}); "
                     "check the workspace path and its permissions",
                     self.path,
                 ) from None

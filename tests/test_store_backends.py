@@ -130,6 +130,19 @@ def test_last_present_is_each_persons_latest_present_day(backend: Config) -> Non
     }
 
 
+def test_events_by_day_range_and_newest(backend: Config) -> None:
+    with open_attendance_store(backend) as db:
+        for day, hour in ((DAY - dt.timedelta(days=1), 23), (DAY, 0), (DAY, 23), (DAY, 12)):
+            db.log_event("Ada", at(hour, 59, 59, day=day), 0.5, "cam", "refused")
+        db.log_event("Bob", at(8, day=DAY + dt.timedelta(days=1)), 0.5, "cam", "refused")
+        assert [e.timestamp[11:13] for e in db.events(date=DAY)] == ["00", "23", "12"]
+        assert len(db.events(start=DAY - dt.timedelta(days=1), end=DAY)) == 4
+        assert [e.name for e in db.events(start=DAY + dt.timedelta(days=1))] == ["Bob"]
+        newest = db.events(start=DAY - dt.timedelta(days=1), limit=2)
+        assert [(e.name, e.timestamp[11:13]) for e in newest] == [("Ada", "12"), ("Bob", "08")]
+        assert db.events(name="Ada", limit=1)[0].timestamp[11:13] == "12"
+
+
 def test_audit_events_change_no_rows_and_refuse_attendance_actions(backend: Config) -> None:
     with open_attendance_store(backend) as db:
         event = db.log_event("Ada", at(9), 0.2, "camera 0", "refused:liveness")
