@@ -47,8 +47,20 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             )
     app = create_app(cfg, reload_config=lambda: config_from_args(args))
     log.info("dashboard on http://%s:%d/ (Ctrl-C stops it)", cfg.web_host, cfg.web_port)
-    try:
-        uvicorn.run(
+    if cfg.web_host not in ("127.0.0.1", "localhost", "::1") and not args.proxy:
+        log.warning(
+            "serving %s without --proxy: use HTTPS through a reverse proxy, or passwords and "
+            "session cookies cross the network in clear text",
+            cfg.web_host,
+        )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            app.state.ctx.hub.end_streams()  # open Today tabs would hold the shutdown
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    server = Server(
+        uvicorn.Config(
             app,
             host=cfg.web_host,
             port=cfg.web_port,
@@ -57,9 +69,14 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             forwarded_allow_ips=args.proxy or None,
             timeout_graceful_shutdown=3,
         )
-    except OSError as exc:
+    )
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a normal stop
+        pass
+    except (OSError, SystemExit):  # uvicorn logs a failed bind and exits
         raise UserError(
-            f"cannot listen on {cfg.web_host}:{cfg.web_port} ({exc.strerror}); pick another "
-            "--port or stop what uses it"
+            f"cannot listen on {cfg.web_host}:{cfg.web_port}; pick another --port or stop "
+            "what uses it"
         ) from None
     return 0

@@ -80,10 +80,10 @@ def test_everything_but_healthz_needs_a_sign_in(client: TestClient) -> None:
     checked = 0
     for route, path in _routes(client.app):
         methods = getattr(route, "methods", None) or set()
-        if not path or path in open_paths or path.startswith(("/static", "/api/v1/docs-assets")):
+        if not path or path in open_paths or path.startswith("/static"):
             continue
         url = path.replace("{name}", "Ada Lovelace").replace("{fmt}", "csv")
-        url = url.replace("{kiosk}", "k1")
+        url = url.replace("{kiosk}", "k1").replace("{asset}", "swagger-ui.css")
         for method in methods - {"HEAD"}:
             response = client.request(
                 method, url, follow_redirects=False, headers={"accept": "application/json"}
@@ -474,3 +474,101 @@ def test_openapi_lists_the_api(client: TestClient) -> None:
     assert docs.status_code == 200 and "/api/v1/docs-assets/swagger-ui-bundle.js" in docs.text
     assert client.get("/api/v1/docs-assets/swagger-ui-bundle.js").status_code == 200
     assert json.dumps(spec).count("Traceback") == 0
+
+
+# --- after the security review ------------------------------------------------------------------
+def test_a_burst_of_simultaneous_sign_ins_is_limited_too(cfg: Config) -> None:
+    """Attempts count before the (slow) password check: 12 at once, 3 allowed."""
+    import threading
+
+    import httpx
+    from web_support import running_server
+
+    app = create_app(cfg, enrol=FakeEnrol(), live=False)
+    codes: list[int] = []
+    with running_server(app) as base:
+
+        def attempt(password: str) -> None:
+            with httpx.Client(base_url=base, follow_redirects=False, timeout=60) as c:
+                codes.append(sign_in(c, "boss", password).status_code)
+
+        threads = [threading.Thread(target=attempt, args=("wrong password",)) for _ in range(12)]
+        threads.append(threading.Thread(target=attempt, args=(PASSWORD,)))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert codes.count(429) >= 10 and codes.count(401) + codes.count(303) <= 3, codes
+
+
+def test_small_requests_are_capped_before_sign_in(client: TestClient) -> None:
+    big = client.post("/api/v1/settings", content=b"{" + b" " * 100_000 + b"}",
+                      headers={"content-type": "application/json"})  # fmt: skip
+    assert big.status_code == 413 and "kB" in big.json()["error"]
+    form = client.post("/login", data={"username": "x" * 70_000, "password": "y"})
+    assert form.status_code == 413
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_500(client: TestClient, cfg: Config) -> None:
+    admin_client(client)
+    headers = {"X-CSRF-Token": csrf_of(client.get("/").text),
+               "content-type": "multipart/form-data; boundary=xx"}  # fmt: skip
+
+    def chunks():
+        yield b"--xx\r\nContent-Disposition: form-data; name=photo; filename=a.jpg\r\n\r\n"
+        for _ in range(10):
+            yield b"0" * cfg.upload_max_bytes
+
+    response = client.post("/api/v1/people/check-photo", content=chunks(), headers=headers)
+    assert response.status_code == 413 and "error" in response.json(), response.text
+
+
+def test_store_errors_do_not_show_paths(cfg: Config) -> None:
+    cfg.site_db_path.write_bytes(b"this is not a database" * 100)
+    with TestClient(create_app(cfg, enrol=FakeEnrol(), live=False)) as client:
+        response = client.get("/api/v1/people", cookies={"attendance_session": "x"})
+    assert response.status_code == 503
+    assert str(cfg.root) not in response.text and "unavailable" in response.json()["error"]
+
+
+def test_no_redirects_built_from_the_host_header(client: TestClient) -> None:
+    response = client.get("/people/", headers={"host": "evil.example"}, follow_redirects=False)
+    assert response.status_code == 404 and "location" not in response.headers
+
+
+def test_the_site_database_is_private(cfg: Config) -> None:
+    assert cfg.site_db_path.stat().st_mode & 0o077 == 0
+
+
+def test_a_live_stream_ends_when_its_session_does(cfg: Config, monkeypatch) -> None:
+    import threading
+    import time
+
+    import httpx
+    from web_support import running_server
+
+    import web.live
+
+    monkeypatch.setattr(web.live, "RECHECK_SECONDS", 0.2)
+    monkeypatch.setattr(web.live, "KEEPALIVE_SECONDS", 0.3)
+    ended = threading.Event()
+    with running_server(create_app(cfg, enrol=FakeEnrol(), live=True)) as base:
+        with httpx.Client(base_url=base, follow_redirects=True) as c:
+            sign_in(c, "clerk")
+            cookies = c.cookies
+
+        def watch() -> None:
+            with (
+                httpx.Client(base_url=base, cookies=cookies, timeout=30) as w,
+                w.stream("GET", "/events/today") as stream,
+            ):
+                for _ in stream.iter_lines():
+                    pass
+            ended.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        time.sleep(1.0)
+        assert not ended.is_set()  # signed in: the stream stays open
+        with open_site_store(cfg) as site:
+            assert site.remove_user("clerk")
+        assert ended.wait(5), "the stream outlived the session"

@@ -6,14 +6,16 @@ import hashlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from web_support import free_port
+from web_support import add_user, free_port, sign_in
 
 from attendance.cli import main
 from common.config import Config
@@ -102,6 +104,7 @@ def test_token_add_prints_it_once_and_stores_its_hash(workspace, monkeypatch, ca
 
 
 def test_serve_binds_localhost_and_answers_healthz(workspace: Config) -> None:
+    """... and stops promptly on Ctrl-C although a browser holds a live stream open."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -138,8 +141,38 @@ def test_serve_binds_localhost_and_answers_healthz(workspace: Config) -> None:
         ).stdout
         if listening:  # iproute2 is there: only the loopback address listens
             assert [line.split()[3] for line in listening.splitlines()] == [f"127.0.0.1:{port}"]
+        add_user(workspace, "boss", "viewer")
+        stream_open = threading.Event()
+
+        def watch() -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=True) as c:
+                sign_in(c, "boss")
+                with c.stream("GET", "/events/today", timeout=30) as stream:
+                    for _ in stream.iter_lines():
+                        stream_open.set()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        assert stream_open.wait(30)
     finally:
+        stopped = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
-    assert "nobody can sign in yet" in out
+    assert time.monotonic() - stopped < 2.5, "a live stream held the shutdown"
+    assert "nobody can sign in yet" in out and "CancelledError" not in out
     assert proc.returncode == 0, out
+
+
+def test_serve_on_a_port_in_use_is_one_line(workspace: Config) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "attendance.cli", "serve", "--port", str(port),
+             "--workspace", str(workspace.root)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert f"error: cannot listen on 127.0.0.1:{port}" in result.stderr

@@ -142,9 +142,11 @@ async def events(
     first, last = queries.date_range(date, start, end, _today())
     person = queries.person_name(name) if name else None
     found = await run_in_threadpool(
-        lambda: context(request).stores.attendance().events(start=first, end=last, name=person)
+        lambda: context(request).stores.attendance().events(
+            start=first, end=last, name=person, limit=limit
+        )
     )
-    return [queries.event_json(e) for e in found[-limit:]]
+    return [queries.event_json(e) for e in found]
 
 
 @router.get(

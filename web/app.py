@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -18,12 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.config import Config, read_toml
 from common.errors import UserError
-from store.records import DatabaseUnavailable
+from store.records import DatabaseError, DatabaseUnavailable, StoreError
 from web import api, auth, pages
 from web.context import STATIC, TEMPLATES, AppContext
 from web.live import LiveHub
@@ -45,7 +47,7 @@ class BodyLimit:
     """Refuse request bodies above ``limit`` bytes (413) before they are parsed: by the
     Content-Length header, and by counting what arrives (a chunked body declares none)."""
 
-    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+    def __init__(self, app: ASGIApp, limit: Callable[[Scope], int]) -> None:
         self.app = app
         self.limit = limit
 
@@ -53,7 +55,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit()
+        limit = self.limit(scope)
         for key, value in scope.get("headers", []):
             if key == b"content-length":
                 try:
@@ -84,12 +86,43 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class SecurityHeaders:
+    """Headers on every response (plain ASGI, so a body-size error is not wrapped in an
+    exception group on its way out): CSP without inline scripts, no framing, no sniffing,
+    and no caching of anything but static files."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = scope["path"].startswith("/static/")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for key, value in (
+                    ("X-Content-Type-Options", "nosniff"),
+                    ("X-Frame-Options", "DENY"),
+                    ("Referrer-Policy", "same-origin"),
+                    ("Content-Security-Policy", CSP),
+                ):
+                    headers.setdefault(key, value)
+                if not static:
+                    headers.setdefault("Cache-Control", "no-store")
+                if scope.get("scheme") == "https":
+                    headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    size = f"{limit / 1e6:.0f} MB" if limit >= 1_000_000 else f"{limit // 1000} kB"
     response = JSONResponse(
-        {
-            "error": f"the request is larger than {limit // 1_000_000} MB: send fewer or smaller "
-            "photos"
-        },
+        {"error": f"the request is larger than {size}: send fewer or smaller photos"},
         status_code=413,
     )
     await response(scope, lambda: _empty(), send)  # type: ignore[arg-type]
@@ -152,9 +185,14 @@ def _install_error_handlers(app: FastAPI) -> None:
             problems.append(f"{where}: {error.get('msg', 'invalid')}")
         return _error(request, 422, "; ".join(problems) or "invalid request")
 
-    @app.exception_handler(DatabaseUnavailable)
-    async def _unavailable(request: Request, exc: DatabaseUnavailable) -> Response:
-        return _error(request, 503, str(exc))
+    @app.exception_handler(StoreError)
+    async def _store(request: Request, exc: StoreError) -> Response:
+        # the detail names files and servers: the log has it, the client gets the gist
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        if isinstance(exc, DatabaseUnavailable | DatabaseError):
+            return _error(request, 503, "the attendance store is unavailable; try again, or "
+                          "see the server log")  # fmt: skip
+        return _error(request, 500, "the attendance store refused this; see the server log")
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> Response:
@@ -225,25 +263,21 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,  # served below, behind the sign-in
+        redirect_slashes=False,  # no redirects built from the client's Host header
     )
     app.state.ctx = ctx
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[..., Any]) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        if request.url.path != "/static" and not request.url.path.startswith("/static/"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    def body_limit(scope: Scope) -> int:
+        """Photos only where photos are sent; 64 kB for every other request."""
+        c, path = ctx.cfg, scope["path"]
+        if scope["method"] == "POST" and path in (f"{API_PREFIX}/people", "/people/enrol"):
+            return c.upload_max_files * (c.upload_max_bytes + 4_096) + 64_000
+        if scope["method"] == "POST" and path == f"{API_PREFIX}/people/check-photo":
+            return c.upload_max_bytes + 64_000
+        return 64_000
 
-    def body_limit() -> int:
-        c = ctx.cfg
-        return c.upload_max_files * c.upload_max_bytes + 1_000_000
-
-    app.add_middleware(BodyLimit, limit=body_limit)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, limit=body_limit)  # outermost: before anything reads
     _install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.include_router(auth.router)
@@ -268,7 +302,14 @@ def _install_docs(app: FastAPI) -> None:
     from fastapi.openapi.docs import get_swagger_ui_html
     from swagger_ui_bundle import swagger_ui_path
 
-    app.mount("/api/v1/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    assets = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
+
+    @app.get(API_PREFIX + "/docs-assets/{asset}", include_in_schema=False)
+    async def docs_asset(asset: str, who: auth.Principal = Depends(auth.viewer)) -> Response:
+        if asset not in assets:
+            raise StarletteHTTPException(404, "no such file")
+        data = (Path(swagger_ui_path) / asset).read_bytes()
+        return Response(data, media_type=assets[asset], headers={"Cache-Control": "private"})
 
     @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False)
     async def openapi(who: auth.Principal = Depends(auth.viewer)) -> JSONResponse:

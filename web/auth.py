@@ -74,34 +74,47 @@ def _lookup(ctx: AppContext, request: Request) -> Principal | None:
 
 
 async def principal(request: Request) -> Principal:
-    """The caller, or :class:`AuthRequired`; unsafe browser requests must carry the CSRF."""
-    ctx = context(request)
-    found = await run_in_threadpool(_lookup, ctx, request)
+    """The caller (a session or an API token), or :class:`AuthRequired`."""
+    found = await run_in_threadpool(_lookup, context(request), request)
     if found is None:
         raise AuthRequired()
-    if found.via == "session" and request.method not in SAFE_METHODS:
-        given: object = request.headers.get("x-csrf-token")
-        kind = request.headers.get("content-type", "")
-        if given is None and kind.startswith("application/x-www-form-urlencoded"):
-            given = (await request.form(max_fields=50)).get("csrf_token")
-        elif given is None and kind.startswith("multipart/form-data"):
-            given = (await limited_form(request, ctx.cfg)).get("csrf_token")
-        if not security.same_secret(given if isinstance(given, str) else None, found.csrf or ""):
-            raise Forbidden("missing or wrong CSRF token: reload the page and try again")
     request.state.principal = found
     return found
 
 
-async def viewer(who: Principal = Depends(principal)) -> Principal:
+async def _check_csrf(request: Request, who: Principal) -> None:
+    """An unsafe request on a browser session must carry the session's CSRF token (header, or
+    form field). Called after the role check, so nobody's upload is parsed before it."""
+    if who.via != "session" or request.method in SAFE_METHODS:
+        return
+    given: object = request.headers.get("x-csrf-token")
+    kind = request.headers.get("content-type", "")
+    if given is None and kind.startswith("application/x-www-form-urlencoded"):
+        given = (await request.form(max_fields=50)).get("csrf_token")
+    elif given is None and kind.startswith("multipart/form-data"):
+        given = (await limited_form(request, context(request).cfg)).get("csrf_token")
+    if not security.same_secret(given if isinstance(given, str) else None, who.csrf or ""):
+        raise Forbidden("missing or wrong CSRF token: reload the page and try again")
+
+
+async def viewer(request: Request, who: Principal = Depends(principal)) -> Principal:
     """Any signed-in user or token (admin or viewer)."""
+    await _check_csrf(request, who)
     return who
 
 
-async def admin(who: Principal = Depends(principal)) -> Principal:
+async def admin(request: Request, who: Principal = Depends(principal)) -> Principal:
     """An admin only."""
     if not who.is_admin:
         raise Forbidden(f"{who.name} is a {who.role}: only an admin may do this")
+    await _check_csrf(request, who)
     return who
+
+
+def still_signed_in(request: Request, who: Principal) -> bool:
+    """Whether ``who``'s session or token is still valid (for long-lived streams)."""
+    again = _lookup(context(request), request)
+    return again is not None and again.role == who.role
 
 
 def is_https(request: Request) -> bool:
@@ -176,26 +189,24 @@ async def login(
     target = safe_next(next)
     if not security.same_secret(csrf_token, request.cookies.get(LOGIN_CSRF_COOKIE, "")):
         return _login_form(request, target, "The form expired: please sign in again.", 403)
-    keys = (f"user:{username.strip().casefold()}", f"addr:{client_address(request)}")
-    wait = ctx.limiter.retry_after(*keys)
+    keys = ctx.limiter.keys(username, client_address(request))
+    wait = ctx.limiter.attempt(keys)
     if wait > 0:
-        log.warning(
-            "sign-in refused for %r from %s: too many failures",
-            username[:64],
-            client_address(request),
-        )
+        log.warning("sign-in refused from %s: too many failures", client_address(request))
         response = _login_form(
             request, target, f"Too many failed sign-ins: try again in {int(wait) + 1} s.", 429
         )
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
-    user = await run_in_threadpool(lambda: ctx.stores.site().user(username.strip()))
-    ok = await run_in_threadpool(security.verify_password, user, password)
+    # Argon2 takes ~64 MiB and ~0.3 s per check: a few at a time, the rest wait their turn
+    async with ctx.hash_slots:
+        user = await run_in_threadpool(lambda: ctx.stores.site().user(username.strip()))
+        ok = await run_in_threadpool(security.verify_password, user, password)
     if not ok or user is None:
-        ctx.limiter.failed(*keys)
-        log.info("failed sign-in for %r from %s", username[:64], client_address(request))
+        log.info("failed sign-in from %s", client_address(request))
+        log.debug("failed sign-in for %r", username[:64])  # may be a mistyped password
         return _login_form(request, target, "Wrong user name or password.", 401)
-    ctx.limiter.succeeded(keys[0])
+    ctx.limiter.succeeded(keys)
     if security.needs_rehash(user):
         fresh = security.rehashed(user, password)
         await run_in_threadpool(lambda: ctx.stores.site().add_user(fresh, replace=True))

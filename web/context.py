@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class AppContext:
     enrol: Any  # web.enrolment.EnrolService (loads its models on first use)
     reload_config: Callable[[], Config]
     lock: threading.Lock = field(default_factory=threading.Lock)  # settings changes
+    # password checks running at once (each Argon2 check takes ~64 MiB)
+    hash_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
     def reconfigure(self) -> Config:
         """Re-read the configuration after a settings change (stores keep their connections:

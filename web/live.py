@@ -33,6 +33,9 @@ from web.today import kiosk_views, same_content, today_snapshot
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15.0  # an SSE comment this often keeps proxies from closing the stream
+RECHECK_SECONDS = 10.0  # a stream checks this often that its session is still valid
+# what viewers see when the store fails (the log has the detail: paths, servers)
+STORE_DOWN = "the attendance store is unavailable; the figures may be out of date"
 
 
 class _Watch:
@@ -105,6 +108,11 @@ class LiveHub:
             self._thread.join(timeout=5)
         self._wake_all()
 
+    def end_streams(self) -> None:
+        """End every live stream now (the server is stopping: browsers reconnect later)."""
+        self._stop.set()
+        self._wake_all()
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -132,7 +140,7 @@ class LiveHub:
                     if not failing:
                         log.warning("live updates paused: %s", exc)
                         failing = True
-                    self._publish_error(str(exc))
+                    self._publish_error(STORE_DOWN)
                     watch.close()
                     last_token = object()
                 except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
@@ -151,7 +159,8 @@ class LiveHub:
             watch.open()
             snapshot = self._build(watch)
         except UserError as exc:
-            self._publish_error(str(exc))
+            log.warning("the Today snapshot could not be built: %s", exc)
+            self._publish_error(STORE_DOWN)
             return self.snapshot()
         finally:
             watch.close()
@@ -205,17 +214,27 @@ class LiveHub:
             with contextlib.suppress(RuntimeError):  # that event loop is closed
                 loop.call_soon_threadsafe(event.set)
 
-    async def events(self, disconnected: Callable[[], Any]) -> AsyncIterator[str]:
+    async def events(
+        self,
+        disconnected: Callable[[], Any],
+        allowed: Callable[[], Any] | None = None,
+    ) -> AsyncIterator[str]:
         """SSE messages: the current snapshot, then each new one; a comment every
-        :data:`KEEPALIVE_SECONDS`; ends when the client goes or the server stops."""
+        :data:`KEEPALIVE_SECONDS`. Ends when the client goes, the server stops, or
+        ``allowed()`` (awaited every :data:`RECHECK_SECONDS`) says the viewer signed out."""
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         waiter = (loop, wake)
         with self._lock:
             self._waiters.add(waiter)
         sent = -1
+        checked = time.monotonic()
         try:
             while not self._stop.is_set():
+                if allowed is not None and time.monotonic() - checked >= RECHECK_SECONDS:
+                    if not await allowed():
+                        return
+                    checked = time.monotonic()
                 wake.clear()  # before reading: a publish after this read sets it again
                 with self._lock:
                     version, text = self.version, self._json

@@ -44,9 +44,15 @@ async def today_page(request: Request, who: Principal = Depends(viewer)) -> Resp
 @router.get("/events/today")
 async def today_stream(request: Request, who: Principal = Depends(viewer)) -> Response:
     """Server-sent events: the Today snapshot now and after every change."""
+    from web.auth import still_signed_in
+
     hub = context(request).hub
+
+    async def allowed() -> bool:
+        return await run_in_threadpool(still_signed_in, request, who)
+
     return StreamingResponse(
-        hub.events(request.is_disconnected),
+        hub.events(request.is_disconnected, allowed),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -83,13 +83,13 @@ def person(stores: ThreadStores, raw: str, today: dt.date) -> dict[str, Any]:
     rows = stores.attendance().rows(start=start, end=today, name=name)
     if name not in enrolled and not rows:
         raise NotFound(f"{name!r} is not enrolled and has no attendance: check the name")
-    events = stores.attendance().events(start=start, end=today, name=name)
+    events = stores.attendance().events(start=start, end=today, name=name, limit=200)
     return {
         "name": name,
         "enrolled": name in enrolled,
         "crops": enrolled.get(name, 0),
         "rows": [row_json(r) for r in reversed(rows)],
-        "events": [event_json(e) for e in reversed(events[-200:])],
+        "events": [event_json(e) for e in reversed(events)],
         "present_days": sum(1 for r in rows if r.status == "Present"),
         "since": start.isoformat(),
     }

@@ -135,19 +135,35 @@ def new_csrf() -> str:
 
 
 class LoginLimiter:
-    """Failed sign-ins per key (a user name, a client address) in a sliding window.
+    """Sign-in attempts per key in a sliding window, counted *before* the password is checked
+    (so a burst of simultaneous attempts cannot slip past the limit).
 
-    In memory, per server process: a restart forgets the failures (documented in README).
+    Keys and their limits: a user name from one address (``attempts``), and, more loosely
+    (``spread`` times as many), a user name from anywhere and an address for any user name.
+    A correct password takes back that attempt and clears the user's own failures. In memory,
+    per server process: a restart forgets them (documented in README).
     """
 
     def __init__(
-        self, attempts: int, window: float, clock: Callable[[], float] = time.monotonic
+        self,
+        attempts: int,
+        window: float,
+        clock: Callable[[], float] = time.monotonic,
+        spread: int = 4,
     ) -> None:
         self.attempts = attempts
         self.window = window
+        self.spread = spread
         self._clock = clock
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
+
+    def keys(self, user: str, address: str) -> list[tuple[str, int]]:
+        """The keys of one attempt, with their limits."""
+        user = user.strip().casefold()
+        loose = self.attempts * self.spread
+        return [(f"pair:{user}|{address}", self.attempts), (f"user:{user}", loose),
+                (f"addr:{address}", loose)]  # fmt: skip
 
     def _recent(self, key: str, now: float) -> deque[float]:
         times = self._failures.setdefault(key, deque())
@@ -155,26 +171,27 @@ class LoginLimiter:
             times.popleft()
         return times
 
-    def retry_after(self, *keys: str) -> float:
-        """Seconds until any of ``keys`` may try again (0 = now)."""
+    def attempt(self, keys: list[tuple[str, int]]) -> float:
+        """Count an attempt under every key, or (none counted) the seconds to wait first."""
         now = self._clock()
-        wait = 0.0
         with self._lock:
-            for key in keys:
+            wait = 0.0
+            for key, limit in keys:
                 times = self._recent(key, now)
-                if len(times) >= self.attempts:
-                    wait = max(wait, times[-self.attempts] + self.window - now)
-                if not times:
+                if len(times) >= limit:
+                    wait = max(wait, times[-limit] + self.window - now)
+            if wait > 0:
+                return wait
+            for key, _ in keys:
+                self._failures[key].append(now)
+            return 0.0
+
+    def succeeded(self, keys: list[tuple[str, int]]) -> None:
+        """The password was right: take this attempt back and forget the user's failures."""
+        with self._lock:
+            for key, _ in keys:
+                times = self._failures.get(key)
+                if key.startswith(("pair:", "user:")) or not times:
                     self._failures.pop(key, None)
-        return wait
-
-    def failed(self, *keys: str) -> None:
-        now = self._clock()
-        with self._lock:
-            for key in keys:
-                self._recent(key, now).append(now)
-
-    def succeeded(self, key: str) -> None:
-        """Forget a user name's failures (not the address's: one success does not lift them)."""
-        with self._lock:
-            self._failures.pop(key, None)
+                else:
+                    times.pop()

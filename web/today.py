@@ -11,6 +11,7 @@ from store.records import PRESENT, AttendanceRow, Heartbeat
 
 # A kiosk is alive while its last heartbeat is younger than this many intervals (plus slack).
 ALIVE_INTERVALS = 3
+ENDED = ("ended", "stopped")  # a recogniser that stopped on purpose (not a dead camera)
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,11 @@ class KioskView:
     fps: float
     model_version: str
     started: str
-    last_seen: str
+    last_seen: str  # ISO-8601 UTC, as reported
+    seen: str  # the same in local time, "YYYY-MM-DD HH:MM:SS", for people
     age_seconds: float
     alive: bool
+    row: str  # how the dashboard shows it: "alive", "ended" (stopped on purpose) or "dead"
     marked: int
     unknown: int
 
@@ -63,8 +66,10 @@ def kiosk_views(
                 model_version=beat.model_version,
                 started=beat.started,
                 last_seen=beat.last_seen,
+                seen=seen.astimezone().strftime("%Y-%m-%d %H:%M:%S") if seen else beat.last_seen,
                 age_seconds=round(max(age, 0.0), 1) if seen else -1.0,
                 alive=alive,
+                row="alive" if alive else ("ended" if beat.source_state in ENDED else "dead"),
                 marked=beat.marked if same_day else 0,
                 unknown=beat.unknown if same_day else 0,
             )

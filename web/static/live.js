@@ -46,8 +46,8 @@
     body.replaceChildren();
     for (const k of s.kiosks) {
       const row = body.insertRow();
-      row.className = k.alive ? "alive" : "dead";
-      for (const v of [k.name, k.state, k.last_seen, k.fps, k.source, k.model_version, k.marked, k.unknown]) cell(row, v);
+      row.className = k.row;
+      for (const v of [k.name, k.state, k.seen, k.fps, k.source, k.model_version, k.marked, k.unknown]) cell(row, v);
     }
     document.getElementById("kiosks-empty").hidden = s.kiosks.length > 0;
   }

@@ -10,7 +10,7 @@
   const enrolBtn = document.getElementById("webcam-enrol");
   const result = document.getElementById("webcam-result");
   const kept = [];
-  let timer = null, busy = false;
+  let timer = null, busy = false, finished = false;
 
   function frame() {
     const canvas = document.createElement("canvas");
@@ -26,13 +26,14 @@
   }
 
   async function tick() {
-    if (busy || !video.videoWidth || kept.length >= max) return;
+    if (finished || busy || !video.videoWidth || kept.length >= max) return;
     busy = true;
     try {
       const blob = await frame();
       const form = new FormData();
       form.append("photo", blob, "frame.jpg");
       const { ok, body } = await post("/api/v1/people/check-photo", form);
+      if (finished) return; // Enrol was pressed while this frame was being checked
       if (!ok) { status.textContent = body.error || "check failed"; return; }
       if (body.accepted) { kept.push(blob); keptEl.textContent = String(kept.length); status.textContent = "Good shot. Turn your head a little."; }
       else status.textContent = body.reason;
@@ -54,6 +55,7 @@
   enrolBtn.addEventListener("click", async () => {
     const name = document.getElementById("webcam-name").value.trim();
     if (!name) { status.textContent = "Type the person's name first."; return; }
+    finished = true;
     clearInterval(timer);
     enrolBtn.disabled = true;
     status.textContent = "Enrolling…";
