@@ -8,6 +8,7 @@ from pathlib import Path
 from common.errors import UserError
 
 MAX_NAME_LENGTH = 100
+MAX_NAME_BYTES = 240  # UTF-8 bytes: the folder name, with room for suffixes of temp folders
 _FORBIDDEN = set('/\\:*?"<>|')
 
 
@@ -26,6 +27,11 @@ def validate_name(raw: str) -> str:
         raise InvalidName("the name is empty; type the person's name, e.g. 'Ada Lovelace'")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidName(f"the name {name[:20]!r}... is longer than {MAX_NAME_LENGTH} characters")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:  # a folder name: 255 bytes on Linux
+        raise InvalidName(
+            f"the name {name[:20]!r}... is too long for a folder name "
+            f"({len(name.encode('utf-8'))} bytes, at most {MAX_NAME_BYTES}); shorten it"
+        )
     if name.startswith("."):
         raise InvalidName(f"the name {name!r} starts with a dot (hidden); remove the dot")
     if name in (".", ".."):

@@ -204,8 +204,9 @@ class HeartbeatReporter:
 
     # -- the heartbeat -------------------------------------------------------------------------
     def _roll_day(self, today: dt.date) -> None:
-        """Local midnight passed: the counts start again (call with ``_lock`` held)."""
-        if today != self._day:
+        """Local midnight passed: the counts start again (call with ``_lock`` held). Only
+        forwards: a date read a moment before another thread rolled the day is ignored."""
+        if today > self._day:
             self._day = today
             self._marked = self._unknown = 0
             self._counted.clear()

@@ -389,6 +389,7 @@ def discard_shots(
     if Path(cfg.images_dir).is_dir():
         run_preprocess(cfg, names=[folder.name], detector=detector, progress=False)
     with open_embedding_store(cfg) as gallery:
-        sync_gallery(gallery, cfg, embedder, names=[folder.name], progress=False)
+        # no revival: discarding shots never brings back a person removed meanwhile
+        sync_gallery(gallery, cfg, embedder, names=[folder.name], progress=False, revive=False)
     log.info("discarded %d shot(s) of %s with their crops and embeddings", deleted, folder.name)
     return deleted

@@ -95,11 +95,15 @@ def sync_gallery(
     embedder: EmbedderLike,
     names: Sequence[str] | None = None,
     progress: bool | None = None,
+    *,
+    revive: bool = True,
 ) -> SyncSummary:
     """Bring the stored embeddings for ``embedder.model_id`` in line with ``pre_images/``.
 
     ``names`` limits the work to those identities (a name whose folder is gone has its
     rows removed); ``None`` means everybody, and also drops rows of other model ids.
+    In a shared store, ``names`` are being enrolled (again): a removed person named here is
+    brought back, unless ``revive=False`` (shots being discarded, an upload rolled back).
     ``progress``: show a tqdm bar (``None``: only on a terminal).
     """
     model_id = embedder.model_id
@@ -113,11 +117,11 @@ def sync_gallery(
         # A name given without a folder here (its shots discarded) loses only the crops this
         # workspace published; an empty workspace has none, so it changes nothing.
         base = Path(cfg.pre_images_dir)
-        revive = [] if scope is None else scope
+        revived = [] if scope is None or not revive else scope
         if scope is None:
             scope = sorted({c.identity for c in _scan(base, None)})
-        store.begin_publish(revive)  # type: ignore[attr-defined]
-        scope = _not_removed(store, scope, revive, summary)
+        store.begin_publish(revived)  # type: ignore[attr-defined]
+        scope = _not_removed(store, scope, revived, summary)
         if not scope:
             log.info("%s", summary)
             return summary

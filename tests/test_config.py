@@ -237,6 +237,7 @@ def test_names_are_normalised_to_nfc():
         ("a\\b", "contains"),
         ("tab\there", "contains"),
         ("x" * 101, "longer than"),
+        ("李" * 90, "too long for a folder name"),  # 90 characters, 270 bytes
     ],
 )
 def test_bad_names_are_refused(tmp_path, name, pattern):

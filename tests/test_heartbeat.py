@@ -265,6 +265,16 @@ def test_counts_start_again_at_local_midnight(cfg: Config) -> None:
     assert rep.counts == ("2025-01-08", 1, 0)
 
 
+def test_a_date_read_before_midnight_never_rolls_the_day_back(cfg: Config) -> None:
+    """Another thread may have read the date a moment before this one rolled it."""
+    today, store = Today(DAY + dt.timedelta(days=1)), FakeStore()
+    rep = reporter(cfg, store, today=today)
+    rep.event(event("Ada", "present"))  # counted on the new day
+    today.day = DAY  # a stale date, read before midnight by the beat thread
+    rep.beat()
+    assert (store.beats[-1].day, store.beats[-1].marked) == ("2025-01-07", 1)
+
+
 @pytest.mark.parametrize(
     ("stored_day", "expected"),
     [("2025-01-06", (6, 3)), ("2025-01-05", (2, 1))],

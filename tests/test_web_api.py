@@ -572,3 +572,21 @@ def test_a_live_stream_ends_when_its_session_does(cfg: Config, monkeypatch) -> N
         with open_site_store(cfg) as site:
             assert site.remove_user("clerk")
         assert ended.wait(5), "the stream outlived the session"
+
+
+def test_stores_of_retired_worker_threads_are_closed(cfg: Config) -> None:
+    import threading
+
+    from web.stores import ThreadStores
+
+    stores = ThreadStores(cfg)
+    for _ in range(5):  # five short-lived worker threads, three stores each
+        worker = threading.Thread(
+            target=lambda: (stores.site(), stores.attendance(), stores.embeddings())
+        )
+        worker.start()
+        worker.join()
+    stores.site()  # opening one in this thread sweeps the dead threads' stores
+    assert stores.open_count() == 1
+    stores.close()
+    assert stores.open_count() == 0

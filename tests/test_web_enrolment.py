@@ -477,6 +477,28 @@ def test_an_upload_in_progress_is_not_rolled_back(cfg: Config) -> None:
     assert results and results[0].enrolled and len(rows_of(cfg, ADA)) == 5
 
 
+def test_a_journal_committed_while_recovery_opens_it_is_not_rolled_back(
+    cfg: Config, monkeypatch
+) -> None:
+    """The upload commits (deletes its journal, unlocks) between recovery's open and lock."""
+    import web.enrolment as enrolment
+
+    assert service(cfg).enrol(ADA, faces(ADA_TINT, 5)).enrolled
+    journal = enrolment._Journal.begin(cfg, ADA, cfg.images_dir / ADA, [])
+    real_open = os.open
+
+    def open_then_commit(path, flags, *args):
+        fd = real_open(path, flags, *args)
+        if str(path).endswith(".json"):
+            journal.commit()  # the owner finishes right now
+        return fd
+
+    monkeypatch.setattr(enrolment.os, "open", open_then_commit)
+    assert enrolment._Journal.abandoned(cfg) == []
+    monkeypatch.undo()
+    assert len(listing(cfg.images_dir / ADA)) == 5 and len(rows_of(cfg, ADA)) == 5
+
+
 def test_enrolments_run_one_at_a_time_and_checks_do_not_wait(cfg: Config) -> None:
     entered, release = threading.Event(), threading.Event()
 

@@ -61,3 +61,19 @@ def test_the_dashboard_on_a_shared_store(shared: Config, tmp_path) -> None:
         assert removed.json()["embeddings"] == 3
         assert [p["name"] for p in client.get("/api/v1/people").json()] == ["Ada Lovelace"]
     shutil.rmtree(tmp_path / "hr", ignore_errors=True)
+
+
+def test_discarding_shots_never_brings_back_someone_removed_elsewhere(shared: Config) -> None:
+    """A refused or rolled-back upload syncs the person without reviving them."""
+    from scanner.enrol import discard_shots
+    from store.factory import remove_from_stores
+
+    remove_from_stores(shared, "Alan Turing", purge=False)  # at another workspace
+    photos = shared.images_dir / "Alan Turing"
+    photos.mkdir(parents=True)
+    shot = photos / "0009.jpg"
+    shot.write_bytes(b"not kept")
+    discard_shots(shared, "Alan Turing", [shot], FakeEmbedder())
+    with open_embedding_store(shared) as store:
+        assert "Alan Turing" not in store.identities()
+        assert store.tombstones(["Alan Turing"])  # still removed

@@ -142,8 +142,10 @@ async def events(
     first, last = queries.date_range(date, start, end, _today())
     person = queries.person_name(name) if name else None
     found = await run_in_threadpool(
-        lambda: context(request).stores.attendance().events(
-            start=first, end=last, name=person, limit=limit
+        lambda: (
+            context(request)
+            .stores.attendance()
+            .events(start=first, end=last, name=person, limit=limit)
         )
     )
     return [queries.event_json(e) for e in found]
@@ -172,8 +174,8 @@ async def report(
     person = queries.person_name(name) if name else None
     built = await run_in_threadpool(build, context(request).stores, first, last, person)
     if format == "json":
-        return JSONResponse(to_json(built))
-    return download(built, format, view)
+        return JSONResponse(await run_in_threadpool(to_json, built))
+    return await run_in_threadpool(download, built, format, view)
 
 
 @router.get("/people", response_model=list[PersonOut], summary="Everyone enrolled")

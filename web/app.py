@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,19 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(request, 500, "internal error; the server log has the details")
 
 
+WORKER_THREADS = 8  # request worker threads (each keeps at most 3 store connections)
+
+
+def _recover(recover: Callable[[], int]) -> None:
+    try:
+        undone = recover()
+    except Exception:  # noqa: BLE001 - the next enrolment retries
+        log.exception("rolling back an unfinished upload failed; the next enrolment retries")
+    else:
+        if undone:
+            log.warning("rolled back %d upload(s) a stopped server left unfinished", undone)
+
+
 def create_app(
     cfg: Config,
     *,
@@ -242,8 +256,15 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        # a few worker threads: each holds its own store connections (see web.stores)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         if live:
             hub.start()
+        recover = getattr(enrol, "recover", None)
+        if recover is not None:  # an upload a killed server left half done is rolled back
+            threading.Thread(target=_recover, args=(recover,), daemon=True).start()
         try:
             yield
         finally:

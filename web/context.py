@@ -43,8 +43,9 @@ class AppContext:
             self.cfg = self.reload_config()
             self.stores.cfg = self.cfg
             self.hub.cfg = self.cfg
-            if hasattr(self.enrol, "cfg"):
-                self.enrol.cfg = self.cfg
+            reconfigure = getattr(self.enrol, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(self.cfg)
         return self.cfg
 
 

@@ -192,10 +192,24 @@ class EnrolService:
             LockedDetector(detector) if detector is not None else None
         )
         self._embedder = embedder
+        self._embedder_loaded_here = embedder is None  # an injected one is kept as it is
         self._lock = threading.Lock()  # one enrolment (or recovery) at a time
         # separate: loading the embedder (seconds) must not hold up webcam checks
         self._detector_lock = threading.Lock()
         self._embedder_lock = threading.Lock()
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Use ``cfg`` from now on (a settings change): new limits, and the embedder of the
+        new model version when it changed (loaded again on first use)."""
+        with self._lock, self._embedder_lock:
+            model_changed = (cfg.model_version, cfg.weights) != (
+                self.cfg.model_version,
+                self.cfg.weights,
+            )
+            self.cfg = cfg
+            self.limits = QualityLimits.from_config(cfg)
+            if model_changed and self._embedder_loaded_here:
+                self._embedder = None
 
     # -- models ---------------------------------------------------------------------------
     @property
@@ -492,6 +506,7 @@ class EnrolService:
         """Remove ``shots`` with their crops and embeddings, then the journal. If that fails
         too, the journal stays for the next :meth:`recover` (the error is logged)."""
         try:
+            _remove_dead_shot_temps(person_dir(self.cfg.images_dir, journal.name))
             discard_shots(self.cfg, journal.name, shots, self.embedder, self.detector)
         except Exception:
             log.exception(
@@ -503,6 +518,18 @@ class EnrolService:
 
 
 # --------------------------------------------------------------------------- helpers
+def _remove_dead_shot_temps(folder: Path, older_than: float = 5.0) -> None:
+    """Delete ``.shot-*.tmp`` files a killed writer left in ``folder`` (only ones untouched
+    for ``older_than`` seconds: a scanner may be writing one right now)."""
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - older_than
+    for temp in folder.glob(".shot-*.tmp"):
+        with contextlib.suppress(OSError):
+            if temp.lstat().st_mtime < cutoff:
+                temp.unlink()
+
+
 def _reencode(rgb: np.ndarray, original: bytes) -> tuple[bytes, str]:
     """The photo re-encoded from its pixels: PNG (lossless) for a PNG upload, else JPEG."""
     from common.image_io import PNG_SIGNATURE
@@ -566,16 +593,18 @@ class _Journal:
         before = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         data = {"name": name, "before": before, "sha256": list(sha256s), "pid": os.getpid()}
         path = base / f"{uuid.uuid4().hex}.json"
+        temp = path.with_suffix(".tmp")  # never seen by recovery half-written or unlocked
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        fd = os.open(temp, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
         try:
             _lock(fd, wait=True)
             os.write(fd, json.dumps(data, ensure_ascii=True).encode("ascii"))
             os.fsync(fd)
+            os.rename(temp, path)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
-                path.unlink()
+                temp.unlink()
             raise
         fsync_dir(base)
         return cls(path, fd, data, cfg)
@@ -596,6 +625,13 @@ class _Journal:
                 continue
             if not _lock(fd, wait=False):
                 os.close(fd)  # an upload in progress
+                continue
+            try:  # committed (deleted) between our open and our lock: not abandoned
+                current = os.stat(path, follow_symlinks=False).st_ino
+            except FileNotFoundError:
+                current = -1
+            if current != os.fstat(fd).st_ino:
+                os.close(fd)
                 continue
             try:
                 data = json.loads(os.pread(fd, 1 << 20, 0).decode("ascii"))

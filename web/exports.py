@@ -208,35 +208,59 @@ def report_xlsx(report: Report) -> bytes:
 def _write_table(
     sheet: Any, columns: Sequence[Column], records: Sequence[dict[str, object]], formats: dict
 ) -> list[int]:
-    """Header and records from the top left; the widest cell of each column (characters)."""
+    """Header and records from the top left; the widest cell of each column (characters).
+
+    A month for a thousand people is ~100,000 cells: dates and times become Excel serial
+    numbers once per distinct value, and each distinct text is measured once."""
     widths = [display_width(title) for _, title in columns]
     for col, (_, title) in enumerate(columns):
         sheet.write_string(0, col, title, formats["header"])
+    kinds = [_KINDS.get(key, "text") for key, _ in columns]
+    serials: dict[tuple[str, str], float | None] = {}
+    shown: dict[str, int] = {}
+    write_string, write_number = sheet.write_string, sheet.write_number
     for row, record in enumerate(records, start=1):
         for col, (key, _) in enumerate(columns):
-            shown = _write_cell(sheet, row, col, record.get(key), _KINDS.get(key, "text"), formats)
-            widths[col] = max(widths[col], shown)
+            value, kind = record.get(key), kinds[col]
+            if value is None or value == "":
+                continue  # an empty cell (nothing to write)
+            if kind == "number" and isinstance(value, int | float):
+                write_number(row, col, value, formats["number"])
+                width = len(str(value))
+            else:
+                text = str(value)
+                serial = None
+                if kind in ("date", "time"):
+                    cache_key = (kind, text)
+                    if cache_key not in serials:
+                        serials[cache_key] = _serial(text, kind)
+                    serial = serials[cache_key]
+                if serial is not None:
+                    write_number(row, col, serial, formats[kind])
+                    width = 10 if kind == "date" else 8
+                else:
+                    write_string(row, col, text)
+                    width = shown.get(text)
+                    if width is None:
+                        width = shown[text] = display_width(text)
+            if width > widths[col]:
+                widths[col] = width
     sheet.freeze_panes(1, 0)
     sheet.autofilter(0, 0, max(len(records), 1), len(columns) - 1)
     return widths
 
 
-def _write_cell(sheet: Any, row: int, col: int, value: object, kind: str, formats: dict) -> int:
-    """Write one cell as its kind (text always as a string); how wide it shows."""
-    if value is None or value == "":
-        sheet.write_blank(row, col, None)
-        return 0
-    if kind == "number" and isinstance(value, int | float):
-        sheet.write_number(row, col, value, formats["number"])
-        return len(str(value))
-    if kind in ("date", "time"):
-        parsed = _parse(str(value), kind)
-        if parsed is not None:
-            sheet.write_datetime(row, col, parsed, formats[kind])
-            return 10 if kind == "date" else 8
-    text = str(value)
-    sheet.write_string(row, col, text)
-    return display_width(text)
+_EXCEL_EPOCH = dt.date(1899, 12, 30)  # day 0 of Excel's 1900 date system (as xlsxwriter)
+
+
+def _serial(text: str, kind: str) -> float | None:
+    """``YYYY-MM-DD`` or ``HH:MM:SS`` as an Excel serial number; None when it is neither."""
+    parsed = _parse(text, kind)
+    if parsed is None:
+        return None
+    if isinstance(parsed, dt.date):
+        return float((parsed - _EXCEL_EPOCH).days)
+    return (parsed.hour * 3600 + parsed.minute * 60 + parsed.second) / 86400
 
 
 def _parse(text: str, kind: str) -> dt.date | dt.time | None:

@@ -33,6 +33,7 @@ from web.today import kiosk_views, same_content, today_snapshot
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15.0  # an SSE comment this often keeps proxies from closing the stream
+ERROR_PAUSE_SECONDS = 2.0  # after a store error, before the watcher tries again
 RECHECK_SECONDS = 10.0  # a stream checks this often that its session is still valid
 # what viewers see when the store fails (the log has the detail: paths, servers)
 STORE_DOWN = "the attendance store is unavailable; the figures may be out of date"
@@ -143,6 +144,7 @@ class LiveHub:
                     self._publish_error(STORE_DOWN)
                     watch.close()
                     last_token = object()
+                    self._stop.wait(ERROR_PAUSE_SECONDS)  # not a new connection every poll
                 except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
                     log.exception("live updates: unexpected error; retrying")
                     watch.close()

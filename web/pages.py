@@ -114,7 +114,7 @@ async def reports_export(
     first, last = queries.date_range(date, start, end, dt.date.today())
     person = queries.person_name(name) if name else None
     report = await run_in_threadpool(build, context(request).stores, first, last, person)
-    return download(report, fmt, view)
+    return await run_in_threadpool(download, report, fmt, view)
 
 
 @router.get("/people")
@@ -211,7 +211,7 @@ async def remove(
         )
     ctx = context(request)
     done = await run_in_threadpool(remove_person, ctx.cfg, person, purge == "on", who.name)
-    ctx.hub.refresh()
+    await run_in_threadpool(ctx.hub.refresh)
     return render(request, "removed.html", who, done=done)
 
 

@@ -24,22 +24,34 @@ log = logging.getLogger(__name__)
 
 
 class ThreadStores:
-    """Lazily opened stores of ``cfg``, one set per thread; :meth:`close` closes them all."""
+    """Lazily opened stores of ``cfg``, one set per thread; :meth:`close` closes them all.
+
+    A worker thread that ended (the pool retires idle ones) leaves its stores behind: they
+    are closed the next time a store is opened, so connections never pile up.
+    """
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self._local = threading.local()
-        self._opened: list[Any] = []
+        self._opened: dict[int, tuple[threading.Thread, list[Any]]] = {}
         self._lock = threading.Lock()
 
     def _get(self, key: str, opener: Callable[[], Any]) -> Any:
         store = getattr(self._local, key, None)
         if store is None:
+            self._sweep()
             store = opener()
             setattr(self._local, key, store)
+            me = threading.current_thread()
             with self._lock:
-                self._opened.append(store)
+                self._opened.setdefault(me.ident or 0, (me, []))[1].append(store)
         return store
+
+    def _sweep(self) -> None:
+        with self._lock:
+            gone = [k for k, (thread, _) in self._opened.items() if not thread.is_alive()]
+            stale = [store for k in gone for store in self._opened.pop(k)[1]]
+        _close(stale)
 
     def attendance(self) -> AttendanceStore:
         return self._get("attendance", lambda: open_attendance_store(self.cfg))
@@ -56,12 +68,22 @@ class ThreadStores:
             return {}
         return self.embeddings().identities()
 
+    def open_count(self) -> int:
+        """How many stores are open (for tests and the bench)."""
+        with self._lock:
+            return sum(len(stores) for _, stores in self._opened.values())
+
     def close(self) -> None:
         with self._lock:
-            opened, self._opened = self._opened, []
-        for store in opened:
-            try:
-                store.close()
-            except Exception:  # noqa: BLE001 - SQLite refuses another thread's close; the
-                log.debug("store left to the garbage collector", exc_info=True)  # GC closes it
+            opened = [store for _, stores in self._opened.values() for store in stores]
+            self._opened = {}
+        _close(opened)
         self._local = threading.local()
+
+
+def _close(stores: list[Any]) -> None:
+    for store in stores:
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - SQLite refuses another thread's close; the
+            log.debug("store left to the garbage collector", exc_info=True)  # GC closes it
