@@ -20,9 +20,7 @@ import datetime as dt
 import logging
 import os
 import sqlite3
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -32,9 +30,7 @@ from store.records import (
     ACTION_ABSENT,
     PRESENT,
     AttendanceRow,
-    DatabaseCorrupt,
     DatabaseError,
-    DatabaseLocked,
     DatabaseUnwritable,
     Event,
     MarkResult,
@@ -46,6 +42,7 @@ from store.records import (
     timestamp_clause,
     where_clause,
 )
+from store.sqlite_file import SQLiteFile
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +74,13 @@ _LEGACY_TABLE = "attendance_v0"
 
 
 # --- the database ---------------------------------------------------------------------------
-class SQLiteAttendanceStore:
+class SQLiteAttendanceStore(SQLiteFile):
     """The attendance SQLite file. Use as a context manager; one instance per thread.
 
     ``create=False`` refuses to make a new file (for read-only commands such as ``report``).
     """
+
+    KIND = "an attendance database"
 
     def __init__(self, path: str | Path, timeout: float, *, create: bool = True) -> None:
         self.path = Path(path)
@@ -143,65 +142,6 @@ class SQLiteAttendanceStore:
     ) -> None:
         self.close()
 
-    # -- error handling and transactions -----------------------------------------------------
-    def _translate(self, exc: sqlite3.Error, doing: str) -> DatabaseError:
-        """Turn an sqlite3 error into a one-line :class:`DatabaseError` saying what to do."""
-        text = str(exc)
-        low = f"{text} {getattr(exc, 'sqlite_errorname', '')}".lower()
-        if "locked" in low or "busy" in low:
-            return DatabaseLocked(
-                f"{self.path} stayed locked by another program for more than "
-                f"{self.timeout:g} s while {doing}; close the other program or raise "
-                "db_timeout_seconds, then try again",
-                self.path,
-            )
-        if any(key in low for key in ("not a database", "malformed", "corrupt", "notadb")):
-            return DatabaseCorrupt(
-                f"{self.path} is damaged or not an attendance database ({text}); "
-                "move it aside (it is left untouched) and run again to start a new one",
-                self.path,
-            )
-        if any(
-            key in low
-            for key in ("readonly", "read-only", "unable to open", "i/o", "full", "permission")
-        ):
-            return DatabaseUnwritable(
-                f"cannot write {self.path} while {doing} ({text}); check the permissions of "
-                "the file and its folder and the free disk space",
-                self.path,
-            )
-        return DatabaseError(f"{self.path}: {doing} failed ({text})", self.path)
-
-    def _rollback(self) -> None:
-        if self._conn.in_transaction:
-            try:
-                self._conn.execute("ROLLBACK")
-            except sqlite3.Error as exc:  # the transaction may already be gone
-                log.debug("rollback of %s failed: %s", self.path, exc)
-
-    @contextmanager
-    def _transaction(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """One short write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error."""
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self._translate(exc, doing) from None
-        try:
-            yield self._conn
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise self._translate(exc, doing) from None
-        except BaseException:
-            self._rollback()
-            raise
-
-    def _read(self, sql: str, params: Iterable[object] = (), doing: str = "reading") -> list:
-        try:
-            return self._conn.execute(sql, tuple(params)).fetchall()
-        except sqlite3.Error as exc:
-            raise self._translate(exc, doing) from None
-
     # -- schema ------------------------------------------------------------------------------
     def _setup(self) -> None:
         self._enable_wal()
@@ -221,27 +161,6 @@ class SQLiteAttendanceStore:
             self._create_schema(conn)
             conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
         log.info("created attendance database schema v%d in %s", SCHEMA_VERSION, self.path)
-
-    def _user_version(self) -> int:
-        return int(self._read("PRAGMA user_version", doing="opening it")[0][0])
-
-    def _enable_wal(self) -> None:
-        """Switch to WAL; a fresh file opened by two processes at once may need a retry."""
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise self._translate(exc, "opening it") from None
-                time.sleep(0.01)
-            except sqlite3.Error as exc:
-                raise self._translate(exc, "opening it") from None
-        if str(mode).lower() != "wal":
-            log.warning(
-                "%s: WAL journal unavailable (mode %s); concurrency is reduced", self.path, mode
-            )
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         """Create the tables inside the caller's transaction, upgrading a legacy table."""

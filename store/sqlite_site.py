@@ -32,22 +32,19 @@ import numbers
 import os
 import re
 import sqlite3
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 
 from store.records import (
     ROLES,
     ApiToken,
-    DatabaseCorrupt,
     DatabaseError,
-    DatabaseLocked,
     DatabaseUnwritable,
     Heartbeat,
     Session,
     User,
 )
+from store.sqlite_file import SQLiteFile
 
 log = logging.getLogger(__name__)
 
@@ -274,11 +271,17 @@ def as_heartbeat(row: Iterable[object]) -> Heartbeat:
 
 
 # --- the database -------------------------------------------------------------------------------
-class SQLiteSiteStore:
+class SQLiteSiteStore(SQLiteFile):
     """The site SQLite file. Use as a context manager; one instance per thread.
 
     ``create=False`` refuses to make a new file.
     """
+
+    KIND = "a site database"
+    CORRUPT_ADVICE = (
+        "move it aside (it is left untouched) and run again to start a new one, then add "
+        "the dashboard users and API tokens again"
+    )
 
     def __init__(self, path: str | Path, timeout: float, *, create: bool = True) -> None:
         self.path = Path(path)
@@ -331,66 +334,6 @@ class SQLiteSiteStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- error handling and transactions -----------------------------------------------------
-    def _translate(self, exc: sqlite3.Error, doing: str) -> DatabaseError:
-        """Turn an sqlite3 error into a one-line :class:`DatabaseError` saying what to do."""
-        text = str(exc)
-        low = f"{text} {getattr(exc, 'sqlite_errorname', '')}".lower()
-        if "locked" in low or "busy" in low:
-            return DatabaseLocked(
-                f"{self.path} stayed locked by another program for more than "
-                f"{self.timeout:g} s while {doing}; close the other program or raise "
-                "db_timeout_seconds, then try again",
-                self.path,
-            )
-        if any(key in low for key in ("not a database", "malformed", "corrupt", "notadb")):
-            return DatabaseCorrupt(
-                f"{self.path} is damaged or not a site database ({text}); move it aside (it "
-                "is left untouched) and run again to start a new one, then add the dashboard "
-                "users and API tokens again",
-                self.path,
-            )
-        if any(
-            key in low
-            for key in ("readonly", "read-only", "unable to open", "i/o", "full", "permission")
-        ):
-            return DatabaseUnwritable(
-                f"cannot write {self.path} while {doing} ({text}); check the permissions of "
-                "the file and its folder and the free disk space",
-                self.path,
-            )
-        return DatabaseError(f"{self.path}: {doing} failed ({text})", self.path)
-
-    def _rollback(self) -> None:
-        if self._conn.in_transaction:
-            try:
-                self._conn.execute("ROLLBACK")
-            except sqlite3.Error as exc:  # the transaction may already be gone
-                log.debug("rollback of %s failed: %s", self.path, exc)
-
-    @contextmanager
-    def _transaction(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """One short write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error."""
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self._translate(exc, doing) from None
-        try:
-            yield self._conn
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise self._translate(exc, doing) from None
-        except BaseException:
-            self._rollback()
-            raise
-
-    def _read(self, sql: str, params: Iterable[object] = (), doing: str = "reading") -> list:
-        try:
-            return self._conn.execute(sql, tuple(params)).fetchall()
-        except sqlite3.Error as exc:
-            raise self._translate(exc, doing) from None
-
     # -- schema ------------------------------------------------------------------------------
     def _setup(self) -> None:
         self._enable_wal()
@@ -423,27 +366,6 @@ class SQLiteSiteStore:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
         log.info("created site database schema v%d in %s", SCHEMA_VERSION, self.path)
-
-    def _user_version(self) -> int:
-        return int(self._read("PRAGMA user_version", doing="opening it")[0][0])
-
-    def _enable_wal(self) -> None:
-        """Switch to WAL; a fresh file opened by two processes at once may need a retry."""
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise self._translate(exc, "opening it") from None
-                time.sleep(0.01)
-            except sqlite3.Error as exc:
-                raise self._translate(exc, "opening it") from None
-        if str(mode).lower() != "wal":
-            log.warning(
-                "%s: WAL journal unavailable (mode %s); concurrency is reduced", self.path, mode
-            )
 
     # -- users -------------------------------------------------------------------------------
     def add_user(self, user: User, *, replace: bool = False) -> bool:
