@@ -34,7 +34,6 @@ from store.records import (
     check_mark,
     iso_date,
     local_time,
-    timestamp_clause,
     where_clause,
 )
 
@@ -249,7 +248,9 @@ class PostgresAttendanceStore:
     ) -> list[Event]:
         """Audit events whose timestamp falls on ``date`` or in ``start``..``end`` (the newest
         ``limit`` of them when given), oldest first."""
-        where, params = timestamp_clause(date, start, end, name, placeholder="%s")
+        where, params = where_clause(
+            "Timestamp", date, start, end, name, placeholder="%s", timestamps=True
+        )
         sql = f"SELECT id, Timestamp, EmpName, Distance, Source, Action FROM events{where}"
         args: list[object] = list(params)
         if limit is not None:

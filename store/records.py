@@ -256,50 +256,32 @@ def where_clause(
     end: dt.date | str | None,
     name: str | None,
     placeholder: str = "?",
+    *,
+    timestamps: bool = False,
 ) -> tuple[str, list[str]]:
     """A WHERE clause over a date ``column`` (an SQL expression of this module's constants,
-    never user input) and EmpName, with its parameters, in the driver's ``placeholder`` style."""
+    never user input) and EmpName, with its parameters, in the driver's ``placeholder`` style.
+
+    ``timestamps``: ``column`` holds ISO timestamps; days become a half-open range of strings
+    (``>= first day``, ``< the day after the last``), so an index on the column is used."""
     if date is not None and (start is not None or end is not None):
         raise ValueError("give either date or start/end, not both")
     clauses: list[str] = []
     params: list[str] = []
-    if date is not None:
+    if date is not None and not timestamps:
         clauses.append(f"{column} = {placeholder}")
         params.append(iso_date(date))
+    elif date is not None:
+        start = end = date
     if start is not None:
         clauses.append(f"{column} >= {placeholder}")
         params.append(iso_date(start))
-    if end is not None:
+    if end is not None and timestamps:
+        clauses.append(f"{column} < {placeholder}")
+        params.append((dt.date.fromisoformat(iso_date(end)) + dt.timedelta(days=1)).isoformat())
+    elif end is not None:
         clauses.append(f"{column} <= {placeholder}")
         params.append(iso_date(end))
-    if name is not None:
-        clauses.append(f"EmpName = {placeholder}")
-        params.append(validate_name(name))
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def timestamp_clause(
-    date: dt.date | str | None,
-    start: dt.date | str | None,
-    end: dt.date | str | None,
-    name: str | None,
-    placeholder: str = "?",
-) -> tuple[str, list[str]]:
-    """:func:`where_clause` for the events' ISO ``Timestamp`` as a half-open range of
-    strings (``>= first day``, ``< the day after the last``), so its index is used."""
-    if date is not None:
-        if start is not None or end is not None:
-            raise ValueError("give either date or start/end, not both")
-        start = end = date
-    clauses: list[str] = []
-    params: list[str] = []
-    if start is not None:
-        clauses.append(f"Timestamp >= {placeholder}")
-        params.append(iso_date(start))
-    if end is not None:
-        clauses.append(f"Timestamp < {placeholder}")
-        after = dt.date.fromisoformat(iso_date(end)) + dt.timedelta(days=1)
-        params.append(after.isoformat())
     if name is not None:
         clauses.append(f"EmpName = {placeholder}")
         params.append(validate_name(name))

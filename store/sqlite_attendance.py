@@ -39,7 +39,6 @@ from store.records import (
     check_mark,
     iso_date,
     local_time,
-    timestamp_clause,
     where_clause,
 )
 from store.sqlite_file import SQLiteFile
@@ -348,7 +347,7 @@ class SQLiteAttendanceStore(SQLiteFile):
     ) -> list[Event]:
         """Audit events whose timestamp falls on ``date`` or in ``start``..``end`` (the newest
         ``limit`` of them when given), oldest first."""
-        where, params = timestamp_clause(date, start, end, name)
+        where, params = where_clause("Timestamp", date, start, end, name, timestamps=True)
         sql = f"SELECT id, Timestamp, EmpName, Distance, Source, Action FROM events{where}"
         args: list[object] = list(params)
         if limit is not None:
