@@ -470,6 +470,8 @@ def test_openapi_lists_the_api(client: TestClient) -> None:
         "/api/v1/today",
     ):
         assert path in paths
+    assert spec["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+    assert spec["security"] == [{"token": []}]
     docs = client.get("/api/v1/docs")
     assert docs.status_code == 200 and "/api/v1/docs-assets/swagger-ui-bundle.js" in docs.text
     assert client.get("/api/v1/docs-assets/swagger-ui-bundle.js").status_code == 200

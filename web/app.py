@@ -334,7 +334,7 @@ def _install_docs(app: FastAPI) -> None:
 
     @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False)
     async def openapi(who: auth.Principal = Depends(auth.viewer)) -> JSONResponse:
-        return JSONResponse(app.openapi())
+        return JSONResponse(_with_bearer(app.openapi()))
 
     @app.get(f"{API_PREFIX}/docs", include_in_schema=False)
     async def docs(request: Request, who: auth.Principal = Depends(auth.viewer)) -> Response:
@@ -351,3 +351,15 @@ def _install_docs(app: FastAPI) -> None:
             "script-src 'self'", "script-src 'self' 'unsafe-inline'"
         ).replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
         return response
+
+
+def _with_bearer(spec: dict[str, Any]) -> dict[str, Any]:
+    """Declare the API token (``Authorization: Bearer``) so the docs page's "Authorize" takes
+    one; requests from the docs then need no session or CSRF token."""
+    spec.setdefault("components", {}).setdefault("securitySchemes", {})["token"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "a token from `attendance token add NAME --role viewer|admin`",
+    }
+    spec["security"] = [{"token": []}]
+    return spec
