@@ -418,6 +418,20 @@ def test_report_exports(client: TestClient) -> None:
         assert "xl/workbook.xml" in book.namelist()
     page = client.get("/reports", params=params)
     assert page.status_code == 200 and "Alan Turing" in page.text
+    assert 'id="days-cut"' not in page.text
+
+
+def test_the_reports_page_shows_at_most_500_day_rows(client: TestClient, cfg: Config) -> None:
+    with open_attendance_store(cfg) as db:
+        for day in range(1, 200):
+            for name in ("Ada Lovelace", "Alan Turing", "Grace Hopper"):
+                db.mark_present(name, at(9, day=TODAY - dt.timedelta(days=day)), 0.4, "cam")
+    admin_client(client)
+    page = client.get("/reports", params={"start": str(TODAY - dt.timedelta(days=199))})
+    assert page.text.count("<tr>") < 520 and "The first 500 of 598 day rows" in page.text
+    days = client.get("/reports/export.csv", params={"start": str(TODAY - dt.timedelta(days=199)),
+                                                     "view": "days"})  # fmt: skip
+    assert days.text.count("\n") == 599  # header and every row
 
 
 # --- kiosks and settings ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from web.uploads import limited_form, read_files, text_field
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
+PAGE_DAY_ROWS = 500  # the Reports page shows this many day rows; downloads have them all
 
 
 def render(request: Request, template: str, who: Principal, status: int = 200, **values: Any):
@@ -93,6 +94,7 @@ async def reports_page(
         end=last.isoformat(),
         name=person or "",
         query=query,
+        day_rows=PAGE_DAY_ROWS,
     )
 
 

@@ -30,15 +30,15 @@ class NotFound(UserError, LookupError):
 def date_range(
     date: str | None, start: str | None, end: str | None, today: dt.date
 ) -> tuple[dt.date, dt.date]:
-    """One ``date``, or ``start``..``end`` (inclusive; either defaults to the other, and both
-    to today); at most :data:`MAX_RANGE_DAYS` days."""
+    """One ``date``, or ``start``..``end`` (inclusive): a missing start is the end, a missing
+    end is today (or the start, if later); neither: today. At most :data:`MAX_RANGE_DAYS`."""
     if date:
         day = parse_date(date, "date", today)
         return day, day
     first = parse_date(start, "start", today) if start else None
     last = parse_date(end, "end", today) if end else None
     first = first or last or today
-    last = last or (first if start else today)
+    last = last or max(first, today)  # "from X": X up to today
     if last < first:
         raise UserError(f"end {last} is before start {first}: swap them")
     if (last - first).days >= MAX_RANGE_DAYS:
