@@ -204,6 +204,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        5,
+        "a kiosk may write only the heartbeat rows it created",
+        # row-level security: every role reads all rows; a role inserts and updates only the
+        # rows it owns (the owner of the table, who runs the migrations, is not restricted);
+        # the admin role's right to forget any kiosk is granted with the roles (role_grants)
+        (
+            "ALTER TABLE kiosks ADD COLUMN owner text NOT NULL DEFAULT current_user",
+            "ALTER TABLE kiosks ENABLE ROW LEVEL SECURITY",
+            "CREATE POLICY kiosks_read ON kiosks FOR SELECT USING (true)",
+            "CREATE POLICY kiosks_insert_own ON kiosks FOR INSERT "
+            "WITH CHECK (owner = current_user)",
+            "CREATE POLICY kiosks_update_own ON kiosks FOR UPDATE "
+            "USING (owner = current_user) WITH CHECK (owner = current_user)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -267,8 +283,9 @@ def role_grants(kiosk: str, admin: str) -> list[str]:
 
     - ``kiosk`` (each recogniser): reads people, crops, embeddings and model versions; adds
       attendance rows and events and updates a day's status and times (not who or which
-      day); inserts and updates its heartbeat in ``kiosks``; deletes nothing, and cannot see
-      the dashboard's users, sessions or API tokens.
+      day); inserts and updates the heartbeat rows it created in ``kiosks`` (row-level
+      security: another kiosk's row is refused); deletes nothing, and cannot see the
+      dashboard's users, sessions or API tokens.
       Crops it embeds for a new model stay in its memory (it may not store embeddings).
     - ``admin`` (enrolment, removal, reports, ``close-day``, the dashboard): every change to
       every table.
@@ -285,6 +302,7 @@ def role_grants(kiosk: str, admin: str) -> list[str]:
             )
     if kiosk == admin:
         raise ValueError(f"role name {kiosk!r}: the kiosk and admin roles must differ")
+    delete_policy = '"' + f"kiosks_delete_{admin}"[:63] + '"'  # identifiers: 63 bytes
     kiosk, admin = f'"{kiosk}"', f'"{admin}"'
     gallery = ", ".join(GALLERY_TABLES)
     return [
@@ -298,4 +316,7 @@ def role_grants(kiosk: str, admin: str) -> list[str]:
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {gallery}, attendance, events TO {admin}",
         f"GRANT USAGE ON SEQUENCE events_id_seq TO {admin}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(SITE_TABLES)} TO {admin}",
+        # row-level security on kiosks (migration 5): the admin forgets any kiosk's row
+        f"DROP POLICY IF EXISTS {delete_policy} ON kiosks",
+        f"CREATE POLICY {delete_policy} ON kiosks FOR DELETE TO {admin} USING (true)",
     ]

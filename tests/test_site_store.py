@@ -25,7 +25,7 @@ from test_pg_store import make_roles
 
 from common.config import Config
 from store import interfaces
-from store.factory import open_site_store, upgrade_store
+from store.factory import open_site_store, store_grants, upgrade_store
 from store.records import (
     ApiToken,
     DatabaseCorrupt,
@@ -413,9 +413,22 @@ def test_the_kiosk_role_reports_heartbeats_but_cannot_see_the_dashboard(
             with pytest.raises(StoreError, match="may not") as caught:
                 look()
             assert f"{kiosk}-pw" not in str(caught.value)
+    # another kiosk's credentials cannot rewrite door 1's heartbeat (row-level security)
+    other = f"site_kiosk2_{suffix}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {other} LOGIN PASSWORD '{other}-pw'")
+        for statement in store_grants(other, admin):
+            conn.execute(statement)
+    as_other = workspace.replace(store=pg_url.replace("postgres@", f"{other}:{other}-pw@"))
+    with open_site_store(as_other) as store:
+        with pytest.raises(StoreError, match="may not"):
+            store.beat(heartbeat("door 1", marked=42))
+        store.beat(heartbeat("door 2"))  # its own row: fine
+        assert store.kiosks() == [heartbeat("door 1", marked=9), heartbeat("door 2")]
     with open_site_store(as_admin) as store:
-        assert store.kiosks() == [heartbeat("door 1", marked=9)]
-        assert store.remove_kiosk("door 1") and store.kiosks() == []
+        assert store.kiosks() == [heartbeat("door 1", marked=9), heartbeat("door 2")]
+        assert store.remove_kiosk("door 1") and store.remove_kiosk("door 2")
+        assert store.kiosks() == []
     with psycopg.connect(pg_url) as conn:  # the grants name only kiosks among the new tables
         granted = conn.execute(
             "SELECT DISTINCT table_name FROM information_schema.role_table_grants "
