@@ -61,7 +61,7 @@ class ImageTooLargeError(ImageReadError):
     """The image has more pixels than the limit (``max_image_pixels``); it was not decoded."""
 
 
-def _decode_errors() -> tuple[type[BaseException], ...]:
+def decode_errors() -> tuple[type[BaseException], ...]:
     from PIL import Image
 
     # What Pillow's decoders raise on malformed input (several plugins use SyntaxError,
@@ -142,7 +142,8 @@ def _quiet_bomb_warning() -> None:
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM", "MPO")
 
 
-def _allowed_formats() -> list[str]:
+def allowed_formats() -> list[str]:
+    """Pillow's names of :data:`IMAGE_FORMATS` this Pillow build can read."""
     from PIL import Image
 
     Image.init()
@@ -162,9 +163,9 @@ def decode_image(
     if not data:
         raise ImageReadError(f"{name}: the file is empty; replace it with a photo or delete it")
     _quiet_bomb_warning()
-    errors = _decode_errors()
+    errors = decode_errors()
     try:
-        with Image.open(io.BytesIO(data), formats=_allowed_formats()) as opened:
+        with Image.open(io.BytesIO(data), formats=allowed_formats()) as opened:
             _check_pixels(opened.size, max_pixels, name)
             opened.load()
             try:

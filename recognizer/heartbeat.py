@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from common.config import Config
+from common.errors import UserError
 from common.urls import redact_url
 from recognizer.pipeline import ACTION_QUEUED, ACTION_UNKNOWN
 from store.records import ACTION_ABSENT_TO_PRESENT, ACTION_PRESENT, Heartbeat
@@ -214,10 +215,7 @@ class HeartbeatReporter:
 
     def _reconnecting(self) -> bool:
         """Whether a live source is reopening its device or stream (``LiveSource``)."""
-        try:
-            return bool(getattr(self._source, "reconnecting", False))
-        except Exception:  # a source closing meanwhile: it is not reconnecting
-            return False
+        return bool(getattr(self._source, "reconnecting", False))
 
     def snapshot(self, final: bool = False) -> Heartbeat:
         """The heartbeat due now; starts the next frame-rate interval."""
@@ -248,7 +246,8 @@ class HeartbeatReporter:
             if not self._restored:
                 self._restore(self._store.kiosks())
             self._store.beat(self.snapshot(final))
-        except Exception as exc:
+        # a store that is down, locked or refuses the row: logged once, retried next time
+        except (UserError, OSError, ValueError) as exc:
             self._failed(exc)
             return False
         self.saved += 1
@@ -272,7 +271,7 @@ class HeartbeatReporter:
                 )  # fmt: skip
             self._restored = True
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: BaseException) -> None:
         self.failures += 1
         text = str(exc).strip().splitlines()
         why = redact_url(text[0] if text else type(exc).__name__)
@@ -291,7 +290,7 @@ class HeartbeatReporter:
         if store is not None:
             try:
                 store.close()
-            except Exception as exc:
+            except (UserError, OSError) as exc:
                 log.debug("kiosk %s: closing the site store: %s", self.kiosk, exc)
 
     def _run(self) -> None:

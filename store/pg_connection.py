@@ -47,11 +47,12 @@ RECONNECT_SQLSTATES = ("25006", "57P01", "57P02", "57P03")
 def url_parts(url: str) -> tuple[str, str, str | None]:
     """``(host, port, password)`` of a ``postgresql://`` URL as libpq reads it (several hosts
     stay comma-separated; a password may also be a query parameter)."""
+    import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
     try:
         params = conninfo_to_dict(url)
-    except Exception:  # noqa: BLE001 - psycopg.ProgrammingError and friends: unparsable
+    except psycopg.Error:  # ProgrammingError: not a connection string
         return "?", "?", None
     host = str(params.get("host") or "localhost")
     port = str(params.get("port") or 5432)
@@ -96,7 +97,9 @@ class PgConnection:
     def close(self) -> None:
         """Close the connection (idempotent)."""
         if self._conn is not None:
-            with contextlib.suppress(Exception):
+            import psycopg
+
+            with contextlib.suppress(psycopg.Error, OSError):  # a connection already broken
                 self._conn.close()
             self._conn = None
 

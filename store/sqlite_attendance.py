@@ -31,7 +31,6 @@ from store.records import (
     PRESENT,
     AttendanceRow,
     DatabaseError,
-    DatabaseUnwritable,
     Event,
     MarkResult,
     after_sighting,
@@ -80,39 +79,10 @@ class SQLiteAttendanceStore(SQLiteFile):
     """
 
     KIND = "an attendance database"
+    MISSING = "no attendance recorded yet (run `attendance recognize` first, or check --workspace)"
 
     def __init__(self, path: str | Path, timeout: float, *, create: bool = True) -> None:
-        self.path = Path(path)
-        self.timeout = float(timeout)
-        if self.path.is_dir():
-            raise DatabaseError(
-                f"{self.path} is a folder, not a database file; set db_path to a file name",
-                self.path,
-            )
-        if not self.path.exists():
-            if not create:
-                raise DatabaseError(
-                    f"{self.path} does not exist: no attendance recorded yet "
-                    "(run `attendance recognize` first, or check --workspace)",
-                    self.path,
-                )
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DatabaseUnwritable(
-                    f"cannot create the folder of {self.path} ({exc.strerror}); "
-                    "check the workspace path and its permissions",
-                    self.path,
-                ) from None
-        try:
-            self._conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise self._translate(exc, "opening it") from None
-        try:
-            self._setup()
-        except BaseException:
-            self._conn.close()
-            raise
+        self._open(path, timeout, create)
 
     # -- lifecycle --------------------------------------------------------------------------
     def describe(self) -> str:

@@ -8,6 +8,7 @@ what to do with a damaged file in ``CORRUPT_ADVICE``.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -24,9 +25,50 @@ class SQLiteFile:
 
     KIND = "a database of this program"  # "not <KIND>" when the file is something else
     CORRUPT_ADVICE = "move it aside (it is left untouched) and run again to start a new one"
+    SETTING = "db_path"  # the configuration key that names the file
+    MISSING = "nothing recorded yet"  # why a missing file is refused with create=False
+    FILE_MODE: int | None = None  # permissions of a new file (None: SQLite's, after umask)
     path: Path
     timeout: float
     _conn: sqlite3.Connection
+
+    def _open(self, path: str | Path, timeout: float, create: bool) -> None:
+        """Open (``create``: or make) the file, then :meth:`_setup` it; one-line errors."""
+        self.path = Path(path)
+        self.timeout = float(timeout)
+        if self.path.is_dir():
+            raise DatabaseError(
+                f"{self.path} is a folder, not a database file; set {self.SETTING} to a file name",
+                self.path,
+            )
+        if not self.path.exists():
+            if not create:
+                raise DatabaseError(f"{self.path} does not exist: {self.MISSING}", self.path)
+            what = f"the folder of {self.path}"
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                what = str(self.path)
+                if self.FILE_MODE is not None:  # SQLite gives -wal and -shm the same mode
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, self.FILE_MODE))
+            except OSError as exc:
+                raise DatabaseUnwritable(
+                    f"cannot create {what} ({exc.strerror}); "
+                    "check the workspace path and its permissions",
+                    self.path,
+                ) from None
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "opening it") from None
+        try:
+            self._setup()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _setup(self) -> None:
+        """Configure the connection and create or check the schema (each store's own)."""
+        raise NotImplementedError
 
     def _translate(self, exc: sqlite3.Error, doing: str) -> DatabaseError:
         """Turn an sqlite3 error into a one-line :class:`DatabaseError` saying what to do."""

@@ -29,9 +29,7 @@ import datetime as dt
 import logging
 import math
 import numbers
-import os
 import re
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,7 +37,6 @@ from store.records import (
     ROLES,
     ApiToken,
     DatabaseError,
-    DatabaseUnwritable,
     Heartbeat,
     Session,
     User,
@@ -278,46 +275,16 @@ class SQLiteSiteStore(SQLiteFile):
     """
 
     KIND = "a site database"
+    SETTING = "site_db_path"
+    MISSING = "no dashboard users or API tokens yet (add a user first, or check --workspace)"
+    FILE_MODE = 0o600  # password and token hashes: readable by this user only
     CORRUPT_ADVICE = (
         "move it aside (it is left untouched) and run again to start a new one, then add "
         "the dashboard users and API tokens again"
     )
 
     def __init__(self, path: str | Path, timeout: float, *, create: bool = True) -> None:
-        self.path = Path(path)
-        self.timeout = float(timeout)
-        if self.path.is_dir():
-            raise DatabaseError(
-                f"{self.path} is a folder, not a database file; set site_db_path to a file name",
-                self.path,
-            )
-        if not self.path.exists():
-            if not create:
-                raise DatabaseError(
-                    f"{self.path} does not exist: no dashboard users or API tokens yet "
-                    "(add a user first, or check --workspace)",
-                    self.path,
-                )
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                # password and token hashes: readable by this user only (SQLite gives its
-                # -wal and -shm files the same permissions)
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            except OSError as exc:
-                raise DatabaseUnwritable(
-                    f"cannot create {self.path} ({exc.strerror}); "
-                    "check the workspace path and its permissions",
-                    self.path,
-                ) from None
-        try:
-            self._conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise self._translate(exc, "opening it") from None
-        try:
-            self._setup()
-        except BaseException:
-            self._conn.close()
-            raise
+        self._open(path, timeout, create)
 
     # -- lifecycle --------------------------------------------------------------------------
     def describe(self) -> str:

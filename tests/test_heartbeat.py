@@ -42,6 +42,7 @@ from store.records import (
     ACTION_REMOVED,
     ATTENDANCE_ACTIONS,
     DatabaseLocked,
+    DatabaseUnavailable,
     Heartbeat,
     MarkResult,
 )
@@ -473,7 +474,7 @@ def test_a_failing_store_is_logged_once_retried_and_recovers(cfg: Config, caplog
 
 def test_a_store_that_cannot_be_opened_never_raises(cfg: Config, caplog) -> None:
     def broken() -> FakeStore:
-        raise ModuleNotFoundError("No module named 'store.sqlite_site'")
+        raise DatabaseUnavailable("cannot reach the PostgreSQL server at db:5432")
 
     rep = reporter(cfg, FakeStore(), open_store=broken)
     assert rep.beat() is False and rep.beat() is False

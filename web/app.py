@@ -219,8 +219,8 @@ WORKER_THREADS = 8  # request worker threads (each keeps at most 3 store connect
 def _recover(recover: Callable[[], int]) -> None:
     try:
         undone = recover()
-    except Exception:  # noqa: BLE001 - the next enrolment retries
-        log.exception("rolling back an unfinished upload failed; the next enrolment retries")
+    except (UserError, OSError, ValueError) as exc:
+        log.error("rolling back an unfinished upload failed (%s); the next enrolment retries", exc)
     else:
         if undone:
             log.warning("rolled back %d upload(s) a stopped server left unfinished", undone)

@@ -55,6 +55,8 @@ from common.image_io import (
     IMAGE_SUFFIXES,
     ImageReadError,
     ImageTooLargeError,
+    allowed_formats,
+    decode_errors,
     decode_image,
     encode_png,
     max_file_bytes,
@@ -85,10 +87,6 @@ log = logging.getLogger(__name__)
 
 #: Longest file name shown back to the browser.
 MAX_SHOWN_NAME = 100
-#: Image types accepted from a browser (Pillow's names; its JPEG reader also reads the MPO
-#: JPEGs of many phones). Others, PostScript above all (Pillow hands it to Ghostscript), are
-#: refused from their header, before anything is decoded.
-UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 #: Where the journals of uploads in progress live, relative to the workspace root.
 JOURNAL_DIR = ".web-uploads"
 
@@ -288,16 +286,14 @@ class EnrolService:
 
         limit = self.cfg.max_image_pixels
         warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-        Image.init()
-        formats = [name for name in UPLOAD_FORMATS if name in Image.OPEN]  # e.g. no WebP build
         try:
-            with Image.open(io.BytesIO(data), formats=formats) as image:
+            with Image.open(io.BytesIO(data), formats=allowed_formats()) as image:
                 width, height = image.size
         except Image.DecompressionBombError as exc:  # beyond Pillow's own limit
             found = re.search(r"\((\d+) pixels\)", str(exc))
             size = f"{_mp(int(found.group(1)))} MP" if found else "too many pixels"
             return f"too large: {size} > {_mp(limit)} MP"
-        except Exception:  # unidentified, or a header Pillow cannot parse: not an image
+        except decode_errors():  # unidentified, or a header Pillow cannot parse: not an image
             return "not an image (could not decode); use JPEG or PNG"
         if width * height > limit:
             return f"too large: {width}x{height} px ({_mp(width * height)} MP) > {_mp(limit)} MP"
@@ -488,10 +484,9 @@ class EnrolService:
             with journal:
                 try:
                     shots = journal.shots()
-                except Exception:
-                    log.exception(
-                        "%s: cannot list the upload's shots; left for later", journal.path
-                    )
+                except OSError as exc:
+                    log.error("%s: cannot list the upload's shots (%s); left for later",
+                              journal.path, exc)  # fmt: skip
                     continue
                 log.warning(
                     "rolling back an unfinished upload of %s (%d photo(s) still stored)",
@@ -508,9 +503,11 @@ class EnrolService:
         try:
             _remove_dead_shot_temps(person_dir(self.cfg.images_dir, journal.name))
             discard_shots(self.cfg, journal.name, shots, self.embedder, self.detector)
-        except Exception:
-            log.exception(
-                "could not roll back the upload of %s; the next enrolment retries", journal.name
+        except (UserError, OSError, ValueError) as exc:
+            log.error(
+                "could not roll back the upload of %s (%s); the next enrolment retries",
+                journal.name,
+                exc,
             )
             journal.release()
             return

@@ -28,6 +28,7 @@ from store.factory import (
     watch_attendance_store,
     watch_embedding_store,
 )
+from web.stores import CLOSE_ERRORS
 from web.today import kiosk_views, same_content, today_snapshot
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ class _Watch:
             if store is not None:
                 try:
                     store.close()
-                except Exception:  # noqa: BLE001 - closing a broken connection
-                    log.debug("closing a store failed", exc_info=True)
+                except CLOSE_ERRORS as exc:  # a broken connection
+                    log.debug("closing a store failed: %s", exc)
         self.attendance = self.embeddings = self.site = None
 
 

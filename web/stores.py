@@ -7,11 +7,13 @@ once, through ``store.factory``, and keeps them until the server stops.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from common.config import Config
+from common.errors import UserError
 from store.factory import (
     embedding_store_exists,
     open_attendance_store,
@@ -21,6 +23,9 @@ from store.factory import (
 from store.interfaces import AttendanceStore, EmbeddingStore, SiteStore
 
 log = logging.getLogger(__name__)
+
+# what closing a store may raise: SQLite refuses a close from another thread
+CLOSE_ERRORS = (sqlite3.Error, UserError, OSError)
 
 
 class ThreadStores:
@@ -85,5 +90,5 @@ def _close(stores: list[Any]) -> None:
     for store in stores:
         try:
             store.close()
-        except Exception:  # noqa: BLE001 - SQLite refuses another thread's close; the
-            log.debug("store left to the garbage collector", exc_info=True)  # GC closes it
+        except CLOSE_ERRORS as exc:  # SQLite refuses another thread's close: the GC does it
+            log.debug("store left to the garbage collector: %s", exc)
