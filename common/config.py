@@ -38,6 +38,9 @@ ALIGNMENTS = ("landmarks", "margin")
 DETECTORS = ("mtcnn",)
 # How the recogniser compares a face with the gallery: per-identity mean, or every crop.
 MATCH_MODES = ("nearest", "template")
+# Liveness check of the recogniser (recognizer.liveness_gate): "auto" is passive for cameras
+# and streams, off for video files and folders of photos.
+LIVENESS_MODES = ("auto", "off", "passive", "challenge")
 # URL schemes of the shared store (the key ``store``); empty means the workspace's SQLite files.
 STORE_SCHEMES = ("postgresql://", "postgres://")
 
@@ -113,6 +116,12 @@ class Config:
     # time) ends: whoever appears there next is judged afresh, at any frame rate.
     track_gap_seconds: float = 0.4
     cooldown_seconds: float = 60.0  # continuous mode: per-person quiet period between events
+    # A photo or a screen held up to the camera must not mark anyone present. "passive"
+    # watches each face for a device or paper border (bench/bench_liveness.py); "challenge"
+    # also asks it, in the window, for a random head movement; "auto" is passive for cameras
+    # and streams and off for video files and folders; "off" trusts every face.
+    liveness: str = "auto"
+    liveness_challenge_seconds: float = 5.0  # challenge: time to make the asked movement
     db_timeout_seconds: float = 10.0
     # --- where the data lives ------------------------------------------------
     # "" keeps people, embeddings and attendance in the workspace's SQLite files (db_path,
@@ -209,6 +218,7 @@ _CHOICES = {
     "alignment": ALIGNMENTS,
     "detector": DETECTORS,
     "match_mode": MATCH_MODES,
+    "liveness": LIVENESS_MODES,
 }
 # (minimum, maximum) inclusive
 _RANGES: dict[str, tuple[float, float]] = {
@@ -230,6 +240,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "track_jump": (0.3, 2.0),  # below ~0.6 one person's own looks would split tracks
     "track_gap_seconds": (0.0, 3600.0),
     "cooldown_seconds": (0.0, 86400.0),
+    "liveness_challenge_seconds": (1.0, 60.0),
     "db_timeout_seconds": (0.0, 3600.0),
     "enrol_check_distance": (0.1, 2.0),
     "target_shots": (1, 1000),
