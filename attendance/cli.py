@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "recognize": "recognizer.cli",
     "close-day": "recognizer.close_day_cli",
     "report": "recognizer.report_cli",
+    "liveness": "recognizer.liveness_cli",
     "remove": "scanner.remove_cli",
     "embed": "model.embed_cli",
     "evaluate": "model.evaluate_cli",

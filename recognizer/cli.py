@@ -387,6 +387,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from model.embedder import Embedder
     from recognizer.display import VideoRecorder, Window, has_display
     from recognizer.heartbeat import HeartbeatReporter
+    from recognizer.liveness_gate import build_gates
     from store.factory import is_shared, open_pending_writer, watch_embedding_store
     from store.gallery import GalleryWatcher
     from store.pending import PendingWriter
@@ -430,6 +431,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 continuous=args.continuous,
                 embedder=embedder,
                 independent_frames=isinstance(source, FolderSource),  # each image its own scene
+                gates=build_gates(cfg, source, headless=headless),
                 crop_cache=crop_cache,
             )
             # what the pipeline matches (per-person templates in template mode: the template
