@@ -6,7 +6,10 @@
 3. build a 640×480 video from their held-back *val* photos and from photos of the 5th person,
    the stranger, who is not enrolled;
 4. recognise it as ``face_recognizer --headless --continuous --source VIDEO`` would;
-5. print the attendance table: each enrolled person Present exactly once, the stranger never.
+5. replay one enrolled person's photo on a phone held up to the camera (rendered by
+   ``liveness.simulate``) and recognise it with ``--set liveness=passive``: the face is
+   recognised, refused as "photo or screen?" and logged as a ``spoof`` event, never marked;
+6. print the attendance table: each enrolled person Present exactly once, the stranger never.
 
 The workspace is reused by later runs (enrolment is incremental and fast); its attendance
 database is started afresh each time. A folder that is not empty and was not made by the
@@ -39,6 +42,7 @@ DEMO_MARKER = ".attendance-demo"
 DEFAULT_DIR = "demo_workspace"
 DEFAULT_STRANGER = "mindy_kaling"
 VIDEO_NAME = "demo.mp4"
+REPLAY_NAME = "replay.mp4"
 FRAME_SIZE = (640, 480)
 BACKGROUND = (70, 70, 70)  # BGR
 
@@ -284,6 +288,15 @@ class DemoResult:
     appearances: list[Appearance] = field(default_factory=list)
     frames: int = 0
     seconds: float = 0.0
+    replayed: str = ""  # the person shown on a phone in step 5
+    replay_events: list[Any] = field(default_factory=list)
+
+    @property
+    def replay_refused(self) -> bool:
+        """The phone replay was recognised and refused by liveness, and never recorded."""
+        return any(e.refused and e.name == self.replayed for e in self.replay_events) and not any(
+            e.recorded for e in self.replay_events
+        )
 
     @property
     def present(self) -> list[str]:
@@ -293,7 +306,11 @@ class DemoResult:
     def as_expected(self) -> bool:
         """Every enrolled person Present exactly once today, the stranger absent."""
         names = [r.name for r in self.rows]
-        return sorted(names) == sorted(self.enrolled) and self.present == sorted(self.enrolled)
+        return (
+            sorted(names) == sorted(self.enrolled)
+            and self.present == sorted(self.enrolled)
+            and self.replay_refused
+        )
 
 
 class _Steps:
@@ -341,7 +358,7 @@ def run_demo(
         enrolled=[pretty_name(p) for p in people],
         stranger=pretty_name(stranger),
     )
-    steps = _Steps(result, out, 5)
+    steps = _Steps(result, out, 6)
 
     with steps.step("acquire the FaceNet weights and the sample photos"):
         sample = ensure_sample_data(cfg.cache_dir)
@@ -379,6 +396,13 @@ def run_demo(
     with steps.step(f"face_recognizer --headless --continuous --source {result.video.name}"):
         _recognise(cfg, result, embedder, detector, out)
 
+    result.replayed = result.enrolled[0]
+    replay = f"face_recognizer --set liveness=passive --source {REPLAY_NAME}"
+    with steps.step(f"{replay} ({result.replayed}'s photo on a phone)"):
+        first = sorted((sample / "val" / people[0]).glob("*.jpg"))[0]
+        build_replay(folder / REPLAY_NAME, load_photo(first), fps=fps)
+        _replay(cfg, result, folder / REPLAY_NAME, embedder, detector, out)
+
     with steps.step("read the attendance table"):
         from store.factory import open_attendance_store
 
@@ -411,6 +435,39 @@ def _recognise(cfg: Config, result: DemoResult, embedder: Any, detector: Any,
         raise summary.error
 
 
+def build_replay(path: Path, photo: np.ndarray, *, fps: float, seconds: float = 4.0) -> None:
+    """A video of ``photo`` on a phone held up to the camera by a moving hand."""
+    from liveness import simulate
+
+    scene = simulate.background(7)
+    motion = simulate.HandMotion(7)
+    rng = np.random.default_rng(7)
+    with video_writer(path, fps) as writer:
+        for i in range(max(1, round(seconds * fps))):
+            frame = simulate.render(photo, simulate.DEVICES["phone"], motion, i / fps, scene)
+            writer.write(simulate.camera(frame, rng))
+
+
+def _replay(cfg: Config, result: DemoResult, video: Path, embedder: Any, detector: Any,
+            out: Callable[[str], None]) -> None:  # fmt: skip
+    from common.sources import open_source
+    from recognizer.cli import build_pipeline, run_loop
+    from recognizer.liveness_gate import build_gates
+    from store.factory import open_pending_writer
+
+    live_cfg = cfg.replace(liveness="passive")
+    with open_source(str(video)) as source, open_pending_writer(cfg) as writer:
+        pipeline = build_pipeline(
+            live_cfg, writer, continuous=True, embedder=embedder, detector=detector,
+            gates=build_gates(live_cfg, source, headless=True),
+        )  # fmt: skip
+        summary = run_loop(source, pipeline, on_event=lambda e: out(f"      {e.line()}"))
+    result.replay_events = list(pipeline.events)
+    out(f"      {summary.line()}")
+    if summary.error is not None:
+        raise summary.error
+
+
 def attendance_table(result: DemoResult) -> list[str]:
     """The attendance table and the verdict, as printable lines."""
     lines = [f"attendance table ({result.workspace / 'attendance.db'}):"]
@@ -427,15 +484,22 @@ def attendance_table(result: DemoResult) -> list[str]:
         f"  {result.stranger} (not enrolled): "
         + ("never marked" if not stranger_rows else "WRONGLY MARKED")
     )
+    if result.replayed:
+        lines.append(
+            f"  {result.replayed} replayed on a phone (liveness=passive): "
+            + ("refused, not marked" if result.replay_refused else "NOT REFUSED")
+        )
     timing = ", ".join(f"{i + 1}: {s:.1f} s" for i, (_, s) in enumerate(result.steps))
     lines.append(f"step times: {timing}")
     if result.as_expected:
         lines.append(
-            f"demo OK: {len(result.enrolled)} enrolled people present once each, the stranger never"
+            f"demo OK: {len(result.enrolled)} enrolled people present once each, the stranger "
+            "never, the phone replay refused"
         )
     else:
         missing = sorted(set(result.enrolled) - set(result.present))
-        lines.append(f"demo NOT as expected: missing {missing or 'nobody'}; rows above")
+        replay = "" if result.replay_refused else "; the phone replay was not refused"
+        lines.append(f"demo NOT as expected: missing {missing or 'nobody'}{replay}; rows above")
     return lines
 
 

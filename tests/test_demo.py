@@ -29,17 +29,27 @@ def test_demo_marks_the_four_enrolled_once_and_never_the_stranger(
         logged = [(e.name, e.action) for e in db.events()]
     assert sorted(rows) == [(name, "Present") for name in ENROLLED]  # once each
     assert "Mindy Kaling" not in {name for name, _ in logged}
-    assert sorted(logged) == [(name, "present") for name in ENROLLED]  # cool-down: no repeats
+    replayed = result.replayed
+    assert replayed in ENROLLED
+    # the phone replay of step 5 was recognised and refused: one spoof event, nothing marked
+    assert sorted(logged) == sorted(
+        [(name, "present") for name in ENROLLED] + [(replayed, "spoof")]
+    )
+    assert result.replay_refused and not any(e.recorded for e in result.replay_events)
     strangers = [e for e in result.events if not e.recorded]
     assert strangers and {e.name for e in strangers} == {"Unknown"}
     assert result.as_expected
     assert [title for title, _ in result.steps][0].startswith("acquire")
-    assert len(result.steps) == 5 and all(seconds >= 0 for _, seconds in result.steps)
+    assert len(result.steps) == 6 and all(seconds >= 0 for _, seconds in result.steps)
     text = "\n".join(lines)
-    for number in range(1, 6):
-        assert f"[{number}/5]" in text and "done in" in text
+    for number in range(1, 7):
+        assert f"[{number}/6]" in text and "done in" in text
+    assert f"{replayed} replayed on a phone (liveness=passive): refused, not marked" in text
     assert "Mindy Kaling (not enrolled): never marked" in text
-    assert "demo OK: 4 enrolled people present once each, the stranger never" in text
+    assert (
+        "demo OK: 4 enrolled people present once each, the stranger never, the phone replay refused"
+        in text
+    )
     assert result.video.is_file() and (tmp_path / "demo" / DEMO_MARKER).is_file()
     assert sorted(p.name for p in (tmp_path / "demo" / "images").iterdir()) == ENROLLED
 
