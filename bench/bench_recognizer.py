@@ -11,7 +11,9 @@ them as fast as possible, and prints:
   and in video time (what a live camera would see if processing kept up).
 
 Targets on the reference 2-core machine: >= 15 FPS with one face, <= 1.5 s to the row.
-Usage: ``python bench/bench_recognizer.py [--dir DIR] [--seconds 10] [--fps 15] [--baseline]``
+Usage: ``python bench/bench_recognizer.py [--dir DIR] [--seconds 10] [--fps 15] [--baseline]
+[--liveness]`` (``--liveness`` also runs the one-face video with the passive liveness gate and
+without it, alternately, twice each: its FPS cost, measured back to back)
 (``--dir`` keeps the enrolled workspace between runs; ``--baseline`` also times a naive loop:
 full-resolution detection on every frame and every face embedded in every frame).
 """
@@ -111,7 +113,7 @@ def make_videos(folder: Path, sample: Path, seconds: float, fps: float):
 
 
 def run_once(name, cfg, video: Path, appearances: list[Appearance], labels, vectors,
-             detector, embedder, db_dir: Path) -> Run:  # fmt: skip
+             detector, embedder, db_dir: Path, gates=()) -> Run:  # fmt: skip
     from common.sources import open_source
     from recognizer.pipeline import RecognitionPipeline
     from store.factory import open_pending_writer
@@ -126,7 +128,7 @@ def run_once(name, cfg, video: Path, appearances: list[Appearance], labels, vect
         open_source(str(video)) as source,
     ):
         pipe = RecognitionPipeline(
-            cfg, detector, embedder, labels, vectors, writer, continuous=True
+            cfg, detector, embedder, labels, vectors, writer, continuous=True, gates=gates
         )
         fps = source.fps or 15.0
         t0 = time.perf_counter()
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="video length (default 10)")
     parser.add_argument("--fps", type=float, default=15.0, help="video frame rate (default 15)")
     parser.add_argument("--baseline", action="store_true", help="also time the naive loop")
+    parser.add_argument("--liveness", action="store_true", help="FPS with and without liveness")
     args = parser.parse_args(argv)
     setup_logging(0, quiet=True)
 
@@ -205,6 +208,22 @@ def main(argv: list[str] | None = None) -> int:
         for run in runs:
             for line in run.lines():
                 print(line)
+        if args.liveness:
+            from recognizer.liveness_gate import LivenessGate
+
+            video, appearances = videos["1 face"]
+            fps: dict[str, list[float]] = {"off": [], "passive": []}
+            for _ in range(2):
+                for mode in fps:
+                    gates = [LivenessGate("passive")] if mode == "passive" else []
+                    run = run_once(f"1 face, liveness {mode}", cfg, video, appearances, labels,
+                                   vectors, detector, embedder, Path(tmp), gates)  # fmt: skip
+                    fps[mode].append(run.frames / run.seconds)
+                    gate_ms = run.stage_ms.get("gates", 0.0)
+                    print(f"1 face, liveness {mode}: {fps[mode][-1]:.1f} FPS "
+                          f"(gates {gate_ms:.2f} ms/frame)")  # fmt: skip
+            print("liveness off: " + ", ".join(f"{v:.1f}" for v in fps["off"]) + " FPS; passive: "
+                  + ", ".join(f"{v:.1f}" for v in fps["passive"]) + " FPS")  # fmt: skip
     return 0
 
 
