@@ -23,7 +23,7 @@ Gates (``recognizer.gates``, e.g. a liveness check):
 - a confirmed person is recorded only while every gate's verdict on that same track is
   ``PASS``; the track is embedded on the detection round its gates decide, so it is recorded
   on the first round all gates pass (or refused on the round one fails), from that round's
-  own embedding (while a gate is undecided, the usual refresh cadence applies);
+  own embedding (while a gate is undecided a confirmed track is not re-embedded);
 - a ``FAIL`` holding a confirmed person back gives one event per track and failing gate,
   with the gate's audit action (e.g. ``refused``), written with ``Recorder.log_event``; it
   is not an attendance sighting (not ``recorded``, not in :attr:`RecognitionPipeline.marked`);
@@ -426,7 +426,7 @@ class RecognitionPipeline:
         """A confirmed person due to be recorded (cool-down over) whose gates have just
         decided: every gate passes, or a refusal is still to be told. Such a track is embedded
         on this detection round, so it is recorded (or refused) from this round's own
-        embedding; while a gate is still undecided the usual refresh cadence applies."""
+        embedding; while a gate is still undecided a confirmed track is not re-embedded."""
         name = track.identity
         if name is None or not self.gates or not self.cooldown.ready(name, now):
             return False
@@ -440,6 +440,11 @@ class RecognitionPipeline:
         undecided = track.identity is None and not track.confirmation.settled
         if undecided or self._awaits_gates(track, now):
             return True
+        if track.identity is not None and self.gates and self.gates.pending(track.id):
+            # a confirmed face waiting for a gate (turning its head for a challenge, say) is
+            # embedded again on the round the gate decides, not in between: a turned face
+            # is often not recognised, and that would start its gates afresh
+            return False
         return now - track.last_embedded >= self.cfg.refresh_seconds or now < track.last_embedded
 
     def _recognise(self, frame: Frame, tracks: list[Track], result: FrameResult) -> None:

@@ -352,3 +352,53 @@ def test_pipeline_records_a_live_face_and_logs_a_framed_one_as_spoof(tmp_path, d
         assert recorder.marks == [] and recorder.logged == [("Ada", ACTION_SPOOF)]
         assert result.faces[0].display_status == "refused"
         assert pipe.marked == []
+
+
+def test_degenerate_landmarks_have_no_pose_and_do_not_fake_a_turn():
+    box = (100.0, 100.0, 100.0, 100.0)
+    squashed = landmarks_for(box)
+    squashed[1] = squashed[0] + [0.5, 0.0]  # the eyes (nearly) on top of each other
+    assert all(math.isnan(v) for v in pose(squashed))
+    challenge = Challenge(5.0, Fixed("turn_left"))
+    challenge.observe(0.0, landmarks_for(box), live_assessment())
+    assert challenge.observe(0.3, squashed, live_assessment()).state == PENDING
+    assert challenge.observe(0.6, landmarks_for(box), live_assessment()).state == PENDING
+
+
+def test_a_face_too_small_to_search_finds_no_border():
+    grey, _ = scene(device=1.1)
+    noise = np.random.default_rng(0).integers(0, 255, size=grey.shape, dtype=np.uint8)
+    assert enclosure(noise, (100.0, 100.0, 0.0, 0.0)).count == 0
+    assert enclosure(grey, (300.0, 200.0, 12.0, 12.0)).count == 0
+
+
+class Waits:
+    """A gate that stays undecided for its first ``n`` looks of each track, then passes."""
+
+    name = "waits"
+
+    def __init__(self, n: int) -> None:
+        self.n, self.looks = n, {}
+
+    def observe(self, track_id, frame, face):
+        from recognizer.gates import Verdict
+
+        self.looks[track_id] = self.looks.get(track_id, 0) + 1
+        return Verdict.allow() if self.looks[track_id] > self.n else Verdict.wait("turn")
+
+    def forget(self, track_id):
+        self.looks.pop(track_id, None)
+
+
+def test_a_confirmed_face_waiting_for_a_gate_is_not_re_embedded_until_it_decides(tmp_path):
+    """A turned head is often not recognised: embedding it mid-challenge would start its
+    gates afresh, so the pipeline embeds it again only on the round the gate decides."""
+    cfg = synthetic_config(tmp_path).replace(detect_width=W, refresh_seconds=0.2)
+    embedder = FakeEmbedder()
+    recorder = Recorder()
+    pipe = RecognitionPipeline(cfg, FakeDetector(), embedder, LABELS, GALLERY, recorder,
+                               clock=clock(), gates=[Waits(20)])  # fmt: skip
+    embedded = [i for i, f in enumerate(framed_frames(30, None)) if pipe.process(f).embedded]
+    assert embedded[:3] == [0, 1, 2]  # undecided: every round until confirmed
+    assert embedded[3] == 20  # then nothing until the gate's verdict, on its 21st look
+    assert recorder.marks == ["Ada"]
