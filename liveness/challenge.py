@@ -21,6 +21,7 @@ passes as a live person would, which is why the passive border check still appli
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -78,6 +79,8 @@ class Challenge:
     def done(self, landmarks: np.ndarray) -> bool:
         """Has the face made the asked turn and come back, relative to its starting pose?"""
         yaw, _ = pose(landmarks)
+        if not math.isfinite(yaw):
+            return False  # degenerate landmarks: this look says nothing
         if self.baseline is None:
             self.baseline = yaw
             return False

@@ -29,12 +29,16 @@ def roll_degrees(landmarks: np.ndarray) -> float:
 def pose(landmarks: np.ndarray) -> tuple[float, float]:
     """(yaw, pitch) proxies: where the nose sits between the eyes (yaw: -0.5 … 0.5, positive
     when the nose is towards image-right) and between eyes and mouth (pitch: about 0.5 when
-    level, smaller looking up, larger looking down), after removing roll."""
+    level, smaller looking up, larger looking down), after removing roll; NaN for landmarks
+    whose eyes (nearly) coincide."""
     lm = np.asarray(landmarks, np.float64)
     angle = -math.radians(roll_degrees(lm))
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     p = (lm - lm[:2].mean(axis=0)) @ rot.T
-    eye_span = max(p[1, 0] - p[0, 0], 1e-6)
+    eye_span = p[1, 0] - p[0, 0]
+    face = max(float(np.ptp(lm[:, 0])), float(np.ptp(lm[:, 1])), 1e-6)
+    if eye_span < 0.2 * face:  # eyes (nearly) on top of each other: no pose to read
+        return math.nan, math.nan
     eyes_y = (p[0, 1] + p[1, 1]) / 2.0
     mouth_y = (p[3, 1] + p[4, 1]) / 2.0
     yaw = (p[2, 0] - (p[0, 0] + p[1, 0]) / 2.0) / eye_span
@@ -61,6 +65,7 @@ class Enclosure:
 
 
 FACE_PX = 40.0  # the face is scaled to this size for the border search
+MIN_FACE_PX = 20.0  # smaller faces are not searched: too few pixels to tell an edge
 REACH = 2.5  # the search region extends this many face sizes from the face centre
 
 
@@ -83,9 +88,10 @@ def enclosure(
 ) -> Enclosure:
     """Long straight edges on each side of the face, parallel to its axes (within 15°).
 
-    A side counts when a segment at least one face size long lies beyond the face (0.65 to
-    ``reach`` face sizes from its centre, measured along the face's axes) and runs beside
-    it: a left or right edge overlaps the face's height, a top or bottom edge its width.
+    A side counts when a segment at least 0.9 face sizes long lies beyond the face (0.55 to
+    ``reach`` face sizes from its centre, measured along the face's axes; the box's half-size
+    is 0.5) and runs beside it: a left or right edge overlaps at least half the face's height,
+    a top or bottom edge half its width. Faces under ``MIN_FACE_PX`` find nothing.
     ``grey``: the whole frame (uint8); ``roll``: the face's roll in degrees.
     """
     import cv2
@@ -93,14 +99,14 @@ def enclosure(
     (x0, y0, x1, y1), size, (cx, cy) = _work_region(grey.shape, box, reach)
     region = grey[y0:y1, x0:x1]
     none = Enclosure((False,) * 4, 0, (math.nan,) * 4)
-    if region.size == 0:
+    if region.size == 0 or min(box[2], box[3]) < MIN_FACE_PX:
         return none
     scale = min(1.0, FACE_PX / size)
     small = cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (3, 3), 0)
     edges = cv2.Canny(small, 40, 120)
     face = size * scale
-    segments = cv2.HoughLinesP(edges, 1, math.pi / 180, threshold=int(0.6 * face),
+    segments = cv2.HoughLinesP(edges, 1, math.pi / 180, threshold=max(1, int(0.6 * face)),
                                minLineLength=int(0.9 * face), maxLineGap=3)  # fmt: skip
     if segments is None:
         return none

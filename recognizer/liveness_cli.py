@@ -4,13 +4,15 @@ Each clip (a video file, or a folder of frames in name order; a folder holding v
 for each of them) runs through the recogniser's own detection schedule (every
 ``detect_every``-th frame at ``detect_width``), tracker and liveness gate, without
 recognition. For the clip's main face (the track seen most often) it prints the verdict the
-recogniser acts on — ``live`` (it would be marked), ``spoof`` (refused) or ``undecided`` —
+recogniser would act on — ``live`` (it would be marked), ``spoof`` (refused) or ``undecided`` —
 with its score (the share of looks that showed a device or paper border), the time from the
 face's first look to the verdict, and the cues that decided. ``--json`` prints one JSON
 object per clip instead. Exit status: 0, or 1 when a clip could not be read.
 
 The verdict is the first one reached: a face called live is marked at once by the
 recogniser, even if a border shows up later (that later verdict is reported as ``then``).
+Without recognition, a track here is only split by the tracker; the recogniser also starts a
+face's verdict afresh when its embedding says another person stepped into the box.
 """
 
 from __future__ import annotations
@@ -158,6 +160,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         except UserError as exc:
             failed = True
             result = ClipVerdict(str(path), UNDECIDED, 0.0, None, error=str(exc))
+        if result.error is None and result.frames == 0:
+            failed = True
+            result.error = "no frame could be read; check the file or folder"
         if args.json:
             print(json.dumps(asdict(result)), flush=True)
         else:

@@ -60,16 +60,15 @@ class LivenessGate:
         self.rng = rng
         self._passive: dict[int, PassiveLiveness] = {}
         self._challenges: dict[int, Challenge] = {}
-        self._grey: tuple[int, int, np.ndarray] | None = None  # (frame index, image id, grey)
+        self._grey: tuple[np.ndarray, np.ndarray] | None = None  # (frame image, its grey)
 
     def _grey_of(self, frame: Frame) -> np.ndarray:
         """The frame in grey, converted once for all its faces."""
         import cv2
 
-        key = (frame.index, id(frame.image))
-        if self._grey is None or self._grey[:2] != key:
-            self._grey = (*key, cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY))
-        return self._grey[2]
+        if self._grey is None or self._grey[0] is not frame.image:
+            self._grey = (frame.image, cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY))
+        return self._grey[1]
 
     def assessment(self, track_id: int) -> Assessment | None:
         """The passive assessment of ``track_id`` so far."""

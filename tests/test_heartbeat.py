@@ -623,7 +623,9 @@ def face_recognizer(live: Config, monkeypatch, frames, *settings: str) -> int:
     monkeypatch.setattr(Embedder, "from_config", classmethod(lambda cls, cfg: FakeEmbedder()))
     monkeypatch.setattr("common.sources.open_source", lambda spec: ListSource(frames))
     flags = ["--workspace", str(live.root), "--source", "synthetic", "--continuous"]
-    for setting in ("detect_every=1", "threshold=0.8", "kiosk_name=gate 1", *settings):
+    # the synthetic source is live, so liveness would be passive: off, this is about beats
+    for setting in ("detect_every=1", "threshold=0.8", "kiosk_name=gate 1", "liveness=off",
+                    *settings):  # fmt: skip
         flags += ["--set", setting]
     return cli.main(flags)
 

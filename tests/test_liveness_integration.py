@@ -129,3 +129,13 @@ def test_liveness_command_names_a_clip_it_cannot_read(run, clips, tmp_path):
     assert code == 1
     assert out[0].startswith(f"{missing}: error: ") and "no such file" in out[0]
     assert ": spoof" in out[1]  # the other clip is still judged
+
+
+def test_liveness_command_fails_on_a_folder_with_no_readable_frame(run, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (folder / name).write_bytes(b"not an image")
+    code, out = run(attendance_cli.main, "liveness", str(folder))
+    assert code == 1
+    assert out == [f"{folder}: error: no frame could be read; check the file or folder"]
