@@ -63,10 +63,21 @@ class Enclosure:
     def count(self) -> int:
         return sum(self.sides)
 
+    @property
+    def frames_face(self) -> bool:
+        """Edges that frame the face like a device or a sheet: on opposite sides (left and
+        right, or above and below), on three or more sides, or on two sides within
+        ``TIGHT`` face sizes. Two edges meeting at a corner farther out are usually the room
+        (a window, a façade) behind a live head."""
+        left, right, top, bottom = self.sides
+        tight = sum(s and o <= TIGHT for s, o in zip(self.sides, self.offsets, strict=True))
+        return (left and right) or (top and bottom) or self.count >= 3 or tight >= 2
+
 
 FACE_PX = 40.0  # the face is scaled to this size for the border search
 MIN_FACE_PX = 20.0  # smaller faces are not searched: too few pixels to tell an edge
 REACH = 2.5  # the search region extends this many face sizes from the face centre
+TIGHT = 1.5  # edges this close to the face centre (face sizes) frame it on any two sides
 
 
 def _work_region(shape: tuple[int, ...], box: tuple[float, float, float, float], reach: float):

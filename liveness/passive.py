@@ -4,9 +4,9 @@
 timestamp, the face) and keeps a running :class:`Assessment`:
 
 - ``spoof`` as soon as the face is framed by a device or paper border
-  (:func:`liveness.cues.enclosure`) in enough of its looks: at least ``BORDER_SHARE`` of
-  them with straight edges on two or more sides, or ``STRONG_LOOKS`` looks with three or
-  more, after ``MIN_LOOKS`` looks. A spoof verdict sticks for the rest of the track;
+  (:func:`liveness.cues.enclosure`, :attr:`liveness.cues.Enclosure.frames_face`) in enough
+  of its looks: at least ``BORDER_SHARE`` of them, or ``STRONG_LOOKS`` looks with edges on
+  three or more sides, after ``MIN_LOOKS`` looks. A spoof verdict sticks for the rest of the track;
 - ``live`` once the face has been watched for ``WINDOW_SECONDS`` over at least
   ``MIN_LOOKS`` looks without that; it turns into ``spoof`` if the border shows up later;
 - ``undecided`` before that.
@@ -34,7 +34,7 @@ VERDICTS = (LIVE, SPOOF, UNDECIDED)
 
 WINDOW_SECONDS = 1.0  # a face is watched this long before it is called live ...
 MIN_LOOKS = 4  # ... over at least this many detections
-BORDER_SHARE = 0.4  # looks with a border on 2+ sides that make a face a picture
+BORDER_SHARE = 0.4  # share of looks with a framing border that makes a face a picture
 STRONG_LOOKS = 2  # looks with a border on 3+ sides that do, whatever the share
 
 
@@ -43,7 +43,7 @@ class Assessment:
     """The current verdict on one face, with the evidence behind it."""
 
     verdict: str  # live, spoof or undecided
-    score: float  # 0 (live) … 1 (a picture): the share of looks with a border
+    score: float  # 0 (live) … 1 (a picture): the share of looks with a framing border
     seconds: float  # time watched so far (frame time)
     looks: int  # detections seen
     cues: dict[str, float] = field(default_factory=dict)
@@ -65,7 +65,7 @@ class PassiveLiveness:
     def __init__(self) -> None:
         self.first: float | None = None
         self.looks = 0
-        self.border_looks = 0  # looks with a border on 2+ sides
+        self.border_looks = 0  # looks whose edges frame the face
         self.strong_looks = 0  # looks with a border on 3+ sides
         self.spoofed = False
         self.decided_at: float | None = None
@@ -81,7 +81,7 @@ class PassiveLiveness:
         if self.first is None or timestamp < self.first:
             self.first = timestamp
         self.looks += 1
-        self.border_looks += found.count >= 2
+        self.border_looks += found.frames_face
         self.strong_looks += found.count >= 3
         seconds = max(0.0, timestamp - self.first)
         share = self.border_looks / self.looks

@@ -52,7 +52,7 @@ class ClipVerdict:
 
     clip: str
     verdict: str  # live, spoof or undecided: the first verdict reached
-    score: float  # share of the main face's looks with a border on two or more sides
+    score: float  # share of the main face's looks whose edges frame it (cues.Enclosure)
     seconds_to_verdict: float | None  # from the face's first look (frame time)
     decided_by: list[str] = field(default_factory=list)
     then: str | None = None  # a different verdict reached later, if any

@@ -402,3 +402,19 @@ def test_a_confirmed_face_waiting_for_a_gate_is_not_re_embedded_until_it_decides
     assert embedded[:3] == [0, 1, 2]  # undecided: every round until confirmed
     assert embedded[3] == 20  # then nothing until the gate's verdict, on its 21st look
     assert recorder.marks == ["Ada"]
+
+
+@pytest.mark.parametrize(
+    ("sides", "offsets", "framing"),
+    [((True, True, False, False), (2.2, 2.2, 9, 9), True),  # opposite sides, however far
+     ((False, False, True, True), (9, 9, 2.4, 2.4), True),
+     ((False, True, True, False), (9, 2.0, 1.9, 9), False),  # a corner of the room behind
+     ((False, True, True, False), (9, 1.2, 1.4, 9), True),  # a corner close around the face
+     ((True, False, True, True), (2.3, 9, 2.3, 2.3), True),  # three sides
+     ((False, True, False, False), (9, 0.7, 9, 9), False)],  # one door post
+)  # fmt: skip
+def test_which_edges_frame_a_face(sides, offsets, framing):
+    found = Enclosure(
+        sides, sum(sides), tuple(o if s else math.nan for s, o in zip(sides, offsets, strict=True))
+    )
+    assert found.frames_face is framing
