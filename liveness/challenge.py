@@ -12,8 +12,9 @@ changes identity starts its gates afresh.)
 
 The face passes when the action is seen within ``seconds`` and the passive check
 (:mod:`liveness.passive`, run on the same looks) does not call it a picture. It fails when
-the passive check does, or when time runs out; after ``RETRY_SECONDS`` a timed-out face gets
-a new action (the refusal has been shown and logged once by then).
+the passive check does (a picture), or when time runs out (no movement: not necessarily a
+picture); after ``RETRY_SECONDS`` a timed-out face gets a new action (the refusal has been
+shown and logged once by then).
 
 A replay would have to show the asked movement within the time: a clip that turns both ways
 passes as a live person would, which is why the passive border check still applies.
@@ -54,6 +55,7 @@ class ChallengeStatus:
     prompt: str  # what the window shows
     seconds: float  # time since this action was asked
     reason: str = ""  # why it failed
+    picture: bool = False  # failed because the passive check called the face a picture
 
 
 class Challenge:
@@ -101,7 +103,7 @@ class Challenge:
         elapsed = timestamp - self.asked
         prompt = ACTIONS[self.action]
         if passive.spoof:
-            return ChallengeStatus(FAILED, self.action, prompt, elapsed, "photo or screen?")
+            return ChallengeStatus(FAILED, self.action, prompt, elapsed, "photo or screen?", True)
         if self.failed_at is not None:
             return ChallengeStatus(FAILED, self.action, prompt, elapsed, "no movement: try again")
         if self.passed or self.done(landmarks):

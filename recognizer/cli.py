@@ -201,7 +201,8 @@ def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: An
 
     ``independent_frames``: every frame is its own scene (a folder of photos).
     ``gates``: a sequence of ``recognizer.gates.Gate`` checks (in order) every face must pass
-    before it is recorded, e.g. a liveness check (none by default).
+    before it is recorded: ``recognizer.liveness_gate.build_gates`` (the passive liveness
+    check by default for cameras and streams).
     ``crop_cache``: vectors of a shared store's crops kept in memory (see
     ``store.gallery.embed_stored_crops``), shared with the gallery watcher.
     """

@@ -52,7 +52,7 @@ class ClipVerdict:
 
     clip: str
     verdict: str  # live, spoof or undecided: the first verdict reached
-    score: float  # share of the main face's looks whose edges frame it (cues.Enclosure)
+    score: float  # at the verdict: share of the face's looks whose edges framed it
     seconds_to_verdict: float | None  # from the face's first look (frame time)
     decided_by: list[str] = field(default_factory=list)
     then: str | None = None  # a different verdict reached later, if any
@@ -124,7 +124,7 @@ def assess_frames(frames: Iterable[Frame], detector: Any, cfg: Config, name: str
     assert last is not None
     first = main.first or last
     result.verdict = first.verdict
-    result.score = last.score
+    result.score = first.score
     result.seconds_to_verdict = first.decided_at
     result.decided_by = list(first.decided_by)
     result.looks = last.looks

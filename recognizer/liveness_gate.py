@@ -7,8 +7,9 @@
   the face passes once it is called live, fails ("photo or screen?", logged as a ``spoof``
   event) once it is called a picture, and waits before that;
 - ``challenge``: the same passive check plus :class:`liveness.challenge.Challenge`: the
-  window asks the face for a random head movement (its prompt is the gate's waiting reason,
-  drawn under the box) and the face passes once it is made;
+  window asks the face to turn its head to a random side and back (the prompt is the gate's
+  waiting reason, drawn under the box) and the face passes once it has; a face that does not
+  move in time is refused ("no movement: try again", a ``refused`` event) and asked again;
 - ``auto`` (the default): ``passive`` for cameras and streams, ``off`` for video files and
   folders of photos (a folder's every image is a one-look track, so a passive verdict could
   never be reached there, and the sample demo is made of still photos).
@@ -30,7 +31,7 @@ from common.sources import FolderSource, Frame, VideoFileSource
 from liveness.challenge import FAILED, PASSED, Challenge
 from liveness.passive import Assessment, PassiveLiveness
 from preprocess.detect import Face
-from recognizer.gates import Verdict
+from recognizer.gates import ACTION_REFUSED, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,9 @@ class LivenessGate:
             status = challenge.observe(frame.timestamp, face.landmarks, seen)
             if status.state == PASSED:
                 return Verdict.allow("live")
-            if status.state == FAILED:
-                return Verdict.refuse(status.reason or REFUSED_REASON, ACTION_SPOOF)
+            if status.state == FAILED:  # a picture is a spoof; no movement in time is refused
+                action = ACTION_SPOOF if status.picture else ACTION_REFUSED
+                return Verdict.refuse(status.reason or REFUSED_REASON, action)
             return Verdict.wait(status.prompt)
         if seen.spoof:
             return Verdict.refuse(REFUSED_REASON, ACTION_SPOOF)

@@ -23,14 +23,15 @@ Gates (``recognizer.gates``, e.g. a liveness check):
 - a confirmed person is recorded only while every gate's verdict on that same track is
   ``PASS``; the track is embedded on the detection round its gates decide, so it is recorded
   on the first round all gates pass (or refused on the round one fails), from that round's
-  own embedding (while a gate is undecided a confirmed track is not re-embedded);
+  own embedding (while a gate is undecided, the usual refresh cadence applies);
 - a ``FAIL`` holding a confirmed person back gives one event per track and failing gate,
   with the gate's audit action (e.g. ``refused``), written with ``Recorder.log_event``; it
   is not an attendance sighting (not ``recorded``, not in :attr:`RecognitionPipeline.marked`);
-- gates forget a track when it ends (lost, reset, every image of a folder) and whenever a
-  fresh embedding names a person the track's previous look did not (a stranger's track that
-  suddenly shows Ada, or a confirmed track contradicted), so a face never inherits another
-  face's verdict;
+- gates forget a track when it ends (lost, reset, every image of a folder, split by
+  ``track_jump``) and whenever a fresh embedding names a person other than the last one the
+  track named (a stranger's track that suddenly shows Ada, Bob stepping into Ada's box), so a
+  face never inherits another person's verdict; a look that names nobody (a head turned
+  away, as a liveness challenge asks) keeps them;
 - :class:`FaceView` carries the verdicts (``display_status`` "refused"/"checking"); without
   gates nothing changes.
 
@@ -224,11 +225,16 @@ def default_aligner(cfg: Config, size: int) -> Callable[[np.ndarray, Any], np.nd
     return align
 
 
-def _names_someone_else(previous: Any, match: Any) -> bool:
-    """Does ``match`` name a person the track's previous look did not (Unknown -> Ada, Bob ->
-    Ada)? Gate verdicts belong to the face that earned them, so they are not carried over.
-    A track's first look has no previous one: its gates have seen only this face so far."""
-    return previous is not None and bool(match.known) and previous.identity != match.identity
+def _names_someone_else(last_known: str | None, match: Any) -> bool:
+    """Does ``match`` name a person other than the last one the track's earlier looks named
+    (Ada -> Bob, or a stranger's track (none) -> Ada)? Gate verdicts belong to the face that
+    earned them, so they are not carried over. A look that names nobody (a head turned away,
+    a stranger) does not reset the gates: a turned face is often not recognised, and a head
+    turn is what a liveness challenge asks for; nothing is recorded until the track names its
+    person again, and a face that jumps farther than ``track_jump`` starts a new track anyway.
+    Called only for a track that has been embedded before (a first look: the gates have seen
+    only this face so far)."""
+    return bool(match.known) and match.identity != last_known
 
 
 class RecognitionPipeline:
@@ -426,7 +432,7 @@ class RecognitionPipeline:
         """A confirmed person due to be recorded (cool-down over) whose gates have just
         decided: every gate passes, or a refusal is still to be told. Such a track is embedded
         on this detection round, so it is recorded (or refused) from this round's own
-        embedding; while a gate is still undecided a confirmed track is not re-embedded."""
+        embedding; while a gate is still undecided the usual refresh cadence applies."""
         name = track.identity
         if name is None or not self.gates or not self.cooldown.ready(name, now):
             return False
@@ -440,11 +446,6 @@ class RecognitionPipeline:
         undecided = track.identity is None and not track.confirmation.settled
         if undecided or self._awaits_gates(track, now):
             return True
-        if track.identity is not None and self.gates and self.gates.pending(track.id):
-            # a confirmed face waiting for a gate (turning its head for a challenge, say) is
-            # embedded again on the round the gate decides, not in between: a turned face
-            # is often not recognised, and that would start its gates afresh
-            return False
         return now - track.last_embedded >= self.cfg.refresh_seconds or now < track.last_embedded
 
     def _recognise(self, frame: Frame, tracks: list[Track], result: FrameResult) -> None:
@@ -482,15 +483,18 @@ class RecognitionPipeline:
             track = due[i] = self._same_face(track, vector, frame)
             track.last_vector = np.asarray(vector, np.float32)
             before = track.identity
-            previous = track.confirmation.latest
+            seen_before = track.confirmation.latest is not None
+            last_known = track.last_known
             restarted = track.observe(match, frame.timestamp)
+            if match.known:
+                track.last_known = match.identity
             if restarted:
                 log.debug(
                     "track %d: was %s, now %s (%.3f): confirmation restarted",
                     track.id, before, match.identity, match.distance,
                 )  # fmt: skip
-            if self.gates and (restarted or _names_someone_else(previous, match)):
-                # possibly another face: it is judged afresh, from this detection on
+            if self.gates and seen_before and _names_someone_else(last_known, match):
+                # another person's face: it is judged afresh, from this detection on
                 self.gates.forget(track.id)
                 self.gates.observe(track.id, frame, track.face)
         timings["match"] += time.perf_counter() - start

@@ -68,6 +68,7 @@ class Track:
     marked: set[str] = field(default_factory=set)  # identities recorded from this track
     announced_unknown: bool = False
     last_vector: np.ndarray | None = None  # the latest embedding of this track's face
+    last_known: str | None = None  # the person the latest known match named (None: nobody yet)
 
     @property
     def identity(self) -> str | None:

@@ -373,12 +373,13 @@ def test_a_face_too_small_to_search_finds_no_border():
 
 
 class Waits:
-    """A gate that stays undecided for its first ``n`` looks of each track, then passes."""
+    """A gate that stays undecided for its first ``n`` looks of each track, then passes;
+    remembers which tracks it was told to forget."""
 
     name = "waits"
 
     def __init__(self, n: int) -> None:
-        self.n, self.looks = n, {}
+        self.n, self.looks, self.forgotten = n, {}, []
 
     def observe(self, track_id, frame, face):
         from recognizer.gates import Verdict
@@ -387,21 +388,33 @@ class Waits:
         return Verdict.allow() if self.looks[track_id] > self.n else Verdict.wait("turn")
 
     def forget(self, track_id):
+        self.forgotten.append(track_id)
         self.looks.pop(track_id, None)
 
 
-def test_a_confirmed_face_waiting_for_a_gate_is_not_re_embedded_until_it_decides(tmp_path):
-    """A turned head is often not recognised: embedding it mid-challenge would start its
-    gates afresh, so the pipeline embeds it again only on the round the gate decides."""
-    cfg = synthetic_config(tmp_path).replace(detect_width=W, refresh_seconds=0.2)
-    embedder = FakeEmbedder()
+def person_frames(names: list[str], start: int = 0) -> list[Frame]:
+    """One synthetic frame per name: that person's colour patch in the same place."""
+    from test_pipeline import make_frame
+
+    return [make_frame(start + i, {name: (100, 60)}) for i, name in enumerate(names)]
+
+
+def test_a_look_that_names_nobody_keeps_the_gates_another_person_resets_them(tmp_path):
+    """Ada turns her head mid-challenge and one look is not recognised: her gate keeps its
+    looks and she is recorded once it passes. Bob stepping into her box resets it."""
+    cfg = synthetic_config(tmp_path).replace(track_jump=2.0, refresh_seconds=0.0)
+    gate = Waits(12)
     recorder = Recorder()
-    pipe = RecognitionPipeline(cfg, FakeDetector(), embedder, LABELS, GALLERY, recorder,
-                               clock=clock(), gates=[Waits(20)])  # fmt: skip
-    embedded = [i for i, f in enumerate(framed_frames(30, None)) if pipe.process(f).embedded]
-    assert embedded[:3] == [0, 1, 2]  # undecided: every round until confirmed
-    assert embedded[3] == 20  # then nothing until the gate's verdict, on its 21st look
-    assert recorder.marks == ["Ada"]
+    pipe = RecognitionPipeline(cfg, FakeDetector(), FakeEmbedder(), LABELS, GALLERY, recorder,
+                               clock=clock(), gates=[gate])  # fmt: skip
+    for frame in person_frames(["Ada"] * 6 + ["Zed"] + ["Ada"] * 8):  # Zed: not recognised
+        pipe.process(frame)
+    assert gate.forgotten == [] and recorder.marks == ["Ada"]
+    recorder.marks.clear()
+    for frame in person_frames(["Bob"] * 10, start=15):
+        pipe.process(frame)
+    assert gate.forgotten == [1]  # Bob is judged afresh ...
+    assert recorder.marks == []  # ... and waits for 12 looks of his own
 
 
 @pytest.mark.parametrize(
@@ -418,3 +431,19 @@ def test_which_edges_frame_a_face(sides, offsets, framing):
         sides, sum(sides), tuple(o if s else math.nan for s, o in zip(sides, offsets, strict=True))
     )
     assert found.frames_face is framing
+
+
+def test_challenge_timeout_is_refused_and_a_picture_is_a_spoof():
+    from recognizer.gates import ACTION_REFUSED
+
+    still = LivenessGate("challenge", challenge_seconds=1.0, rng=Fixed("turn_left"))
+    grey, box = scene()
+    verdicts = [still.observe(1, frame_of(grey, i), Face(box, 0.99, landmarks_for(box)))
+                for i in range(15)]  # fmt: skip
+    failed = next(v for v in verdicts if v.failed)
+    assert failed.action == ACTION_REFUSED and "try again" in failed.reason
+    framed, fbox = scene(device=1.1)
+    gate = LivenessGate("challenge", challenge_seconds=5.0, rng=Fixed("turn_left"))
+    verdicts = [gate.observe(2, frame_of(framed, i), Face(fbox, 0.99, landmarks_for(fbox)))
+                for i in range(6)]  # fmt: skip
+    assert verdicts[-1].failed and verdicts[-1].action == ACTION_SPOOF
