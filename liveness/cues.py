@@ -138,24 +138,17 @@ def enclosure(
         if length < 0.9:
             continue
         angle = abs(math.degrees(math.atan2(dv, du))) % 180.0
-        vertical = abs(angle - 90.0) <= 15.0
-        horizontal = angle <= 15.0 or angle >= 165.0
-        if vertical:
-            u = (u1 + u2) / 2.0
-            overlap = min(max(v1, v2), 0.5) - max(min(v1, v2), -0.5)
-            if overlap < 0.5 or not 0.55 <= abs(u) <= reach:
-                continue
-            side = 0 if u < 0 else 1
-            dist = abs(u)
-        elif horizontal:
-            v = (v1 + v2) / 2.0
-            overlap = min(max(u1, u2), 0.5) - max(min(u1, u2), -0.5)
-            if overlap < 0.5 or not 0.55 <= abs(v) <= reach:
-                continue
-            side = 2 if v < 0 else 3
-            dist = abs(v)
+        if abs(angle - 90.0) <= 15.0:  # vertical: left (0) or right (1) of the face
+            across, along, sides = (u1 + u2) / 2.0, (v1, v2), (0, 1)
+        elif angle <= 15.0 or angle >= 165.0:  # horizontal: above (2) or below (3)
+            across, along, sides = (v1 + v2) / 2.0, (u1, u2), (2, 3)
         else:
             continue
+        overlap = min(max(along), 0.5) - max(min(along), -0.5)  # beside the face's extent
+        dist = abs(across)
+        if overlap < 0.5 or not 0.55 <= dist <= reach:
+            continue
+        side = sides[0] if across < 0 else sides[1]
         found[side] = True
         offsets[side] = min(offsets[side], dist)
     return Enclosure(

@@ -30,7 +30,6 @@ import numpy as np
 from liveness.cues import Enclosure, enclosure, roll_degrees
 
 LIVE, SPOOF, UNDECIDED = "live", "spoof", "undecided"
-VERDICTS = (LIVE, SPOOF, UNDECIDED)
 
 WINDOW_SECONDS = 1.0  # a face is watched this long before it is called live ...
 MIN_LOOKS = 4  # ... over at least this many detections
