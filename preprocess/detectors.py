@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.config import DETECTORS, Config, ConfigError
-from preprocess.detect import Detector, FaceDetector
+from preprocess.detect import MAX_SIDE, Detector, FaceDetector
 
 
 @dataclass(frozen=True)
 class DetectorSpec:
     """How to build one named detector from the configuration, and what shapes its output."""
 
-    build: Callable[[Config], Detector]
+    build: Callable[[Config, int], Detector]  # (configuration, max_side)
     settings: Callable[[Config], dict[str, Any]]
 
 
@@ -31,8 +31,8 @@ def _mtcnn_settings(cfg: Config) -> dict[str, Any]:
 
 REGISTRY: dict[str, DetectorSpec] = {
     "mtcnn": DetectorSpec(
-        build=lambda cfg: FaceDetector(
-            min_face_px=cfg.min_face_px, min_score=cfg.min_detection_score
+        build=lambda cfg, max_side: FaceDetector(
+            min_face_px=cfg.min_face_px, min_score=cfg.min_detection_score, max_side=max_side
         ),
         settings=_mtcnn_settings,
     ),
@@ -49,9 +49,13 @@ def _spec(cfg: Config) -> DetectorSpec:
         ) from None
 
 
-def make_detector(cfg: Config) -> Detector:
-    """The detector named by ``cfg.detector``, with that configuration's thresholds."""
-    return _spec(cfg).build(cfg)
+def make_detector(cfg: Config, *, max_side: int = MAX_SIDE) -> Detector:
+    """The detector named by ``cfg.detector``, with that configuration's thresholds.
+
+    ``max_side``: larger images are shrunk to this longest side for detection; 0 never
+    shrinks them (the recogniser picks its own scale from ``detect_min_face_px``).
+    """
+    return _spec(cfg).build(cfg, max_side)
 
 
 def detector_settings(cfg: Config) -> dict[str, Any]:
