@@ -41,6 +41,8 @@ MATCH_MODES = ("nearest", "template")
 # Liveness check of the recogniser (recognizer.liveness_gate): "auto" is passive for cameras
 # and streams, off for video files and folders of photos.
 LIVENESS_MODES = ("auto", "off", "passive", "challenge")
+# Where the recogniser detects (recognizer.live_detection): beside the loop or in it.
+DETECT_ASYNC_MODES = ("auto", "on", "off")
 # URL schemes of the shared store (the key ``store``); empty means the workspace's SQLite files.
 STORE_SCHEMES = ("postgresql://", "postgres://")
 
@@ -102,8 +104,27 @@ class Config:
     calibrate_far: float = 1e-3
     match_mode: str = "template"  # "template" (per identity mean) or "nearest" (per image)
     # --- recogniser ---------------------------------------------------------
-    detect_width: int = 320  # frames are downscaled to this width for detection
-    detect_every: int = 3  # run the detector every n-th frame; track in between
+    # Cameras the recogniser watches when no --source is given: camera indexes, stream URLs,
+    # video files (several run in one process, sharing the models). Passwords in URLs are
+    # never shown.
+    sources: tuple[str, ...] = field(default=(), repr=False)
+    # The smallest face the recogniser looks for, in source pixels: frames are shrunk for
+    # detection so a face this large is still found (preprocess.regions). 40 covers an
+    # entrance camera at 1080p with people 2-5 m away; a kiosk whose people stand close can
+    # set 80 and detect on a copy a quarter the size.
+    detect_min_face_px: int = 40
+    # Detection beside the frame loop ("on": a worker thread on the newest frame, tracks
+    # followed by optical flow in between), or in it ("off": every detect_every-th frame);
+    # "auto" is on for cameras and streams, off for video files and folders (whose results
+    # then do not depend on the machine's speed).
+    detect_async: str = "auto"
+    # Live cameras: the whole frame is scanned for new faces at least this often (frame
+    # time); between scans only the regions around followed faces are re-detected.
+    full_scan_seconds: float = 0.5
+    # Detection looks at every n-th frame (async: at most; tracks coast, or follow the faces by
+    # optical flow, in between).
+    detect_every: int = 3
+    detect_width: int = 320  # the scanner shrinks its frames to this width for detection
     confirm_k: int = 3  # an identity is marked after winning k ...
     confirm_m: int = 5  # ... of the last m observations of one track
     refresh_seconds: float = 1.0  # re-embed a confirmed track at most this often
@@ -219,6 +240,7 @@ _CHOICES = {
     "detector": DETECTORS,
     "match_mode": MATCH_MODES,
     "liveness": LIVENESS_MODES,
+    "detect_async": DETECT_ASYNC_MODES,
 }
 # (minimum, maximum) inclusive
 _RANGES: dict[str, tuple[float, float]] = {
@@ -233,6 +255,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "threshold": (0.0, 2.0),
     "calibrate_far": (1e-6, 0.5),
     "detect_width": (64, 4096),
+    "detect_min_face_px": (8, 4096),
+    "full_scan_seconds": (0.0, 60.0),
     "detect_every": (1, 100),
     "confirm_k": (1, 100),
     "confirm_m": (1, 100),
@@ -351,6 +375,11 @@ def _coerce(name: str, value: Any, root: Path) -> Any:
             if not isinstance(value, str):
                 raise ValueError("expected a string")
             return value
+        if isinstance(default, tuple):  # a list of strings; from text, comma-separated
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+                raise ValueError("expected a list of strings")
+            return tuple(v.strip() for v in items if v.strip())
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name}={value!r} is invalid: {exc}") from None
     raise ConfigError(f"{name}={value!r} cannot be set")  # pragma: no cover

@@ -479,6 +479,53 @@ def stream_source(url: str, *, reconnect: bool = True, max_retries: int = 5) -> 
     )
 
 
+class _PacedCapture:
+    """A video file read no faster than its frame rate (``fps`` frames per second)."""
+
+    def __init__(self, path: str | Path, fps: float | None) -> None:
+        cv2 = _cv2()
+        with _quiet_opencv():
+            self._cap = cv2.VideoCapture(str(path))
+        rate = fps or float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = rate if 0 < rate < 1000 else 25.0
+        self._start: float | None = None
+        self._read = 0
+
+    def isOpened(self) -> bool:  # noqa: N802 - the cv2.VideoCapture interface
+        return bool(self._cap.isOpened())
+
+    def get(self, prop: int) -> float:
+        return self.fps if prop == _cv2().CAP_PROP_FPS else float(self._cap.get(prop))
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        due = self._start + self._read / self.fps
+        if due > now:
+            time.sleep(due - now)
+        self._read += 1
+        return self._cap.read()
+
+    def release(self) -> None:
+        self._cap.release()
+
+
+def replay_source(path: str | Path, fps: float | None = None) -> LiveSource:
+    """A video file played in real time (at ``fps``, default its own) as if it were a
+    camera: frames the consumer is too slow for are dropped, timestamps are wall time. For
+    benchmarks and tests of the live path; the file's end ends the iteration."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{path}: no such file; {SOURCE_HINT}")
+    return LiveSource(
+        lambda: _PacedCapture(path, fps),
+        f"replay {path.name}",
+        reconnect=False,
+        unavailable=f"{path}: cannot be read as a video; {SOURCE_HINT}",
+    )
+
+
 # --------------------------------------------------------------------------- factory
 def open_source(spec: str | int, *, reconnect: bool = True, max_retries: int = 5) -> FrameSource:
     """Open ``spec``: a camera index, a video file, a folder of images or a stream URL."""

@@ -2,12 +2,12 @@
 
 Each clip (a video file, or a folder of frames in name order; a folder holding videos stands
 for each of them) runs through the recogniser's own detection schedule (every
-``detect_every``-th frame at ``detect_width``), tracker and liveness gate, without
-recognition. For the clip's main face (the track seen most often) it prints the verdict the
-recogniser would act on — ``live`` (it would be marked), ``spoof`` (refused) or ``undecided`` —
-with its score (the share of looks that showed a device or paper border), the time from the
-face's first look to the verdict, and the cues that decided. ``--json`` prints one JSON
-object per clip instead. Exit status: 0, or 1 when a clip could not be read.
+``detect_every``-th frame, shrunk for faces of ``detect_min_face_px``), tracker and liveness
+gate, without recognition. For the clip's main face (the track seen most often) it prints the
+verdict the recogniser would act on — ``live`` (it would be marked), ``spoof`` (refused) or
+``undecided`` — with its score (the share of looks that showed a device or paper border), the
+time from the face's first look to the verdict, and the cues that decided. ``--json`` prints
+one JSON object per clip instead. Exit status: 0, or 1 when a clip could not be read.
 
 The verdict is the first one reached: a face called live is marked at once by the
 recogniser, even if a border shows up later (that later verdict is reported as ``then``).
@@ -30,7 +30,8 @@ from common.config import Config
 from common.errors import UserError
 from common.sources import Frame, open_source
 from liveness.passive import UNDECIDED, Assessment
-from preprocess.detect import detect_at_width
+from preprocess.detect import detect_scaled
+from preprocess.regions import detection_scale, large_enough
 from recognizer.liveness_gate import LivenessGate
 from recognizer.tracker import IoUTracker
 
@@ -93,6 +94,7 @@ def assess_frames(frames: Iterable[Frame], detector: Any, cfg: Config, name: str
     gate = LivenessGate("passive")
     tracker = IoUTracker(cfg.confirm_k, cfg.confirm_m, max_gap=cfg.track_gap_seconds)
     logs: dict[int, _TrackLog] = {}
+    scale = detection_scale(cfg.detect_min_face_px)
     count = since = 0
     spent = 0.0
     looks = 0
@@ -103,7 +105,8 @@ def assess_frames(frames: Iterable[Frame], detector: Any, cfg: Config, name: str
             tracker.coast()
             continue
         since = 0
-        faces = detect_at_width(detector, frame.image, cfg.detect_width, bgr=True)
+        faces = detect_scaled(detector, frame.image, scale, bgr=True)
+        faces = large_enough(faces, cfg.detect_min_face_px)
         for track in tracker.update(faces, frame.timestamp, frame.index):
             if not track.fresh:
                 continue

@@ -6,8 +6,16 @@ and no key handling; ``recognizer.display`` draws results and ``recognizer.cli``
 
 Cost control:
 
-- detection runs every ``cfg.detect_every``-th frame on a copy downscaled to
-  ``cfg.detect_width``; in between, the IoU tracker carries the boxes;
+- frames are shrunk for detection so that faces of ``cfg.detect_min_face_px`` source pixels
+  are still found (``preprocess.regions.detection_scale``), and smaller ones are ignored;
+- without ``live``, detection runs in the loop every ``cfg.detect_every``-th frame, and the
+  IoU tracker carries the boxes in between;
+- with ``live`` (``recognizer.live_detection.AsyncDetection``, cameras and streams),
+  detection runs beside the loop on the newest frame (whole-frame scans and regions around
+  the tracks), tracks follow the faces by optical flow on every frame, and a round's faces
+  are aligned and embedded from the frame they were detected on;
+- :meth:`RecognitionPipeline.prepare` and :meth:`RecognitionPipeline.complete` split a frame
+  around embedding, so several cameras embed their new faces in one batch;
 - a tracked face is embedded (one batch per frame for all faces) only while it is new or not
   yet decided (its k-of-m window is not full), then at most every ``cfg.refresh_seconds``;
 - with ``independent_frames=True`` (image folders: ``recognizer.cli`` sets it for a
@@ -80,7 +88,8 @@ import numpy as np
 from common.config import Config
 from common.sources import Frame
 from common.vectors import UNKNOWN, GalleryIndex, identity_templates
-from preprocess.detect import detect_at_width
+from preprocess.detect import detect_scaled
+from preprocess.regions import detection_scale, large_enough
 from recognizer.confirm import Cooldown
 from recognizer.gates import Gate, GateBoard, Verdict, Verdicts
 from recognizer.tracker import Box, IoUTracker, Track
@@ -196,6 +205,18 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
+@dataclass
+class Step:
+    """A frame between :meth:`RecognitionPipeline.prepare` and ``complete``: the crops to
+    embed (one per track in ``due``), from ``source``, the frame they were detected on."""
+
+    result: FrameResult
+    source: Frame | None = None
+    due: list[Track] = field(default_factory=list)
+    crops: list[np.ndarray] = field(default_factory=list)
+    held: bool = False  # paused: nothing was looked at
+
+
 @dataclass(frozen=True)
 class GalleryChange:
     """What :meth:`RecognitionPipeline.update_gallery` swapped in."""
@@ -254,6 +275,7 @@ class RecognitionPipeline:
         aligner: Callable[[np.ndarray, Any], np.ndarray] | None = None,
         independent_frames: bool = False,
         gates: Sequence[Gate] = (),
+        live: Any = None,
     ) -> None:
         self.cfg = cfg
         self.detector = detector
@@ -268,6 +290,11 @@ class RecognitionPipeline:
         self.crop_size = int(getattr(embedder, "input_size", 160))
         self.align = aligner or default_aligner(cfg, self.crop_size)
         self.independent_frames = independent_frames
+        if live is not None and independent_frames:
+            raise ValueError("a folder of independent images is not detected asynchronously")
+        # recognizer.live_detection.AsyncDetection: detection beside the loop (cameras)
+        self.live = live
+        self.scale = detection_scale(cfg.detect_min_face_px)
         self.gates = GateBoard(gates)
         self.stages = tuple(s for s in STAGES if s != "gates" or self.gates)
         if independent_frames:
@@ -372,6 +399,8 @@ class RecognitionPipeline:
         self.banner = None
         self.tracker.reset()
         self._since_detect = None
+        if self.live is not None:
+            self.live.reset()
 
     @property
     def marked(self) -> list[str]:
@@ -381,35 +410,86 @@ class RecognitionPipeline:
     # -- the loop body ---------------------------------------------------------------------
     def process(self, frame: Frame) -> FrameResult:
         """Run every stage due on ``frame``; return what to draw and what was recorded."""
+        step = self.prepare(frame)
+        vectors = None
+        if step.crops:
+            start = time.perf_counter()
+            vectors = self.embedder.embed(np.stack(step.crops).astype(np.uint8))
+            step.result.timings["embed"] += time.perf_counter() - start
+        return self.complete(step, vectors)
+
+    def prepare(self, frame: Frame) -> Step:
+        """Everything before embedding: detect (or collect a round), track, check gates, align
+        the faces due. Several cameras embed their :attr:`Step.crops` in one batch, then each
+        calls :meth:`complete`; :meth:`process` does both for one camera."""
         self.frames += 1
         result = FrameResult(frame=frame, timings=dict.fromkeys(self.stages, 0.0))
+        step = Step(result)
         if self.paused:
             result.paused, result.banner = True, self.banner
-            return result
+            step.held = True
+            return step
         if self.independent_frames:  # a new scene: nothing carries over from the last frame
             self.tracker.reset()
             self._since_detect = None
-        due = self._since_detect is None or self._since_detect + 1 >= self.cfg.detect_every
-        if due:
+        if self.live is not None:
+            start = time.perf_counter()
+            landed = self.live.step(frame, self.tracker.tracks)
+            result.timings["detect"] += time.perf_counter() - start
+            if landed is None:
+                self.tracker.coast()
+                return step
+            self.detections += 1
+            result.detected = True
+            tracks = self.tracker.update(
+                landed.faces, landed.frame.timestamp, landed.frame.index, boxes=landed.boxes
+            )
+            pairs = zip(landed.faces, landed.points, strict=True)
+            where = {id(face): points for face, points in pairs}
+            for track in tracks:
+                if track.fresh:
+                    track.points = where.get(id(track.face), track.points)
+            step.source = landed.frame  # the faces' landmarks belong to the detected frame
+        else:
+            due = self._since_detect is None or self._since_detect + 1 >= self.cfg.detect_every
+            if not due:
+                self._since_detect = (self._since_detect or 0) + 1
+                self.tracker.coast()
+                return step
             self._since_detect = 0
             result.detected = True
             faces = self._detect(frame.image, result.timings)
             tracks = self.tracker.update(faces, frame.timestamp, frame.index)
-            self._check_gates(frame, tracks, result.timings)
-            self._recognise(frame, tracks, result)
-        else:
-            self._since_detect = (self._since_detect or 0) + 1
-            self.tracker.coast()
+            step.source = frame
+        self._check_gates(step.source, tracks, result.timings)
+        self._align(step, tracks)
+        return step
+
+    def complete(self, step: Step, vectors: np.ndarray | None) -> FrameResult:
+        """Match ``vectors`` (the embeddings of ``step.crops``, in order), decide, record."""
+        result = step.result
+        if step.held:
+            return result
+        if step.due:
+            if vectors is None or len(vectors) != len(step.due):
+                raise ValueError(f"{len(step.due)} crops need as many embeddings")
+            self._recognise(step, np.asarray(vectors, np.float32))
         result.faces = [self._view(t) for t in self.tracker.visible()]
         result.paused, result.banner = self.paused, self.banner
         for stage, seconds in result.timings.items():
             self.totals[stage] += seconds
         return result
 
+    def close(self) -> None:
+        """Stop the detection worker, if detection runs beside the loop."""
+        if self.live is not None:
+            self.live.close()
+
     def _detect(self, bgr: np.ndarray, timings: dict[str, float]) -> list[Any]:
         start = time.perf_counter()
-        # downscaled first, then converted to RGB (cheaper on the small copy)
-        faces = detect_at_width(self.detector, bgr, self.cfg.detect_width, bgr=True)
+        # shrunk first, then converted to RGB (cheaper on the small copy)
+        faces = detect_scaled(self.detector, bgr, self.scale, bgr=True)
+        faces = large_enough(faces, self.cfg.detect_min_face_px)
         self.detections += 1
         timings["detect"] += time.perf_counter() - start
         return faces
@@ -448,32 +528,30 @@ class RecognitionPipeline:
             return True
         return now - track.last_embedded >= self.cfg.refresh_seconds or now < track.last_embedded
 
-    def _recognise(self, frame: Frame, tracks: list[Track], result: FrameResult) -> None:
+    def _align(self, step: Step, tracks: list[Track]) -> None:
+        """The crops of the tracks due for an embedding, from the frame they were detected on."""
+        frame = step.source
+        assert frame is not None
         due = [t for t in tracks if self._needs_embedding(t, frame.timestamp)]
         if not due:
             return
         import cv2
 
-        timings = result.timings
         start = time.perf_counter()
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
-        aligned: list[Track] = []
-        crops: list[np.ndarray] = []
         for track in due:
             try:
-                crops.append(self.align(rgb, track.face))
+                step.crops.append(self.align(rgb, track.face))
             except ValueError as exc:  # preprocess.align.AlignmentError: degenerate geometry
                 log.debug("track %d: cannot align this detection (%s)", track.id, exc)
                 continue
-            aligned.append(track)
-        timings["align"] += time.perf_counter() - start
-        due = aligned
-        if not due:
-            return
+            step.due.append(track)
+        step.result.timings["align"] += time.perf_counter() - start
 
-        start = time.perf_counter()
-        vectors = self.embedder.embed(np.stack(crops).astype(np.uint8))
-        timings["embed"] += time.perf_counter() - start
+    def _recognise(self, step: Step, vectors: np.ndarray) -> None:
+        frame, result, due = step.source, step.result, list(step.due)
+        assert frame is not None
+        timings = result.timings
         result.embedded += len(due)
         self.embedded += len(due)
 

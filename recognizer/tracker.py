@@ -69,6 +69,9 @@ class Track:
     announced_unknown: bool = False
     last_vector: np.ndarray | None = None  # the latest embedding of this track's face
     last_known: str | None = None  # the person the latest known match named (None: nobody yet)
+    # points followed by optical flow between detections, in current-frame pixels (live
+    # cameras: recognizer.live_detection); None where tracks only coast
+    points: np.ndarray | None = None
 
     @property
     def identity(self) -> str | None:
@@ -110,12 +113,22 @@ class IoUTracker:
         self.tracks: list[Track] = []
         self._ids = itertools.count(1)
 
-    def update(self, faces: Sequence[Any], timestamp: float, frame_index: int = 0) -> list[Track]:
+    def update(
+        self, faces: Sequence[Any], timestamp: float, frame_index: int = 0,
+        boxes: Sequence[Box] | None = None,
+    ) -> list[Track]:  # fmt: skip
         """Associate one detection round's ``faces`` (objects with ``.box``); return live tracks.
 
+        ``boxes``: where the faces are now, when that differs from ``face.box`` (a round
+        detected on an older frame, its faces moved to the current one by optical flow);
+        tracks are associated and drawn with these, ``track.face`` stays the detection.
         Returns the tracks still alive, matched and new ones first (their ``fresh`` is true).
         """
-        boxes = [tuple(float(v) for v in f.box) for f in faces]
+        if boxes is None:
+            boxes = [tuple(float(v) for v in f.box) for f in faces]  # type: ignore[misc]
+        elif len(boxes) != len(faces):
+            raise ValueError(f"{len(boxes)} boxes for {len(faces)} faces")
+        boxes = [tuple(float(v) for v in b) for b in boxes]  # type: ignore[misc]
         if self.max_gap is not None:  # gone too long: whoever is there now is someone new
             expired = [t for t in self.tracks if self._gone(t, timestamp)]
             if expired:
@@ -190,6 +203,7 @@ class IoUTracker:
             raise ValueError(f"track {track.id} is not a live track of this tracker")
         new = self._new_track(track.box, track.face, timestamp, frame_index)
         new.fresh = track.fresh
+        new.points = track.points
         self.tracks = [new if t is track else t for t in self.tracks]
         self._ended([track])
         return new

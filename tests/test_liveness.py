@@ -339,7 +339,7 @@ class Recorder:
 
 @pytest.mark.parametrize(("device", "marked"), [(1.1, False), (None, True)])
 def test_pipeline_records_a_live_face_and_logs_a_framed_one_as_spoof(tmp_path, device, marked):
-    cfg = synthetic_config(tmp_path).replace(detect_width=W)
+    cfg = synthetic_config(tmp_path)
     recorder = Recorder()
     pipe = RecognitionPipeline(cfg, FakeDetector(), FakeEmbedder(), LABELS, GALLERY, recorder,
                                clock=clock(), gates=[LivenessGate("passive")])  # fmt: skip

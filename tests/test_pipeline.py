@@ -149,7 +149,7 @@ def synthetic_config(tmp_path):
         tmp_path,
         overrides={
             "detect_every": 1,
-            "detect_width": W,
+            "detect_min_face_px": 28,  # detection at full size
             "confirm_k": 3,
             "confirm_m": 5,
             "refresh_seconds": 1.0,
@@ -205,7 +205,7 @@ def test_face_is_marked_once_after_k_of_m_and_not_embedded_every_frame(cfg, db):
 
 
 def test_detects_every_nth_frame_on_a_downscaled_copy(cfg, db):
-    pipe, detector, embedder = engine(cfg, db, detect_every=3, detect_width=160)
+    pipe, detector, embedder = engine(cfg, db, detect_every=3, detect_min_face_px=56)
     results = [pipe.process(make_frame(i, {"Ada": (100, 60)})) for i in range(12)]
     assert [r.detected for r in results] == [True, False, False] * 4
     assert detector.shapes == [(120, 160, 3)] * 4

@@ -186,7 +186,7 @@ def enrol_crop(cfg: Config, name: str) -> None:
 def live(tmp_path: Path, cache_dir: Path) -> Config:
     """A fast synthetic set-up (as in test_pipeline) with Bob enrolled in gallery.sqlite."""
     settings = {
-        "detect_every": 1, "detect_width": 320, "confirm_k": 3, "confirm_m": 5,
+        "detect_every": 1, "detect_min_face_px": 28, "confirm_k": 3, "confirm_m": 5,
         "refresh_seconds": 1.0, "cooldown_seconds": 1.0, "threshold": 0.8,
     }  # fmt: skip
     cfg = load_config(tmp_path, overrides={"cache_dir": str(cache_dir), **settings}, env={})
@@ -272,7 +272,7 @@ def test_cli_watches_the_gallery_and_still_refuses_an_empty_one(
     monkeypatch.setattr("common.sources.open_source", lambda spec: source)
     flags = ["--workspace", str(live.root), "--source", "synthetic", "--continuous"]
     settings = {
-        "detect_every": 1, "detect_width": 320, "refresh_seconds": 1.0, "threshold": 0.8,
+        "detect_every": 1, "detect_min_face_px": 28, "refresh_seconds": 1.0, "threshold": 0.8,
         "confirm_k": 3, "confirm_m": 5,
     }  # fmt: skip
     for key, value in settings.items():
