@@ -69,10 +69,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
         metavar="S",
-        default="0",
-        help="camera index (default 0), video file, rtsp:// or http(s):// stream URL, "
-        "or a folder of images (each image is judged on its own: no tracking between images, "
-        "one look decides, so confirm_k/confirm_m do not apply)",
+        action="append",
+        help="camera index (default: the `sources` setting, else 0), video file, rtsp:// or "
+        "http(s):// stream URL, or a folder of images (each image is judged on its own: no "
+        "tracking between images, one look decides, so confirm_k/confirm_m do not apply). "
+        "Repeat it for several cameras in one process (continuous mode; events name their "
+        "camera)",
     )
     parser.add_argument(
         "--continuous",
@@ -114,6 +116,7 @@ class RunSummary:
     stopped_by: str = "end of source"
     error: UserError | None = None  # what ended the run early (lost stream, broken database)
     sightings: list[Any] = field(default_factory=list, repr=False)  # recorded events, in order
+    per_camera: str = ""  # several cameras: each one's frame rate
 
     @property
     def fps(self) -> float:
@@ -145,8 +148,9 @@ class RunSummary:
         names = ", ".join(self.present) if self.present else "nobody"
         queued = f"; queued (not saved yet): {', '.join(self.queued)}" if self.queued else ""
         refused = f"{self.refused} refused, " if self.refused else ""
+        rate = f"{self.fps:.1f} fps" + (f": {self.per_camera}" if self.per_camera else "")
         return (
-            f"summary: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps) from "
+            f"summary: {self.frames} frames in {self.seconds:.1f} s ({rate}) from "
             f"{self.source}; marked: {names}{queued}; {self.events} event(s), {self.strangers} "
             f"unknown face(s), {refused}{self.unsaved} unsaved; stopped by {self.stopped_by}"
         )
@@ -193,12 +197,25 @@ def hud_text(rate: FrameRate, paused: bool, source: str) -> str:
 
 
 # --------------------------------------------------------------------------- building
+def detects_async(cfg: Config, source: Any) -> bool:
+    """Does detection run beside the loop for ``source`` (``detect_async``; ``auto``: for
+    cameras and streams)? Never for a folder: each image is its own scene."""
+    from common.sources import FolderSource, LiveSource
+
+    if isinstance(source, FolderSource) or cfg.detect_async == "off":
+        return False
+    return cfg.detect_async == "on" or isinstance(source, LiveSource)
+
+
 def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: Any = None,
                    detector: Any = None, independent_frames: bool = False,
                    gates: Any = (), crop_cache: dict[str, Any] | None = None,
+                   live: Any = None, gallery: tuple[list[str], Any] | None = None,
                    ) -> Any:  # fmt: skip
     """Load the detector, the embedder and the gallery; return a ``RecognitionPipeline``.
 
+    ``live``: detection beside the loop (``recognizer.live_detection.AsyncDetection``).
+    ``gallery``: ``(labels, embeddings)`` already loaded (another camera's), else loaded here.
     ``independent_frames``: every frame is its own scene (a folder of photos).
     ``gates``: a sequence of ``recognizer.gates.Gate`` checks (in order) every face must pass
     before it is recorded: ``recognizer.liveness_gate.build_gates`` (the passive liveness
@@ -215,18 +232,20 @@ def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: An
         from model.embedder import Embedder
 
         embedder = Embedder.from_config(cfg)
-    with open_embedding_store(cfg) as gallery:
-        labels, embeddings = load_gallery(gallery, cfg, embedder, cache=crop_cache)
+    if gallery is None:
+        with open_embedding_store(cfg) as store:
+            gallery = load_gallery(store, cfg, embedder, cache=crop_cache)
+    labels, embeddings = gallery
     if not labels:
         raise NobodyEnrolled(
             f"nobody is enrolled: {cfg.pre_images_dir} has no face crops; run "
             "`attendance scan` (or put photos in images/<Name>/) and `attendance preprocess`"
         )
     log.info("gallery: %d embeddings of %d people", len(labels), len(set(labels)))
-    detector = detector or make_detector(cfg)
+    detector = detector or make_detector(cfg, max_side=0)  # the scale: detect_min_face_px
     return RecognitionPipeline(
         cfg, detector, embedder, labels, embeddings, recorder, continuous=continuous,
-        independent_frames=independent_frames, gates=gates,
+        independent_frames=independent_frames, gates=gates, live=live,
     )  # fmt: skip
 
 
@@ -382,80 +401,29 @@ def _stored_crop_filler(cfg: Config, embedder: Any, cache: dict[str, Any]) -> An
 
 
 # --------------------------------------------------------------------------- command
-def run(args: argparse.Namespace, cfg: Config) -> int:
-    """Open the source, load the models and the gallery, run the loop, print a summary."""
-    from common.sources import FolderSource, open_source
-    from model.embedder import Embedder
-    from recognizer.display import VideoRecorder, Window, has_display
-    from recognizer.heartbeat import HeartbeatReporter
-    from recognizer.liveness_gate import build_gates
-    from store.factory import is_shared, open_pending_writer, watch_embedding_store
-    from store.gallery import GalleryWatcher
-    from store.pending import PendingWriter
+def source_specs(args: argparse.Namespace, cfg: Config) -> list[str]:
+    """The sources to watch: every ``--source``, else the ``sources`` setting, else camera 0."""
+    specs = list(args.source or cfg.sources or ["0"])
+    return specs
 
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Open the source(s), load the models and the gallery, run the loop, print a summary."""
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames {args.max_frames}: must be at least 1")
     headless = bool(args.headless)
     if not headless and not has_display():
         log.info("no display ($DISPLAY is not set): running headless")
         headless = True
-    stop = threading.Event()
+    specs = source_specs(args, cfg)
     summary: RunSummary | None = None
-    writer: PendingWriter | None = None
+    writer: Any = None
     try:
         with contextlib.ExitStack() as stack:
-            source = stack.enter_context(open_source(args.source))
-            log.info("source: %s", source.describe())
-            # reports from now on (loading the models counts as running); its final beat,
-            # after everything opened below is closed, says how the run ended
-            heartbeat = stack.enter_context(HeartbeatReporter(cfg, source))
-            video = None
-            if args.record:
-                video = VideoRecorder(args.record, source.fps or 15.0)
-                stack.callback(video.close)
-            writer = open_pending_writer(cfg)
-            stack.callback(writer.close)  # saves queued sightings, closes the database
-            embedder = Embedder.from_config(cfg)
-            crop_cache: dict[str, Any] = {}  # a shared store's vectors kept in memory
-            # watching starts before the gallery is loaded, so no change can slip in between
-            watcher = GalleryWatcher(
-                watch_embedding_store(cfg),
-                embedder.model_id,
-                dim=embedder.dim,
-                interval=SHARED_RELOAD_INTERVAL if is_shared(cfg) else RELOAD_INTERVAL,
-                fill=_stored_crop_filler(cfg, embedder, crop_cache) if is_shared(cfg) else None,
-            )
-            stack.callback(watcher.close)
-            pipeline = build_pipeline(
-                cfg,
-                writer,
-                continuous=args.continuous,
-                embedder=embedder,
-                independent_frames=isinstance(source, FolderSource),  # each image its own scene
-                gates=build_gates(cfg, source, headless=headless),
-                crop_cache=crop_cache,
-            )
-            # what the pipeline matches (per-person templates in template mode: the template
-            # of one template is itself, up to float rounding, so patching these with fresh
-            # crops gives the templates a full reload would)
-            watcher.prime(pipeline.labels, pipeline.embeddings)
-            window = None
-            if not headless:
-                window = Window()
-                stack.callback(window.close)
-            stack.enter_context(_stop_on_sigterm(stop))
-            summary = run_loop(
-                source,
-                pipeline,
-                window=window,
-                video=video,
-                stop_after_first=headless and not args.continuous,
-                max_frames=args.max_frames,
-                on_event=lambda event: print(event.line(), flush=True),
-                stop=stop,
-                gallery=watcher,
-                heartbeat=heartbeat,
-            )
+            if len(specs) > 1:
+                summary, writer = _run_cameras(stack, args, cfg, specs, headless)
+            else:
+                summary, writer = _run_one(stack, args, cfg, specs[0], headless)
     finally:
         if summary is not None:
             # after the writer's last attempt at closing: what is saved now, what is not
@@ -463,9 +431,194 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             print(summary.line(), flush=True)
     if summary.error is not None:
         raise summary.error
-    if headless and not args.continuous and not summary.present:
+    if headless and not args.continuous and len(specs) == 1 and not summary.present:
         return 1
     return 0
+
+
+def has_display() -> bool:
+    from recognizer.display import has_display as display
+
+    return display()
+
+
+def _open_models(stack: contextlib.ExitStack, cfg: Config) -> tuple[Any, Any, Any, dict]:
+    """The writer, the embedder and the gallery watcher (closed by ``stack``)."""
+    from model.embedder import Embedder
+    from store.factory import is_shared, open_pending_writer, watch_embedding_store
+    from store.gallery import GalleryWatcher
+
+    writer = open_pending_writer(cfg)
+    stack.callback(writer.close)  # saves queued sightings, closes the database
+    embedder = Embedder.from_config(cfg)
+    crop_cache: dict[str, Any] = {}  # a shared store's vectors kept in memory
+    # watching starts before the gallery is loaded, so no change can slip in between
+    watcher = GalleryWatcher(
+        watch_embedding_store(cfg),
+        embedder.model_id,
+        dim=embedder.dim,
+        interval=SHARED_RELOAD_INTERVAL if is_shared(cfg) else RELOAD_INTERVAL,
+        fill=_stored_crop_filler(cfg, embedder, crop_cache) if is_shared(cfg) else None,
+    )
+    stack.callback(watcher.close)
+    return writer, embedder, watcher, crop_cache
+
+
+def _run_one(
+    stack: contextlib.ExitStack, args: argparse.Namespace, cfg: Config, spec: str, headless: bool
+) -> tuple[RunSummary, Any]:
+    """One source: the window (scan mode, keys) or headless loop."""
+    from common.sources import FolderSource, open_source
+    from recognizer.display import VideoRecorder, Window
+    from recognizer.heartbeat import HeartbeatReporter
+    from recognizer.live_detection import AsyncDetection, warm_up
+    from recognizer.liveness_gate import build_gates
+
+    stop = threading.Event()
+    source = stack.enter_context(open_source(spec))
+    log.info("source: %s", source.describe())
+    # reports from now on (loading the models counts as running); its final beat, after
+    # everything opened below is closed, says how the run ended
+    heartbeat = stack.enter_context(HeartbeatReporter(cfg, source))
+    video = None
+    if args.record:
+        video = VideoRecorder(args.record, source.fps or 15.0)
+        stack.callback(video.close)
+    writer, embedder, watcher, crop_cache = _open_models(stack, cfg)
+    live = detector = None
+    if detects_async(cfg, source):
+        from preprocess.detectors import make_detector
+
+        detector = make_detector(cfg, max_side=0)
+        warm_up(detector, embedder)
+        live = AsyncDetection(cfg, detector)
+        stack.callback(live.close)
+        log.info("detection beside the loop (detect_async=%s)", cfg.detect_async)
+    pipeline = build_pipeline(
+        cfg,
+        writer,
+        continuous=args.continuous,
+        embedder=embedder,
+        detector=detector,
+        independent_frames=isinstance(source, FolderSource),  # each image its own scene
+        gates=build_gates(cfg, source, headless=headless),
+        crop_cache=crop_cache,
+        live=live,
+    )
+    # what the pipeline matches (per-person templates in template mode: the template of one
+    # template is itself, up to float rounding, so patching these with fresh crops gives the
+    # templates a full reload would)
+    watcher.prime(pipeline.labels, pipeline.embeddings)
+    window = None
+    if not headless:
+        window = Window()
+        stack.callback(window.close)
+    stack.enter_context(_stop_on_sigterm(stop))
+    summary = run_loop(
+        source,
+        pipeline,
+        window=window,
+        video=video,
+        stop_after_first=headless and not args.continuous,
+        max_frames=args.max_frames,
+        on_event=lambda event: print(event.line(), flush=True),
+        stop=stop,
+        gallery=watcher,
+        heartbeat=heartbeat,
+    )
+    return summary, writer
+
+
+def _run_cameras(
+    stack: contextlib.ExitStack,
+    args: argparse.Namespace,
+    cfg: Config,
+    specs: list[str],
+    headless: bool,
+) -> tuple[RunSummary, Any]:
+    """Several sources in one process: shared models, one detection worker, one embedding
+    batch per turn (``recognizer.cameras``)."""
+    from common.sources import FolderSource, open_source
+    from preprocess.detectors import make_detector
+    from recognizer.cameras import Camera, run_cameras, unique_names
+    from recognizer.display import VideoRecorder, Window, annotate
+    from recognizer.heartbeat import HeartbeatReporter
+    from recognizer.live_detection import AsyncDetection, detection_worker, warm_up
+    from recognizer.liveness_gate import build_gates
+    from store.factory import open_embedding_store
+    from store.gallery import load_gallery
+
+    if not args.continuous:
+        log.info("%d cameras: continuous mode (everyone seen is marked)", len(specs))
+    stop = threading.Event()
+    sources = [stack.enter_context(open_source(spec)) for spec in specs]
+    folders = [s.describe() for s in sources if isinstance(s, FolderSource)]
+    if folders:
+        raise UserError(
+            f"{folders[0]}: a folder of photos cannot be one of several cameras; "
+            "run it with a single --source"
+        )
+    names = unique_names([s.describe() for s in sources])
+    for name in names:
+        log.info("camera: %s", name)
+    beats = []
+    for source, name in zip(sources, names, strict=True):
+        own = cfg.replace(kiosk_name=f"{cfg.kiosk_name} {name}"[:100]) if cfg.kiosk_name else cfg
+        beats.append(stack.enter_context(HeartbeatReporter(own, source)))
+    video = None
+    if args.record:
+        video = VideoRecorder(args.record, max(s.fps or 15.0 for s in sources))
+        stack.callback(video.close)
+    writer, embedder, watcher, crop_cache = _open_models(stack, cfg)
+    detector = make_detector(cfg, max_side=0)
+    warm_up(detector, embedder)
+    worker = detection_worker(detector)  # one detector thread serves every camera in turn
+    stack.callback(worker.close)
+    with open_embedding_store(cfg) as store:
+        gallery = load_gallery(store, cfg, embedder, cache=crop_cache)
+    cameras = []
+    for source, name, beat in zip(sources, names, beats, strict=True):
+        live = AsyncDetection(cfg, detector, worker) if detects_async(cfg, source) else None
+        pipeline = build_pipeline(
+            cfg, writer, continuous=True, embedder=embedder, detector=detector,
+            gates=build_gates(cfg, source, headless=headless), live=live, gallery=gallery,
+        )  # fmt: skip
+        cameras.append(Camera(source, pipeline, beat, label=name))
+    watcher.prime(cameras[0].pipeline.labels, cameras[0].pipeline.embeddings)
+    window = None
+    if not headless:
+        window = Window()
+        stack.callback(window.close)
+    stack.enter_context(_stop_on_sigterm(stop))
+    summary = RunSummary(source=f"{len(cameras)} cameras ({', '.join(names)})")
+    hud = "continuous mode   esc: quit"
+    try:
+        rates = run_cameras(
+            cameras, embedder, summary=summary, window=window, video=video,
+            max_frames=args.max_frames, on_event=lambda event: print(event.line(), flush=True),
+            stop=stop, gallery=watcher,
+            annotate=lambda result: annotate(result, hint=hud, hud=result.frame.source),
+        )  # fmt: skip
+    finally:
+        _close_run(summary, [c.pipeline for c in cameras])
+        for beat in beats:
+            from recognizer.heartbeat import final_state
+
+            beat.finish(final_state(summary.stopped_by, summary.error))
+    summary.seconds = rates.seconds
+    summary.per_camera = rates.rates()
+    return summary, writer
+
+
+def _close_run(summary: RunSummary, pipelines: list[Any]) -> None:
+    """Fill ``summary`` from every pipeline's events (as run_loop does for one)."""
+    events = [e for p in pipelines for e in p.events]
+    summary.sightings = [e for e in events if e.recorded]
+    pending = getattr(getattr(pipelines[0], "recorder", None), "pending", None)
+    summary.settle(pending() if callable(pending) else [])
+    summary.events = sum(1 for e in events if e.recorded)
+    summary.strangers = sum(1 for e in events if not e.recorded and not e.refused)
+    summary.refused = sum(1 for e in events if e.refused)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,13 @@ import numpy as np
 from common.config import Config
 from common.sources import Frame
 from preprocess.detect import Face
-from preprocess.regions import DetectionRequest, detection_scale, region_around, run_request
+from preprocess.regions import (
+    REGION_PX,
+    DetectionRequest,
+    detection_scale,
+    region_around,
+    run_request,
+)
 from recognizer.detect_worker import DetectionWorker
 from recognizer.motion import Grey, face_points, follow, grey
 
@@ -52,6 +58,20 @@ class Job:
 
     def run(self, detector: Any) -> list[Face]:
         return run_request(detector, self.request, self.min_face_px)
+
+
+def warm_up(detector: Any, embedder: Any = None) -> None:
+    """Trace the networks before the first frame (TensorFlow compiles a graph on its first
+    calls: a second or more on this CPU), so a camera's first faces are not lost to it."""
+    rng = np.random.default_rng(0)
+    for height, width in ((120, 160), (150, 200), (180, 240)):  # a few shapes: then any
+        detector.detect(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    batch = getattr(detector, "detect_batch", None)
+    if batch is not None:
+        size = REGION_PX
+        batch([rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(2)])
+    if embedder is not None:
+        embedder.embed(np.zeros((1, *([getattr(embedder, "input_size", 160)] * 2), 3), np.uint8))
 
 
 def detection_worker(detector: Any) -> DetectionWorker:
