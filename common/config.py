@@ -227,6 +227,8 @@ class Config:
         return load_config(self.root, overrides=changes, env={}, base=self)
 
 
+#: Keys whose values may hold a password (stream URLs): never echoed in errors.
+SECRET_KEYS = frozenset({"sources"})
 PATH_KEYS = frozenset(
     {
         "images_dir", "pre_images_dir", "db_path", "gallery_path", "weights", "cache_dir",
@@ -381,7 +383,8 @@ def _coerce(name: str, value: Any, root: Path) -> Any:
                 raise ValueError("expected a list of strings")
             return tuple(v.strip() for v in items if v.strip())
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name}={value!r} is invalid: {exc}") from None
+        shown = "[...]" if name in SECRET_KEYS else repr(value)  # URLs may hold passwords
+        raise ConfigError(f"{name}={shown} is invalid: {exc}") from None
     raise ConfigError(f"{name}={value!r} cannot be set")  # pragma: no cover
 
 

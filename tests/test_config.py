@@ -277,3 +277,24 @@ def test_sha256_file(tmp_path):
     path = Path(tmp_path) / "x"
     path.write_bytes(b"abc")
     assert sha256_file(path).startswith("ba7816bf")
+
+
+def test_sources_is_a_list_of_cameras(tmp_path):
+    (tmp_path / "attendance.toml").write_text('sources = ["0", " rtsp://cam/door ", ""]\n')
+    assert load_config(tmp_path, env={}).sources == ("0", "rtsp://cam/door")
+    env = {"ATTENDANCE_SOURCES": "1,rtsp://u:pw@cam/lab"}
+    assert load_config(tmp_path, env=env).sources == ("1", "rtsp://u:pw@cam/lab")
+    assert "pw" not in repr(load_config(tmp_path, env=env))
+    (tmp_path / "attendance.toml").write_text('sources = ["rtsp://u:secret@cam", 3]\n')
+    with pytest.raises(ConfigError, match="line 1: sources=.* expected a list of strings") as err:
+        load_config(tmp_path, env={})
+    assert "secret" not in str(err.value)
+
+
+def test_detection_keys_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="detect_async='sometimes' is not one of auto, on, off"):
+        load_config(tmp_path, overrides={"detect_async": "sometimes"}, env={})
+    with pytest.raises(ConfigError, match=r"detect_min_face_px=4 is out of range \[8, 4096\]"):
+        load_config(tmp_path, overrides={"detect_min_face_px": 4}, env={})
+    cfg = load_config(tmp_path, env={})
+    assert (cfg.detect_min_face_px, cfg.detect_async, cfg.full_scan_seconds) == (40, "auto", 0.5)
