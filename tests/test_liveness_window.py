@@ -34,7 +34,9 @@ pytestmark = [pytest.mark.gui, pytest.mark.weights, pytest.mark.sample]
 
 # (nose shift sideways, nose shift down, in eye spans; seconds): still, one way, still, the
 # other way (still spells long enough for recognition to confirm him between the moves)
-MOVES = [(0, 0, 2.0), (0.6, 0, 0.8), (0, 0, 1.5), (-0.6, 0, 0.8), (0, 0, 1.0)]
+# (0.6 read as a turn of only 0.13-0.15 to one side, at the 0.15 limit: 0.8 is a clear turn
+# whatever the detection scale)
+MOVES = [(0, 0, 2.0), (0.8, 0, 0.8), (0, 0, 1.5), (-0.8, 0, 0.8), (0, 0, 1.0)]
 CHALLENGE_SECONDS = 10  # every move comes within this time of the first look
 
 
