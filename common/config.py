@@ -116,7 +116,8 @@ class Config:
     # Detection beside the frame loop ("on": a worker thread on the newest frame, tracks
     # followed by optical flow in between), or in it ("off": every detect_every-th frame);
     # "auto" is on for cameras and streams, off for video files and folders (whose results
-    # then do not depend on the machine's speed).
+    # then do not depend on the machine's speed); "on" plays a video file in real time, as a
+    # camera would deliver it.
     detect_async: str = "auto"
     # Live cameras: the whole frame is scanned for new faces at least this often (frame
     # time); between scans only the regions around followed faces are re-detected.

@@ -480,14 +480,16 @@ def stream_source(url: str, *, reconnect: bool = True, max_retries: int = 5) -> 
 
 
 class _PacedCapture:
-    """A video file read no faster than its frame rate (``fps`` frames per second)."""
+    """A video file read no faster than its frame rate (``fps`` frames per second), from the
+    moment ``go`` is set."""
 
-    def __init__(self, path: str | Path, fps: float | None) -> None:
+    def __init__(self, path: str | Path, fps: float | None, go: threading.Event) -> None:
         cv2 = _cv2()
         with _quiet_opencv():
             self._cap = cv2.VideoCapture(str(path))
         rate = fps or float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = rate if 0 < rate < 1000 else 25.0
+        self.go = go
         self._start: float | None = None
         self._read = 0
 
@@ -498,6 +500,7 @@ class _PacedCapture:
         return self.fps if prop == _cv2().CAP_PROP_FPS else float(self._cap.get(prop))
 
     def read(self) -> tuple[bool, np.ndarray | None]:
+        self.go.wait()
         now = time.monotonic()
         if self._start is None:
             self._start = now
@@ -511,19 +514,36 @@ class _PacedCapture:
         self._cap.release()
 
 
-def replay_source(path: str | Path, fps: float | None = None) -> LiveSource:
+class ReplaySource(LiveSource):
+    """A video file played in real time as if it were a camera (see :func:`replay_source`)."""
+
+    def __init__(self, path: Path, fps: float | None) -> None:
+        self._go = threading.Event()
+        super().__init__(
+            lambda: _PacedCapture(path, fps, self._go),
+            f"replay {path.name}",
+            reconnect=False,
+            unavailable=f"{path}: cannot be read as a video; {SOURCE_HINT}",
+        )
+
+    def __next__(self) -> Frame:
+        self._go.set()  # playback starts with the first frame asked for
+        return super().__next__()
+
+    def close(self) -> None:
+        self._go.set()  # a reader waiting to start must see the stop
+        super().close()
+
+
+def replay_source(path: str | Path, fps: float | None = None) -> ReplaySource:
     """A video file played in real time (at ``fps``, default its own) as if it were a
-    camera: frames the consumer is too slow for are dropped, timestamps are wall time. For
-    benchmarks and tests of the live path; the file's end ends the iteration."""
+    camera, from the first frame asked for: frames the consumer is too slow for are
+    dropped, timestamps are wall time; the file's end ends the iteration. For the live path
+    on recorded video (``detect_async = "on"``), benchmarks and tests."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{path}: no such file; {SOURCE_HINT}")
-    return LiveSource(
-        lambda: _PacedCapture(path, fps),
-        f"replay {path.name}",
-        reconnect=False,
-        unavailable=f"{path}: cannot be read as a video; {SOURCE_HINT}",
-    )
+    return ReplaySource(path, fps)
 
 
 # --------------------------------------------------------------------------- factory

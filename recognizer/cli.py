@@ -401,6 +401,21 @@ def _stored_crop_filler(cfg: Config, embedder: Any, cache: dict[str, Any]) -> An
 
 
 # --------------------------------------------------------------------------- command
+def open_watched(cfg: Config, spec: str) -> Any:
+    """``open_source(spec)``; with ``detect_async = "on"`` a video file is played in real time
+    as a camera would deliver it (frames dropped when the loop is behind), since detection
+    beside the loop keeps pace with a clock, not with a file read as fast as possible."""
+    from common.sources import VideoFileSource, open_source, replay_source
+
+    source = open_source(spec)
+    if cfg.detect_async == "on" and isinstance(source, VideoFileSource):
+        path = source.path
+        source.close()
+        log.info("%s: played in real time, as a camera (detect_async=on)", path.name)
+        return replay_source(path)
+    return source
+
+
 def source_specs(args: argparse.Namespace, cfg: Config) -> list[str]:
     """The sources to watch: every ``--source``, else the ``sources`` setting, else camera 0."""
     specs = list(args.source or cfg.sources or ["0"])
@@ -468,14 +483,14 @@ def _run_one(
     stack: contextlib.ExitStack, args: argparse.Namespace, cfg: Config, spec: str, headless: bool
 ) -> tuple[RunSummary, Any]:
     """One source: the window (scan mode, keys) or headless loop."""
-    from common.sources import FolderSource, open_source
+    from common.sources import FolderSource
     from recognizer.display import VideoRecorder, Window
     from recognizer.heartbeat import HeartbeatReporter
     from recognizer.live_detection import AsyncDetection, warm_up
     from recognizer.liveness_gate import build_gates
 
     stop = threading.Event()
-    source = stack.enter_context(open_source(spec))
+    source = stack.enter_context(open_watched(cfg, spec))
     log.info("source: %s", source.describe())
     # reports from now on (loading the models counts as running); its final beat, after
     # everything opened below is closed, says how the run ended
@@ -538,7 +553,7 @@ def _run_cameras(
 ) -> tuple[RunSummary, Any]:
     """Several sources in one process: shared models, one detection worker, one embedding
     batch per turn (``recognizer.cameras``)."""
-    from common.sources import FolderSource, open_source
+    from common.sources import FolderSource
     from preprocess.detectors import make_detector
     from recognizer.cameras import Camera, run_cameras, unique_names
     from recognizer.display import VideoRecorder, Window, annotate
@@ -551,7 +566,7 @@ def _run_cameras(
     if not args.continuous:
         log.info("%d cameras: continuous mode (everyone seen is marked)", len(specs))
     stop = threading.Event()
-    sources = [stack.enter_context(open_source(spec)) for spec in specs]
+    sources = [stack.enter_context(open_watched(cfg, spec)) for spec in specs]
     folders = [s.describe() for s in sources if isinstance(s, FolderSource)]
     if folders:
         raise UserError(

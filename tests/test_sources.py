@@ -380,3 +380,39 @@ def test_real_http_stream_reconnects_then_gives_up_when_the_camera_is_gone(caplo
 def test_unreachable_stream_fails_at_once():
     with pytest.raises(SourceError, match="cannot be opened; check the URL"):
         open_source("http://127.0.0.1:9/none.mjpg")
+
+
+def test_replay_plays_a_file_in_real_time_from_the_first_frame_asked_for(tmp_path):
+    from common.sources import replay_source
+
+    path = tmp_path / "clip.mp4"
+    write_video(path, 20, fps=20.0)
+    with replay_source(path) as source:
+        assert source.describe() == "replay clip.mp4" and source.fps == pytest.approx(20.0)
+        time.sleep(0.3)  # nothing plays before the first frame is asked for
+        first = next(source)
+        assert first.index == 0
+        started = time.monotonic()
+        rest = list(source)
+        elapsed = time.monotonic() - started
+    assert elapsed >= 0.8  # 19 more frames at 20 fps: about 0.95 s
+    assert [f.index for f in rest] == list(range(1, 20))  # a fast consumer misses none
+
+
+def test_replay_drops_frames_for_a_slow_consumer_and_closes_unstarted(tmp_path):
+    from common.sources import replay_source
+
+    path = tmp_path / "clip.mp4"
+    write_video(path, 30, fps=30.0)
+    with replay_source(path) as source:
+        indexes = []
+        for frame in source:
+            indexes.append(frame.index)
+            time.sleep(0.1)  # a third of the frame rate
+    assert indexes[-1] >= 25 and len(indexes) <= 15  # it kept pace with the clock, dropping
+    unstarted = replay_source(path)
+    started = time.monotonic()
+    unstarted.close()  # its reader waits for the first frame asked for: it must still stop
+    assert time.monotonic() - started < 2.0
+    with pytest.raises(sources.SourceError, match="no such file"):
+        replay_source(tmp_path / "missing.mp4")
