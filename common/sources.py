@@ -396,9 +396,22 @@ class LiveSource(FrameSource):
 
     # -- consumer ----------------------------------------------------------------------
     def __next__(self) -> Frame:
+        frame = self._take(wait=True)
+        assert frame is not None
+        return frame
+
+    def poll(self) -> Frame | None:
+        """The newest frame if one came since the last one taken, else ``None`` at once (a
+        loop serving several cameras must not wait for one of them); at the end, like
+        ``next``: ``StopIteration``, or :class:`SourceError` for a lost signal."""
+        return self._take(wait=False)
+
+    def _take(self, wait: bool) -> Frame | None:
         with self._cond:
-            while self._latest is None and not self._ended:
+            while wait and self._latest is None and not self._ended:
                 self._cond.wait(0.5)
+            if self._latest is None and not self._ended:
+                return None
             if self._latest is None:
                 if self._error and not self._stop.is_set():
                     error, self._error = self._error, None
@@ -526,9 +539,9 @@ class ReplaySource(LiveSource):
             unavailable=f"{path}: cannot be read as a video; {SOURCE_HINT}",
         )
 
-    def __next__(self) -> Frame:
+    def _take(self, wait: bool) -> Frame | None:
         self._go.set()  # playback starts with the first frame asked for
-        return super().__next__()
+        return super()._take(wait)
 
     def close(self) -> None:
         self._go.set()  # a reader waiting to start must see the stop

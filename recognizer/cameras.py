@@ -5,8 +5,11 @@ drop stale ones), each camera's pipeline detects/tracks/aligns it
 (:meth:`recognizer.pipeline.RecognitionPipeline.prepare`), the new faces of *all* cameras
 are embedded in one batch, and each pipeline then matches and records its own
 (``complete``). Every event carries its camera's name (``Frame.source``). A camera whose file
-ends drops out; the run ends when every camera has, on ``max_frames`` per camera, or on a
-stop. Several cameras always run in continuous mode: an entrance marks everyone it sees.
+ends drops out, and so does a live camera lost for good (the others go on; the run then ends
+with that error once all are done); a live camera is never waited for: a turn takes the
+cameras that have a new frame. The run ends when every camera has ended, on ``max_frames``
+per camera, or on a stop. Several cameras always run in continuous mode: an entrance marks
+everyone it sees.
 
 :func:`mosaic` lays the annotated frames out for the window and the recorded video.
 """
@@ -28,6 +31,7 @@ from common.errors import UserError
 log = logging.getLogger(__name__)
 
 TILE_WIDTH = 640  # each camera's picture in the mosaic
+IDLE_SECONDS = 0.003  # a turn in which no camera had a new frame waits this long
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Camera:
     label: str | None = None  # the name its events carry (default: the source's description)
     frames: int = 0
     ended: bool = False
+    lost: UserError | None = None  # why a live camera ended (its signal lost for good)
     last_image: np.ndarray | None = None
     _iterator: Iterator[Any] | None = field(default=None, repr=False)
 
@@ -48,10 +53,16 @@ class Camera:
         return self.label or str(self.source.describe())
 
     def next_frame(self) -> Any:
-        """The camera's next frame (named after the camera), or ``None`` at its end."""
-        if self._iterator is None:
-            self._iterator = iter(self.source)
-        frame = next(self._iterator, None)
+        """The camera's next frame (named after the camera); ``None`` when a live camera has
+        no new frame yet (it is not waited for). ``StopIteration`` at its end, and
+        ``SourceError`` when its signal is lost for good."""
+        poll = getattr(self.source, "poll", None)
+        if poll is not None:
+            frame = poll()
+        else:
+            if self._iterator is None:
+                self._iterator = iter(self.source)
+            frame = next(self._iterator)
         if frame is not None and frame.source != self.name:
             frame = dataclasses.replace(frame, source=self.name)
         return frame
@@ -135,6 +146,9 @@ def run_cameras(
                     summary.stopped_by = f"--max-frames {max_frames}"
                     break
             if not live:
+                lost = [c.lost for c in cameras if c.lost is not None]
+                if lost:  # every camera ended, and one of them was lost: say so
+                    summary.stopped_by, summary.error = "error", lost[0]
                 break
             if gallery is not None:
                 reloaded = gallery.poll()
@@ -175,16 +189,27 @@ def run_cameras(
 
 
 def _turn(cameras: Sequence[Camera], embedder: Any) -> list[tuple[Camera, Any]]:
-    """One frame of every camera: prepared each, embedded together, completed each."""
+    """The new frame of every camera that has one: prepared each, embedded together,
+    completed each. A camera that ends or is lost drops out; the others go on."""
     steps = []
     for camera in cameras:
-        frame = camera.next_frame()
-        if frame is None:
+        try:
+            frame = camera.next_frame()
+        except StopIteration:
             camera.ended = True
             log.info("%s: ended", camera.name)
             continue
+        except UserError as exc:  # lost for good: the other cameras go on
+            camera.ended, camera.lost = True, exc
+            log.error("%s: %s; the other cameras go on", camera.name, exc)
+            continue
+        if frame is None:
+            continue  # a live camera with no new frame yet
         camera.frames += 1
         steps.append((camera, camera.pipeline.prepare(frame)))
+    if not steps:
+        time.sleep(IDLE_SECONDS)  # no camera had a new frame: wait a little
+        return []
     crops = [crop for _, step in steps for crop in step.crops]
     vectors = None
     if crops:

@@ -175,3 +175,40 @@ def test_a_folder_cannot_be_one_of_several_cameras(live: Config, monkeypatch, ca
     assert several(live, monkeypatch, sources, "--source", "door", "--source", "photos") == 2
     err = capsys.readouterr().err
     assert "folder photos: a folder of photos cannot be one of several cameras" in err
+
+
+class FlakyCamera(NamedSource):
+    """A live camera: ``poll`` has no new frame every other time, then the signal is lost."""
+
+    def __init__(self, name: str, frames, lost_after: int) -> None:
+        super().__init__(name, frames)
+        self.lost_after = lost_after
+        self.polls = 0
+
+    def poll(self):
+        from common.sources import SourceError
+
+        self.polls += 1
+        if self.polls % 2:
+            return None  # nothing new yet: the loop must not wait
+        if self.taken >= self.lost_after:
+            raise SourceError(f"{self.name}: lost the signal")
+        return super().__next__()
+
+
+def test_a_lost_camera_drops_out_and_the_others_go_on(tmp_path):
+    from test_pipeline import synthetic_config
+
+    cfg = synthetic_config(tmp_path)
+    embedder, recorder = FakeEmbedder(), Recorder()
+    flaky = FlakyCamera("door", frames("Ada", 40), lost_after=6)
+    sources = [flaky, NamedSource("lab", frames("Bob", 30))]
+    cameras = [
+        Camera(s, RecognitionPipeline(cfg, FakeDetector(), embedder, LABELS, GALLERY, recorder))
+        for s in sources
+    ]
+    summary = RunSummary(source="2 cameras")
+    run_cameras(cameras, embedder, summary=summary)
+    assert [c.frames for c in cameras] == [6, 30]  # the lab was never held up by the door
+    assert cameras[0].lost is not None and ("Bob", "lab") in recorder.marks
+    assert summary.stopped_by == "error" and "door: lost the signal" in str(summary.error)
