@@ -112,8 +112,8 @@ class AsyncDetection:
         self.full_scans = 0  # of which whole-frame scans
 
     def step(self, frame: Frame, tracks: Sequence[Any]) -> Landed | None:
-        """Move ``tracks`` to ``frame``; return the round that landed (if any); submit
-        ``frame`` for detection when this camera's worker slot is free."""
+        """Move ``tracks`` to ``frame``; return the round that landed (if any). Call
+        :meth:`submit` once the tracks have taken that round in."""
         now = grey(frame.image)
         followed = [t for t in tracks if getattr(t, "points", None) is not None]
         if self._grey is not None and followed:
@@ -124,12 +124,19 @@ class AsyncDetection:
                     track.box = _moved(track.box, shift.dx, shift.dy)
                     track.points = track.points + np.float32([shift.dx, shift.dy])
         self._grey = now
-        landed = self._collect(frame, now)
         self._since_submit += 1
-        due = self._since_submit >= self.cfg.detect_every and not self.worker.busy(self.client)
-        if due and self.worker.submit(self.client, self._job(frame, now, tracks)):
+        return self._collect(frame, now)
+
+    def submit(self, frame: Frame, tracks: Sequence[Any]) -> None:
+        """Hand ``frame`` (the one just stepped) to the worker if it is due: this camera's
+        previous round collected, ``detect_every`` frames since the last one handed over.
+        ``tracks``: the tracks after the latest round, whose regions are re-detected."""
+        if self._grey is None or self._since_submit < self.cfg.detect_every:
+            return
+        if self.worker.busy(self.client):
+            return
+        if self.worker.submit(self.client, self._job(frame, self._grey, tracks)):
             self._since_submit = 0
-        return landed
 
     def _collect(self, frame: Frame, now: Grey) -> Landed | None:
         done = self.worker.collect(self.client)

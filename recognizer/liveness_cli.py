@@ -31,7 +31,7 @@ from common.errors import UserError
 from common.sources import Frame, open_source
 from liveness.passive import UNDECIDED, Assessment
 from preprocess.detect import detect_scaled
-from preprocess.regions import detection_scale, large_enough
+from preprocess.regions import detection_scale, frame_scale, large_enough
 from recognizer.liveness_gate import LivenessGate
 from recognizer.tracker import IoUTracker
 
@@ -105,7 +105,9 @@ def assess_frames(frames: Iterable[Frame], detector: Any, cfg: Config, name: str
             tracker.coast()
             continue
         since = 0
-        faces = detect_scaled(detector, frame.image, scale, bgr=True)
+        faces = detect_scaled(
+            detector, frame.image, frame_scale(scale, frame.image.shape), bgr=True
+        )
         faces = large_enough(faces, cfg.detect_min_face_px)
         for track in tracker.update(faces, frame.timestamp, frame.index):
             if not track.fresh:
@@ -154,7 +156,7 @@ def clip_specs(args: list[str]) -> list[Path]:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from preprocess.detectors import make_detector
 
-    detector = make_detector(cfg)
+    detector = make_detector(cfg, whole_frames=True)  # as the recogniser detects
     failed = False
     for path in clip_specs(args.clips):
         try:

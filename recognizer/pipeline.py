@@ -89,7 +89,7 @@ from common.config import Config
 from common.sources import Frame
 from common.vectors import UNKNOWN, GalleryIndex, identity_templates
 from preprocess.detect import detect_scaled
-from preprocess.regions import detection_scale, large_enough
+from preprocess.regions import detection_scale, frame_scale, large_enough
 from recognizer.confirm import Cooldown
 from recognizer.gates import Gate, GateBoard, Verdict, Verdicts
 from recognizer.tracker import Box, IoUTracker, Track
@@ -435,20 +435,24 @@ class RecognitionPipeline:
         if self.live is not None:
             start = time.perf_counter()
             landed = self.live.step(frame, self.tracker.tracks)
-            result.timings["detect"] += time.perf_counter() - start
             if landed is None:
                 self.tracker.coast()
+            else:
+                tracks = self.tracker.update(
+                    landed.faces, landed.frame.timestamp, landed.frame.index, boxes=landed.boxes
+                )
+                pairs = zip(landed.faces, landed.points, strict=True)
+                where = {id(face): points for face, points in pairs}
+                for track in tracks:
+                    if track.fresh:
+                        track.points = where.get(id(track.face), track.points)
+            # after the update: a face found by this round is re-detected by the next one
+            self.live.submit(frame, self.tracker.tracks)
+            result.timings["detect"] += time.perf_counter() - start
+            if landed is None:
                 return step
             self.detections += 1
             result.detected = True
-            tracks = self.tracker.update(
-                landed.faces, landed.frame.timestamp, landed.frame.index, boxes=landed.boxes
-            )
-            pairs = zip(landed.faces, landed.points, strict=True)
-            where = {id(face): points for face, points in pairs}
-            for track in tracks:
-                if track.fresh:
-                    track.points = where.get(id(track.face), track.points)
             step.source = landed.frame  # the faces' landmarks belong to the detected frame
         else:
             due = self._since_detect is None or self._since_detect + 1 >= self.cfg.detect_every
@@ -488,7 +492,7 @@ class RecognitionPipeline:
     def _detect(self, bgr: np.ndarray, timings: dict[str, float]) -> list[Any]:
         start = time.perf_counter()
         # shrunk first, then converted to RGB (cheaper on the small copy)
-        faces = detect_scaled(self.detector, bgr, self.scale, bgr=True)
+        faces = detect_scaled(self.detector, bgr, frame_scale(self.scale, bgr.shape), bgr=True)
         faces = large_enough(faces, self.cfg.detect_min_face_px)
         self.detections += 1
         timings["detect"] += time.perf_counter() - start

@@ -347,3 +347,29 @@ def test_a_folder_is_never_detected_asynchronously(tmp_path):
                                 FakeRecorder(), independent_frames=True, live=live)  # fmt: skip
     finally:
         live.close()
+
+
+def test_a_face_found_by_a_whole_frame_scan_is_in_the_next_rounds_regions(tmp_path):
+    cfg = synthetic_config(tmp_path).replace(detect_every=1, full_scan_seconds=60.0)
+    detector = FakeDetector()
+    pipe, live = live_pipeline(cfg, detector)
+    misses = []
+    try:
+        for i in range(30):
+            pipe.process(textured_frame(i, {"Ada": (100, 60)}))
+            misses += [t.misses for t in pipe.tracker.tracks]
+            time.sleep(0.01)
+    finally:
+        pipe.close()
+    assert detector.shapes[0] == (H, W, 3)  # the first round scans the whole frame
+    assert detector.shapes[1:] and set(detector.shapes[1:]) == {(REGION_PX, REGION_PX, 3)}
+    assert misses and max(misses) == 0  # never missed by a round: one track, seen every round
+    assert [t.id for t in pipe.tracker.tracks] == [1]
+
+
+def test_huge_frames_are_detected_at_most_2048_pixels_wide():
+    from preprocess.regions import MAX_DETECT_SIDE, frame_scale
+
+    assert frame_scale(0.7, (1080, 1920, 3)) == 0.7
+    assert frame_scale(0.7, (2160, 3840, 3)) == pytest.approx(MAX_DETECT_SIDE / 3840)
+    assert frame_scale(1.0, (3000, 4000, 3)) * 4000 == pytest.approx(MAX_DETECT_SIDE)
