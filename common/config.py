@@ -105,13 +105,13 @@ class Config:
     match_mode: str = "template"  # "template" (per identity mean) or "nearest" (per image)
     # --- recogniser ---------------------------------------------------------
     # Cameras the recogniser watches when no --source is given: camera indexes, stream URLs,
-    # video files (several run in one process, sharing the models). Passwords in URLs are
-    # never shown.
+    # video files (several run in one process, sharing the models). In the environment or
+    # --set: a TOML array, e.g. ["0", "rtsp://host/stream"]. Passwords in URLs are never shown.
     sources: tuple[str, ...] = field(default=(), repr=False)
     # The smallest face the recogniser looks for, in source pixels: frames are shrunk for
     # detection so a face this large is still found (preprocess.regions). 40 covers an
     # entrance camera at 1080p with people 2-5 m away; a kiosk whose people stand close can
-    # set 80 and detect on a copy a quarter the size.
+    # set 80 and detect on a copy a third the size (per side).
     detect_min_face_px: int = 40
     # Detection beside the frame loop ("on": a worker thread on the newest frame, tracks
     # followed by optical flow in between), or in it ("off": every detect_every-th frame);
@@ -341,6 +341,17 @@ def _validate(cfg: Config) -> None:
 _FIELD_TYPES = {f.name: f for f in fields(Config)}
 
 
+def _text_list(text: str) -> Any:
+    """A list given as text (environment, ``--set``): a TOML array (``["0", "rtsp://…"]``), or
+    else one item. Not split on commas: a stream URL's password may hold one."""
+    if not text.strip().startswith("["):
+        return [text]
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise ValueError('expected a list like ["0", "rtsp://host/stream"]') from None
+
+
 def _coerce(name: str, value: Any, root: Path) -> Any:
     """Turn a raw value (TOML, environment string or flag) into the field's type."""
     if name not in _FIELD_TYPES:
@@ -378,8 +389,8 @@ def _coerce(name: str, value: Any, root: Path) -> Any:
             if not isinstance(value, str):
                 raise ValueError("expected a string")
             return value
-        if isinstance(default, tuple):  # a list of strings; from text, comma-separated
-            items = value.split(",") if isinstance(value, str) else value
+        if isinstance(default, tuple):  # a list of strings (from text: one, or a TOML array)
+            items = _text_list(value) if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
                 raise ValueError("expected a list of strings")
             return tuple(v.strip() for v in items if v.strip())

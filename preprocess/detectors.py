@@ -21,7 +21,7 @@ from preprocess.detect import MAX_SIDE, Detector, FaceDetector
 class DetectorSpec:
     """How to build one named detector from the configuration, and what shapes its output."""
 
-    build: Callable[[Config, int], Detector]  # (configuration, max_side)
+    build: Callable[[Config, bool], Detector]  # (configuration, whole_frames)
     settings: Callable[[Config], dict[str, Any]]
 
 
@@ -31,8 +31,10 @@ def _mtcnn_settings(cfg: Config) -> dict[str, Any]:
 
 REGISTRY: dict[str, DetectorSpec] = {
     "mtcnn": DetectorSpec(
-        build=lambda cfg, max_side: FaceDetector(
-            min_face_px=cfg.min_face_px, min_score=cfg.min_detection_score, max_side=max_side
+        build=lambda cfg, whole_frames: FaceDetector(
+            min_face_px=WHOLE_FRAME_MIN_PX if whole_frames else cfg.min_face_px,
+            min_score=cfg.min_detection_score,
+            max_side=0 if whole_frames else MAX_SIDE,
         ),
         settings=_mtcnn_settings,
     ),
@@ -49,13 +51,20 @@ def _spec(cfg: Config) -> DetectorSpec:
         ) from None
 
 
-def make_detector(cfg: Config, *, max_side: int = MAX_SIDE) -> Detector:
+#: Smallest face a whole-frame detector keeps (pixels of the image it is given): anything
+#: MTCNN finds. The recogniser shrinks frames itself and filters faces in frame pixels.
+WHOLE_FRAME_MIN_PX = 8
+
+
+def make_detector(cfg: Config, *, whole_frames: bool = False) -> Detector:
     """The detector named by ``cfg.detector``, with that configuration's thresholds.
 
-    ``max_side``: larger images are shrunk to this longest side for detection; 0 never
-    shrinks them (the recogniser picks its own scale from ``detect_min_face_px``).
+    Photos (preprocessing, enrolment): large images are shrunk to ``MAX_SIDE`` for detection
+    and faces smaller than ``min_face_px`` are dropped. ``whole_frames`` (the recogniser):
+    images are detected as given, every face found is kept; the caller picks the scale and
+    the size of face it wants (``preprocess.regions``, ``detect_min_face_px``).
     """
-    return _spec(cfg).build(cfg, max_side)
+    return _spec(cfg).build(cfg, whole_frames)
 
 
 def detector_settings(cfg: Config) -> dict[str, Any]:

@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -242,7 +243,7 @@ def build_pipeline(cfg: Config, recorder: Any, *, continuous: bool, embedder: An
             "`attendance scan` (or put photos in images/<Name>/) and `attendance preprocess`"
         )
     log.info("gallery: %d embeddings of %d people", len(labels), len(set(labels)))
-    detector = detector or make_detector(cfg, max_side=0)  # the scale: detect_min_face_px
+    detector = detector or make_detector(cfg, whole_frames=True)  # the scale: detect_min_face_px
     return RecognitionPipeline(
         cfg, detector, embedder, labels, embeddings, recorder, continuous=continuous,
         independent_frames=independent_frames, gates=gates, live=live,
@@ -504,7 +505,7 @@ def _run_one(
     if detects_async(cfg, source):
         from preprocess.detectors import make_detector
 
-        detector = make_detector(cfg, max_side=0)
+        detector = make_detector(cfg, whole_frames=True)
         warm_up(detector, embedder)
         live = AsyncDetection(cfg, detector)
         stack.callback(live.close)
@@ -577,15 +578,17 @@ def _run_cameras(
     for name in names:
         log.info("camera: %s", name)
     beats = []
+    prefix = cfg.kiosk_name or socket.gethostname()
     for source, name in zip(sources, names, strict=True):
-        own = cfg.replace(kiosk_name=f"{cfg.kiosk_name} {name}"[:100]) if cfg.kiosk_name else cfg
-        beats.append(stack.enter_context(HeartbeatReporter(own, source)))
+        # one heartbeat per camera, named after it (the camera's name kept whole)
+        kiosk = f"{prefix[: max(1, 99 - len(name))]} {name}"[-100:]
+        beats.append(stack.enter_context(HeartbeatReporter(cfg.replace(kiosk_name=kiosk), source)))
     video = None
     if args.record:
         video = VideoRecorder(args.record, max(s.fps or 15.0 for s in sources))
         stack.callback(video.close)
     writer, embedder, watcher, crop_cache = _open_models(stack, cfg)
-    detector = make_detector(cfg, max_side=0)
+    detector = make_detector(cfg, whole_frames=True)
     warm_up(detector, embedder)
     worker = detection_worker(detector)  # one detector thread serves every camera in turn
     stack.callback(worker.close)
@@ -594,8 +597,10 @@ def _run_cameras(
     cameras = []
     for source, name, beat in zip(sources, names, beats, strict=True):
         live = AsyncDetection(cfg, detector, worker) if detects_async(cfg, source) else None
+        # a camera detecting in the loop has its own detector: the worker thread's is busy
         pipeline = build_pipeline(
-            cfg, writer, continuous=True, embedder=embedder, detector=detector,
+            cfg, writer, continuous=True, embedder=embedder,
+            detector=detector if live is not None else None,
             gates=build_gates(cfg, source, headless=headless), live=live, gallery=gallery,
         )  # fmt: skip
         cameras.append(Camera(source, pipeline, beat, label=name))

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from common.config import Config
-from common.sources import FolderSource, Frame, VideoFileSource
+from common.sources import FolderSource, Frame, ReplaySource, VideoFileSource
 from liveness.challenge import FAILED, PASSED, Challenge
 from liveness.passive import Assessment, PassiveLiveness
 from preprocess.detect import Face
@@ -44,7 +44,8 @@ def liveness_mode(cfg: Config, source: Any) -> str:
     mode = cfg.liveness
     if mode != "auto":
         return mode
-    return "off" if isinstance(source, VideoFileSource | FolderSource) else "passive"
+    recorded = (VideoFileSource, FolderSource, ReplaySource)  # a file played as a camera too
+    return "off" if isinstance(source, recorded) else "passive"
 
 
 class LivenessGate:

@@ -70,7 +70,7 @@ def use_detector(monkeypatch: pytest.MonkeyPatch):
     def use(detector: object) -> object:
         for name, spec in list(REGISTRY.items()):
             monkeypatch.setitem(
-                REGISTRY, name, dataclasses.replace(spec, build=lambda cfg, max_side: detector)
+                REGISTRY, name, dataclasses.replace(spec, build=lambda cfg, whole_frames: detector)
             )
         return detector
 

@@ -282,9 +282,13 @@ def test_sha256_file(tmp_path):
 def test_sources_is_a_list_of_cameras(tmp_path):
     (tmp_path / "attendance.toml").write_text('sources = ["0", " rtsp://cam/door ", ""]\n')
     assert load_config(tmp_path, env={}).sources == ("0", "rtsp://cam/door")
-    env = {"ATTENDANCE_SOURCES": "1,rtsp://u:pw@cam/lab"}
-    assert load_config(tmp_path, env=env).sources == ("1", "rtsp://u:pw@cam/lab")
-    assert "pw" not in repr(load_config(tmp_path, env=env))
+    env = {"ATTENDANCE_SOURCES": '["1", "rtsp://u:p,w@cam/lab"]'}
+    assert load_config(tmp_path, env=env).sources == ("1", "rtsp://u:p,w@cam/lab")
+    assert "p,w" not in repr(load_config(tmp_path, env=env))
+    one = {"ATTENDANCE_SOURCES": "rtsp://u:p,w@cam/lab"}  # one source: never split on commas
+    assert load_config(tmp_path, env=one).sources == ("rtsp://u:p,w@cam/lab",)
+    with pytest.raises(ConfigError, match=r"ATTENDANCE_SOURCES: sources=\[\.\.\.\] is invalid"):
+        load_config(tmp_path, env={"ATTENDANCE_SOURCES": '["rtsp://u:secret@cam"'})
     (tmp_path / "attendance.toml").write_text('sources = ["rtsp://u:secret@cam", 3]\n')
     with pytest.raises(ConfigError, match="line 1: sources=.* expected a list of strings") as err:
         load_config(tmp_path, env={})

@@ -447,3 +447,20 @@ def test_challenge_timeout_is_refused_and_a_picture_is_a_spoof():
     verdicts = [gate.observe(2, frame_of(framed, i), Face(fbox, 0.99, landmarks_for(fbox)))
                 for i in range(6)]  # fmt: skip
     assert verdicts[-1].failed and verdicts[-1].action == ACTION_SPOOF
+
+
+def test_auto_liveness_is_off_for_a_file_played_as_a_camera(tmp_path):
+    import cv2
+
+    from common.sources import replay_source
+    from recognizer.liveness_gate import liveness_mode
+
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    for _ in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    cfg = synthetic_config(tmp_path)
+    with replay_source(path) as source:
+        assert liveness_mode(cfg, source) == "off"
+        assert liveness_mode(cfg.replace(liveness="passive"), source) == "passive"
