@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         sample = ensure_sample_data(cfg.cache_dir)
         embedder = Embedder.from_config(cfg)
         labels, vectors = prepare(cfg, sample, make_detector(cfg), embedder)
-        detector = make_detector(cfg, max_side=0)
+        detector = make_detector(cfg, whole_frames=True)
         detector.detect(np.zeros((240, 320, 3), np.uint8))  # trace the graphs
         embedder.embed(np.zeros((8, 160, 160, 3), np.uint8))
         print(
