@@ -74,13 +74,16 @@ def _cut(image: np.ndarray, region: Region) -> np.ndarray:
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    """Intersection over union of two (x, y, w, h) boxes (0 for empty boxes)."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = min(ax + aw, bx + bw) - max(ax, bx)
+    ih = min(ay + ah, by + bh) - max(ay, by)
     if iw <= 0 or ih <= 0:
         return 0.0
     inter = iw * ih
-    return float(inter / (a[2] * a[3] + b[2] * b[3] - inter))
+    union = aw * ah + bw * bh - inter
+    return float(inter / union) if union > 0 else 0.0
 
 
 def suppress_duplicates(faces: Sequence[Face], overlap: float = DUPLICATE_IOU) -> list[Face]:

@@ -22,23 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from preprocess.regions import iou
 from recognizer.confirm import Confirmation
 
 Box = tuple[float, float, float, float]  # x, y, w, h
 GAP_MISSES = 2  # detection rounds a track must miss before max_gap can end it
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two (x, y, w, h) boxes (0 for empty boxes)."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = min(ax + aw, bx + bw) - max(ax, bx)
-    ih = min(ay + ah, by + bh) - max(ay, by)
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = aw * ah + bw * bh - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def iou_matrix(tracks: Sequence[Box], detections: Sequence[Box]) -> np.ndarray:
