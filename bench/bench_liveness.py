@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{genuine_dir}: no genuine clips (see ../shared/data/README.md)")
         return 1
     cfg = load_config(ROOT / ".bench-liveness", env={})
-    detector = make_detector(cfg)
+    detector = make_detector(cfg, whole_frames=True)  # as the recogniser detects
     results: dict[str, list[ClipVerdict]] = defaultdict(list)
     started = time.perf_counter()
 
@@ -170,12 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     walking_faces: list[str] = []
     if walking.is_file() and not args.no_walking:
         images, fps = read_clip(walking)
-        full = cfg.replace(detect_width=images[0].shape[1])
+        full = cfg.replace(detect_min_face_px=28)  # detected at full size
         result = assess_frames(as_frames(images, fps, walking.name), detector, full, walking.name)
         walking_faces = result.track_verdicts
 
     print(f"passive liveness bench: {len(clips)} genuine clips, {args.seconds:g} s trials, "
-          f"{args.seeds} attack renderings per clip and type; detect_width={cfg.detect_width}, "
+          f"{args.seeds} attack renderings per clip and type; detect_min_face_px="
+          f"{cfg.detect_min_face_px}, "
           f"detect_every={cfg.detect_every}")  # fmt: skip
     for kind in ("genuine", "still_genuine"):
         print(summarise(kind, results[kind], False, cfg.detect_every))
