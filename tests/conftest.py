@@ -30,6 +30,32 @@ def workspace(tmp_path: Path, cache_dir: Path) -> Config:
     return load_config(tmp_path, overrides={"cache_dir": str(cache_dir)}, env={})
 
 
+@pytest.fixture(scope="module")
+def display() -> Iterator[str]:
+    """A private Xvfb server (1024x768) for one module's window tests; its DISPLAY name."""
+    from xvfb import xvfb_display
+
+    with xvfb_display("1024x768x24") as name:
+        yield name
+
+
+@pytest.fixture(scope="session")
+def enrolled(tmp_path_factory, cache_dir, sample_dir, detector):
+    """``enrolled(name, people, limit)``: a new workspace with the first ``limit`` train photos
+    of each of the sample ``people`` enrolled and preprocessed (real MTCNN)."""
+    from attendance.demo import enrol
+    from preprocess.pipeline import run_preprocess
+
+    def make(name: str, people, limit: int) -> Config:
+        root = tmp_path_factory.mktemp(name)
+        cfg = load_config(root, overrides={"cache_dir": str(cache_dir)}, env={})
+        enrol(cfg, sample_dir, people, limit=limit)
+        run_preprocess(cfg, detector=detector, progress=False)
+        return cfg
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def sample_dir(cache_dir: Path) -> Path:
     """``<cache>/sample`` with ``train/<name>/*.jpg`` and ``val/<name>/*.jpg`` (5 people)."""

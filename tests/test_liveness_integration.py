@@ -22,8 +22,7 @@ import numpy as np
 import pytest
 
 from attendance import cli as attendance_cli
-from attendance.demo import build_replay, enrol, load_photo, video_writer
-from common.config import load_config
+from attendance.demo import build_replay, load_photo, video_writer
 from recognizer import cli
 from store.factory import open_attendance_store
 
@@ -55,13 +54,9 @@ def in_person_clip(path: Path, photo: np.ndarray, fps: float = 10.0, seconds: fl
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory, cache_dir, sample_dir, detector):
-    from preprocess.pipeline import run_preprocess
-
-    root = tmp_path_factory.mktemp("liveness")
-    cfg = load_config(root, overrides={"cache_dir": str(cache_dir)}, env={})
-    enrol(cfg, sample_dir, [PERSON], limit=6)
-    run_preprocess(cfg, detector=detector, progress=False)
+def clips(enrolled, sample_dir):
+    cfg = enrolled("liveness", [PERSON], 6)
+    root = cfg.root
     photo = load_photo(sorted((sample_dir / "val" / PERSON).glob("*.jpg"))[0])
     in_person_clip(root / "in_person.mp4", photo)
     build_replay(root / "replay.mp4", photo, fps=10.0)

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -23,10 +22,8 @@ import numpy as np
 import pytest
 from test_liveness_integration import PERSON
 from test_window import Lines, screenshot, xdo
-from xvfb import xvfb_display
 
-from attendance.demo import build_replay, enrol, load_photo, video_writer
-from common.config import load_config
+from attendance.demo import build_replay, load_photo, video_writer
 from recognizer.display import COLOURS
 from store.factory import open_attendance_store
 
@@ -78,20 +75,9 @@ def moving_clip(path: Path, photo: np.ndarray, landmarks: np.ndarray, fps: float
 
 
 @pytest.fixture(scope="module")
-def display() -> Iterator[str]:
-    """A private Xvfb server; yields its DISPLAY name."""
-    with xvfb_display("1024x768x24") as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory, cache_dir, sample_dir, detector):
-    from preprocess.pipeline import run_preprocess
-
-    root = tmp_path_factory.mktemp("liveness-window")
-    cfg = load_config(root, overrides={"cache_dir": str(cache_dir)}, env={})
-    enrol(cfg, sample_dir, [PERSON], limit=6)
-    run_preprocess(cfg, detector=detector, progress=False)
+def workspace(enrolled, sample_dir, detector):
+    cfg = enrolled("liveness-window", [PERSON], 6)
+    root = cfg.root
     photo = load_photo(sorted((sample_dir / "val" / PERSON).glob("*.jpg"))[0])
     face = detector.detect(np.ascontiguousarray(photo[..., ::-1]))[0]
     moving_clip(root / "moving.mp4", photo, face.landmarks)

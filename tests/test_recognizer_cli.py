@@ -30,7 +30,7 @@ from test_pipeline import (
     make_frame,
 )
 
-from attendance.demo import build_video, enrol, load_photo, pretty_name
+from attendance.demo import build_video, load_photo, pretty_name
 from common.config import Config, load_config
 from common.sources import Frame, LiveSource, open_source
 from common.vectors import UNKNOWN
@@ -46,14 +46,10 @@ STRANGER = "mindy_kaling"
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, cache_dir, sample_dir, detector):
+def workspace(enrolled, sample_dir):
     """Two people enrolled from 6 train photos each; a video: Ben, the stranger, Jerry."""
-    from preprocess.pipeline import run_preprocess
-
-    root = tmp_path_factory.mktemp("recognizer-cli")
-    cfg = load_config(root, overrides={"cache_dir": str(cache_dir)}, env={})
-    enrol(cfg, sample_dir, ENROLLED, limit=6)
-    run_preprocess(cfg, detector=detector, progress=False)
+    cfg = enrolled("recognizer-cli", ENROLLED, 6)
+    root = cfg.root
     scenes = [
         (pretty_name(person), person != STRANGER, [load_photo(sorted(files)[0])])
         for person in ("ben_afflek", STRANGER, "jerry_seinfeld")

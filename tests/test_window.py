@@ -13,16 +13,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from xvfb import xvfb_display
 
-from attendance.demo import build_video, enrol, load_photo, pretty_name
-from common.config import load_config
+from attendance.demo import build_video, load_photo, pretty_name
 from store.factory import open_attendance_store
 
 pytestmark = [pytest.mark.gui, pytest.mark.weights, pytest.mark.sample]
@@ -32,21 +29,10 @@ PEOPLE = ("ben_afflek", "jerry_seinfeld")
 
 
 @pytest.fixture(scope="module")
-def display() -> Iterator[str]:
-    """A private Xvfb server; yields its DISPLAY name."""
-    with xvfb_display("1024x768x24") as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory, cache_dir, sample_dir, detector):
+def workspace(enrolled, sample_dir):
     """Ben and Jerry enrolled (5 photos each) and a video: Ben for 4 s, then Jerry for 4 s."""
-    from preprocess.pipeline import run_preprocess
-
-    root = tmp_path_factory.mktemp("window")
-    cfg = load_config(root, overrides={"cache_dir": str(cache_dir)}, env={})
-    enrol(cfg, sample_dir, PEOPLE, limit=5)
-    run_preprocess(cfg, detector=detector, progress=False)
+    cfg = enrolled("window", PEOPLE, 5)
+    root = cfg.root
     scenes = [
         (pretty_name(p), True, [load_photo(sorted((sample_dir / "val" / p).glob("*.jpg"))[0])])
         for p in PEOPLE
