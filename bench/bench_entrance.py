@@ -49,6 +49,7 @@ from bench_recognizer import PEOPLE, make_videos, prepare  # noqa: E402
 from common.config import Config, load_config  # noqa: E402
 from common.runner import setup_logging  # noqa: E402
 from common.sdist import ensure_sample_data  # noqa: E402
+from preprocess.regions import iou  # noqa: E402
 
 log = logging.getLogger("bench")
 WALKING = ROOT.parent / "shared" / "data" / "video" / "walking_people_1080p.mp4"
@@ -57,12 +58,6 @@ MATCH_IOU = 0.3
 # A ground-truth chain shorter than this (frames) is a flicker of the detector, or someone
 # crossing a corner in a blink: not a person an entrance camera could be asked to find.
 MIN_FRAMES = 5
-
-
-def iou(a, b) -> float:
-    from preprocess.regions import iou as box_iou
-
-    return box_iou(a, b)
 
 
 # --------------------------------------------------------------------------- ground truth

@@ -419,8 +419,7 @@ def open_watched(cfg: Config, spec: str) -> Any:
 
 def source_specs(args: argparse.Namespace, cfg: Config) -> list[str]:
     """The sources to watch: every ``--source``, else the ``sources`` setting, else camera 0."""
-    specs = list(args.source or cfg.sources or ["0"])
-    return specs
+    return list(args.source or cfg.sources or ["0"])
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
